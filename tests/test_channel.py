@@ -1,0 +1,377 @@
+"""The libxenvchan API over the in-process backend: set-up bytes, the §4.7 return-code
+table in both modes, close semantics, and a hostile peer scribbling on the shared page."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vchansim import layout
+from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
+from vchansim.channel import Vchan
+from vchansim.errors import (
+    ChannelClosed,
+    ConfigError,
+    MessageTooLarge,
+    ProtocolError,
+    StoreError,
+    VchanError,
+)
+
+PATH = "data/vchan/0/5"
+CLIENT_PATH = "/local/domain/1/data/vchan/0/5"
+
+
+def make_pair(read_min: int = 0, write_min: int = 0, *, blocking: bool = True):
+    hv = MemoryHypervisor()
+    srv = Vchan.server(
+        MemoryBackend(1, hypervisor=hv), 0, PATH, read_min, write_min, blocking=blocking
+    )
+    cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH, blocking=blocking)
+    return hv, srv, cli
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Vchan, Vchan]]:
+    _, srv, cli = make_pair()
+    yield srv, cli
+    cli.close()
+    srv.close()
+
+
+def in_thread(fn, *args) -> threading.Thread:
+    thread = threading.Thread(target=fn, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_control_page_bytes_after_setup_match_libxenvchan():
+    hv = MemoryHypervisor()
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)
+    page = srv._page
+    assert bytes(page[:16]) == bytes(16)
+    assert bytes(page[16:24]) == bytes([10, 0, 11, 0, 2, 1, 1, 0])  # §2.5
+    assert srv.is_open() == layout.LIVE_WAITING
+    cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH)
+    assert page[layout.CLI_LIVE] == 1 and page[layout.SRV_NOTIFY] == layout.NOTIFY_WRITE
+    assert srv.is_open() == 1 and cli.is_open() == 1
+    cli.close()
+    assert page[layout.CLI_LIVE] == 0 and srv.is_open() == 0
+    srv.close()
+
+
+def test_server_publishes_keys_with_libxenvchan_permissions_and_removes_them():
+    hv = MemoryHypervisor()
+    backend = MemoryBackend(1, hypervisor=hv)
+    srv = Vchan.server(backend, 0, PATH)
+    store = backend.store()
+    ref = store.read(CLIENT_PATH + "/ring-ref")
+    assert int(ref) == srv._res.ctrl.refs[0]
+    assert int(store.read(CLIENT_PATH + "/event-channel")) == srv.port
+    assert [str(p) for p in store.get_perms(CLIENT_PATH + "/ring-ref")] == ["n1", "r0"]
+    srv.close()
+    with pytest.raises(StoreError):
+        store.read(CLIENT_PATH)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("read_min", "write_min"),
+    [(0, 0), (2048, 1024), (4096, 4096), (65536, 8192), (1 << 20, 1 << 20)],
+)
+def test_data_flows_both_ways_for_every_order_class(read_min, write_min):
+    _, srv, cli = make_pair(read_min, write_min)
+    payload = bytes(range(256)) * 4096  # 1 MiB: wraps every ring size
+    received = bytearray()
+
+    def drain() -> None:
+        while len(received) < len(payload):
+            received.extend(srv.read(65536))
+
+    reader = in_thread(drain)
+    assert cli.write(payload) == len(payload)
+    reader.join()
+    assert received == payload
+    back = in_thread(srv.write, payload[::-1])
+    assert b"".join(cli.recv(1024) for _ in range(len(payload) // 1024)) == payload[::-1]
+    back.join()
+    cli.close()
+    srv.close()
+
+
+# -- §4.7, non-blocking -------------------------------------------------------------------
+def test_nonblocking_read_and_recv_return_empty_when_not_enough_data():
+    _, srv, cli = make_pair(blocking=False)
+    assert srv.read(10) == b""
+    assert srv.read_into(bytearray(10)) == 0
+    assert srv.recv(10) == b""
+    cli.send(b"12345")
+    assert srv.recv(10) == b""  # all or nothing
+    assert srv.read(10) == b"12345"
+    cli.close()
+    srv.close()
+
+
+def test_nonblocking_send_and_write_when_full():
+    _, srv, cli = make_pair(blocking=False)
+    size = cli.write_ring.size
+    assert cli.write(bytes(size + 100)) == size  # partial: what fits
+    assert cli.write(b"x") == 0
+    assert cli.send(b"x") == 0
+    assert srv.read(1) == b"\0"
+    assert cli.send(b"xy") == 0  # all or nothing
+    assert cli.send(b"x") == 1
+    cli.close()
+    srv.close()
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_packets_larger_than_the_ring_are_refused_in_both_modes(blocking):
+    _, srv, cli = make_pair(blocking=blocking)
+    with pytest.raises(MessageTooLarge) as info:
+        cli.send(bytes(cli.write_ring.size + 1))
+    assert str(cli.write_ring.size) in str(info.value)
+    with pytest.raises(MessageTooLarge):
+        srv.recv(srv.read_ring.size + 1)
+    cli.close()
+    srv.close()
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_writers_fail_once_the_peer_closed(blocking):
+    _, srv, cli = make_pair(blocking=blocking)
+    srv.close()
+    assert cli.is_open() == 0
+    for op in (cli.write, cli.send):
+        with pytest.raises(ChannelClosed) as info:
+            op(b"data")
+        assert info.value.written == 0
+    cli.close()
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_readers_drain_data_written_before_the_close(blocking):
+    _, srv, cli = make_pair(blocking=blocking)
+    cli.write(b"last words")
+    cli.close()
+    assert srv.recv(4) == b"last"
+    with pytest.raises(ChannelClosed):
+        srv.recv(100)  # fewer than 100 left and the peer is gone
+    assert srv.read(100) == b" words"
+    with pytest.raises(ChannelClosed):
+        srv.read(1)
+    srv.close()
+
+
+# -- §4.7, blocking -------------------------------------------------------------------------
+def test_blocking_recv_waits_for_the_whole_packet(pair):
+    srv, cli = pair
+    got: list[bytes] = []
+    reader = in_thread(lambda: got.append(srv.recv(1000)))
+    for i in range(10):
+        cli.write(bytes([i]) * 100)
+    reader.join()
+    assert got == [b"".join(bytes([i]) * 100 for i in range(10))]
+
+
+def test_blocking_write_larger_than_the_ring_completes_as_the_reader_drains(pair):
+    srv, cli = pair
+    payload = bytes(range(251)) * 400
+    got = bytearray()
+    reader = in_thread(lambda: got.extend(b"".join(iter(srv))))
+    assert cli.write(payload) == len(payload)
+    cli.close()
+    reader.join()
+    assert got == payload
+
+
+def test_blocking_write_interrupted_by_close_reports_progress(pair):
+    srv, cli = pair
+    size = cli.write_ring.size
+    result: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            cli.write(bytes(size * 3))
+        except ChannelClosed as exc:
+            result.append(exc)
+
+    thread = in_thread(writer)
+    assert srv.recv(size) == bytes(size)  # the writer is now blocked on a full ring again
+    while srv.data_ready() < size:
+        srv.wait(0.5)
+    srv.close()
+    thread.join()
+    assert len(result) == 1
+    assert result[0].written == 2 * size
+
+
+def test_blocking_read_wakes_on_peer_close(pair):
+    srv, cli = pair
+    outcome: list[object] = []
+
+    def reader() -> None:
+        try:
+            outcome.append(srv.read(10))
+        except ChannelClosed as exc:
+            outcome.append(exc)
+
+    thread = in_thread(reader)
+    cli.close()
+    thread.join()
+    assert isinstance(outcome[0], ChannelClosed)
+
+
+def test_timeout_bounds_a_blocking_call(pair):
+    srv, _ = pair
+    srv.timeout = 0.05
+    with pytest.raises(TimeoutError):
+        srv.recv(10)
+
+
+def test_zero_length_calls_do_not_block(pair):
+    srv, cli = pair
+    assert srv.read(0) == b""
+    assert srv.recv(0) == b""
+    assert cli.send(b"") == 0
+    assert cli.write(b"") == 0
+
+
+def test_use_after_close_is_a_clear_error(pair):
+    srv, _ = pair
+    srv.close()
+    srv.close()  # idempotent
+    with pytest.raises(ValueError, match="closed vchan"):
+        srv.read(1)
+
+
+def test_data_ready_and_buffer_space_arm_notifications(pair):
+    srv, cli = pair
+    srv._page[layout.CLI_NOTIFY] = 0
+    assert srv.data_ready() == 0
+    assert srv._page[layout.CLI_NOTIFY] & layout.NOTIFY_WRITE
+    assert cli.buffer_space() == cli.write_ring.size
+    assert srv._page[layout.SRV_NOTIFY] & layout.NOTIFY_READ
+
+
+def test_select_on_fileno_wakes_when_data_arrives(pair):
+    import select
+
+    srv, cli = pair
+    srv.data_ready()  # arms the WRITE notification
+    while srv.wait(0):  # consume the connect kick
+        pass
+    cli.write(b"ping")
+    readable, _, _ = select.select([srv.fileno()], [], [], 5)
+    assert readable == [srv.fileno()]
+    assert srv.wait(0) is True
+    assert srv.read(4) == b"ping"
+
+
+def test_persistent_server_accepts_a_second_client():
+    hv = MemoryHypervisor()
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)
+    srv.server_persist = True
+    first = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH)
+    first.write(b"one")
+    first.close()
+    assert srv.is_open() == 1
+    second = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH)
+    second.write(b"two")
+    assert srv.read(6) == b"onetwo"
+    second.close()
+    srv.close()
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_bad_arguments_name_the_value():
+    backend = MemoryBackend(1, hypervisor=MemoryHypervisor())
+    with pytest.raises(ConfigError, match="1048577"):
+        Vchan.server(backend, 0, PATH, read_min=(1 << 20) + 1)
+    with pytest.raises(ConfigError, match="70000"):
+        Vchan.server(backend, 70000, PATH)
+    with pytest.raises(ConfigError, match="61"):
+        Vchan.server(backend, 0, "p" * 70)
+
+
+def test_client_without_server_fails_naming_the_path():
+    backend = MemoryBackend(0, hypervisor=MemoryHypervisor())
+    with pytest.raises(StoreError, match="no vchan server"):
+        Vchan.client(backend, 1, CLIENT_PATH)
+
+
+@pytest.mark.parametrize(("left", "right"), [(9, 11), (11, 11), (21, 10), (0xFFFF, 12)])
+def test_client_refuses_a_page_with_bad_orders(left, right):
+    hv = MemoryHypervisor()
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)
+    orders = srv._page[16:20].cast("H")
+    orders[0], orders[1] = left, right
+    orders.release()
+    with pytest.raises(ProtocolError, match="order"):
+        Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH)
+    srv.close()
+
+
+# -- a hostile peer ---------------------------------------------------------------------------
+DOCUMENTED = (ChannelClosed, MessageTooLarge, VchanError)
+FIELDS = st.sampled_from(
+    [
+        ("I", 0),
+        ("I", 4),
+        ("I", 8),
+        ("I", 12),  # the four indices
+        ("H", 16),
+        ("H", 18),  # orders (must be ignored after set-up)
+        ("B", 20),
+        ("B", 21),
+        ("B", 22),
+        ("B", 23),  # live and notify bytes
+    ]
+)
+OPS = st.sampled_from(["read", "recv", "write", "send", "data_ready", "buffer_space", "is_open"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.sampled_from([(0, 0), (4096, 2048), (65536, 65536)]),
+    server_side=st.booleans(),
+    pokes=st.lists(
+        st.tuples(FIELDS, st.integers(0, 0xFFFFFFFF), OPS, st.integers(0, 70000)), max_size=25
+    ),
+)
+def test_hostile_peer_never_breaks_the_local_side(sizes, server_side, pokes):
+    _, srv, cli = make_pair(*sizes, blocking=False)
+    local = srv if server_side else cli
+    local.timeout = 0.0  # any attempt to block would raise TimeoutError and fail the test
+    page = local._page
+    try:
+        for (fmt, offset), value, op, n in pokes:
+            field = page[offset : offset + {"I": 4, "H": 2, "B": 1}[fmt]].cast(fmt)
+            field[0] = value & {"I": 0xFFFFFFFF, "H": 0xFFFF, "B": 0xFF}[fmt]
+            field.release()
+            try:
+                result = _do(local, op, n)
+            except DOCUMENTED:
+                continue
+            if op in ("read", "recv"):
+                assert len(result) <= n
+            elif op in ("write", "send"):
+                assert 0 <= result <= n
+            elif op in ("data_ready", "buffer_space"):
+                ring = local.read_ring if op == "data_ready" else local.write_ring
+                assert 0 <= result <= ring.size
+    finally:
+        cli.close()
+        srv.close()
+
+
+def _do(chan: Vchan, op: str, n: int):
+    if op in ("read", "recv"):
+        return getattr(chan, op)(n)
+    if op in ("write", "send"):
+        return getattr(chan, op)(bytes(n))
+    return getattr(chan, op)()

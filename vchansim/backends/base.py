@@ -1,0 +1,205 @@
+"""The backend interface: the three Xen services a vchan stands on.
+
+A vchan needs memory one domain can grant to another (the grant table), a doorbell
+between them (event channels) and a rendezvous (XenStore).  Each is a small protocol
+below whose docstrings say what Xen guarantees, so a backend promises exactly that and
+the channel code relies on nothing more.  A :class:`Backend` bundles one of each for one
+domain, the way ocaml-vchan is parameterised by MEMORY, EVENTS and CONFIGURATION.
+
+Handles are opened per channel, as libxenvchan opens its own gntalloc/gntdev and evtchn
+file descriptors per vchan; closing a handle releases everything it holds.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Protocol, runtime_checkable
+
+from ..errors import ConfigError
+from ..xenstore.wire import Perm
+
+#: Domain ids Xen hands to guests: 0 .. DOMID_FIRST_RESERVED - 1.
+DOMID_MAX = 0x7FEF
+
+
+def check_domid(domid: int, what: str = "domain id") -> int:
+    """Return ``domid`` if Xen could have a domain by that number, else raise ConfigError."""
+    if isinstance(domid, bool) or not isinstance(domid, int):
+        raise ConfigError(f"{what} must be an integer, not {domid!r}")
+    if not 0 <= domid <= DOMID_MAX:
+        raise ConfigError(f"{what} {domid} is outside Xen's range 0..{DOMID_MAX}")
+    return domid
+
+
+@runtime_checkable
+class Mapping(Protocol):
+    """Pages shared with, or mapped from, another domain, seen as one contiguous buffer."""
+
+    #: The pages, ``len(refs) * 4096`` bytes; read-only if mapped read-only.
+    buf: memoryview
+    #: Grant references of the pages, in buffer order.
+    refs: tuple[int, ...]
+
+    def close(self) -> None:
+        """Unmap (and, for shared pages, revoke).  Fires a registered unmap-notify."""
+
+
+class Grants(Protocol):
+    """A grant-table handle (Linux: one open ``gntalloc`` or ``gntdev`` file).
+
+    Xen's rules: only the grantee domain may map a grant; a read-only grant cannot be
+    mapped writable; an unknown or revoked reference fails; references are small non-zero
+    integers, per granting domain.
+    """
+
+    def share(self, peer: int, count: int, *, writable: bool = True) -> Mapping:
+        """Allocate ``count`` zeroed pages and grant them to domain ``peer``."""
+        ...
+
+    def map(self, peer: int, refs: Sequence[int], *, writable: bool = True) -> Mapping:
+        """Map the pages domain ``peer`` granted us under ``refs``, contiguously."""
+        ...
+
+    def set_unmap_notify(self, mapping: Mapping, offset: int, port: int) -> None:
+        """When ``mapping`` goes away -- closed, or its process dies however it dies --
+        clear byte ``offset`` of it and send an event on local ``port``."""
+        ...
+
+    def close(self) -> None:
+        """Release the handle and every mapping still open through it."""
+        ...
+
+
+class Events(Protocol):
+    """An event-channel handle (Linux: one open ``/dev/xen/evtchn``).
+
+    A port fires at most once until unmasked: :meth:`pending` returns it masked, and
+    events arriving while masked stay pending and fire again on :meth:`unmask`.
+    Notifications to a port whose peer is gone are dropped silently, as on Xen.
+    """
+
+    def bind_unbound(self, remote: int) -> int:
+        """Allocate a port that domain ``remote`` may bind to; return the local port."""
+        ...
+
+    def bind_interdomain(self, remote: int, remote_port: int) -> int:
+        """Connect to ``remote``'s unbound port ``remote_port``; return the local port."""
+        ...
+
+    def notify(self, port: int) -> None:
+        """Send an event to the other end of local ``port``."""
+        ...
+
+    def pending(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds (None: forever) for a port to fire.
+
+        Returns the port, now masked, or None if nothing fired in time.
+        """
+        ...
+
+    def unmask(self, port: int) -> None:
+        """Re-enable ``port`` after :meth:`pending` returned it."""
+        ...
+
+    def unbind(self, port: int) -> None:
+        """Close ``port``; its interdomain peer returns to "unbound, waiting for us"."""
+        ...
+
+    def fileno(self) -> int:
+        """A file descriptor that polls readable while a port is pending."""
+        ...
+
+    def close(self) -> None:
+        """Unbind every port and release the handle."""
+        ...
+
+
+class Store(Protocol):
+    """A XenStore connection, as libxenstore's ``xs_open`` gives one.
+
+    Paths not starting with ``/`` are relative to the domain's home,
+    ``/local/domain/<domid>``.  ``tx`` 0 means outside any transaction.  Failures raise
+    :class:`~vchansim.errors.StoreError` carrying xenstored's errno.
+    """
+
+    def read(self, path: str, tx: int = 0) -> bytes: ...
+
+    def write(self, path: str, value: bytes, tx: int = 0) -> None: ...
+
+    def mkdir(self, path: str, tx: int = 0) -> None: ...
+
+    def rm(self, path: str, tx: int = 0) -> None: ...
+
+    def directory(self, path: str, tx: int = 0) -> list[str]: ...
+
+    def get_perms(self, path: str, tx: int = 0) -> list[Perm]: ...
+
+    def set_perms(self, path: str, perms: Sequence[Perm], tx: int = 0) -> None: ...
+
+    def transaction_start(self) -> int: ...
+
+    def transaction_end(self, tx: int, commit: bool = True) -> None:
+        """Commit (or abort) ``tx``; a conflicting commit raises StoreError(EAGAIN)."""
+        ...
+
+    def watch(self, path: str, token: str) -> None: ...
+
+    def unwatch(self, path: str, token: str) -> None: ...
+
+    def read_watch(self, timeout: float | None = None) -> tuple[str, str] | None:
+        """Next (path, token) watch event, or None if none arrived within ``timeout``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Backend(ABC):
+    """One domain's view of the three services.  Chosen by name through the registry.
+
+    Subclasses set ``name`` and implement the three factories; each call opens a new
+    handle that the caller owns and closes.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, domid: int | None = None) -> None:
+        self.domid = check_domid(domid if domid is not None else default_domid())
+
+    @abstractmethod
+    def grants(self) -> Grants:
+        """Open a grant-table handle."""
+
+    @abstractmethod
+    def events(self) -> Events:
+        """Open an event-channel handle."""
+
+    @abstractmethod
+    def store(self) -> Store:
+        """Open a XenStore connection."""
+
+    #: False where the platform cannot map a domain's own grants (Linux on Xen).
+    supports_loopback: ClassVar[bool] = True
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing between handles
+        """Release whatever the backend keeps between handles."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} domid={self.domid}>"
+
+
+def default_domid() -> int:
+    """The domain this process plays: ``$VCHANSIM_DOMID``, else 0 (privileged dom0)."""
+    raw = os.environ.get("VCHANSIM_DOMID", "0")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"VCHANSIM_DOMID={raw!r} is not an integer domain id") from None
+    return check_domid(value, "VCHANSIM_DOMID")

@@ -1,0 +1,615 @@
+"""The libxenvchan API: a vchan endpoint joined to a backend.
+
+:meth:`Vchan.server` and :meth:`Vchan.client` set a channel up exactly as libxenvchan's
+``server_init``/``client_init`` do (PROTOCOL.md §5), so either end may be the C library.
+I/O follows §4.7, expressed the Python way; the mapping from C return codes is in
+``docs/api.md``.  In short: a count of bytes where C returns one, ``0``/``b""`` where a
+non-blocking C call returns 0, and an exception from :mod:`vchansim.errors` where C
+returns -1.
+
+A channel is not thread-safe (neither is libxenvchan's): use it from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from . import layout
+from .backends.base import Backend, Events, Grants, Mapping, Perm, check_domid
+from .errors import (
+    ChannelClosed,
+    ConfigError,
+    EventChannelError,
+    MessageTooLarge,
+    ProtocolError,
+    StoreError,
+    VchanError,
+)
+from .ring import Notifier, Ring
+
+#: Blocking calls re-check the peer's liveness at least this often even without an event,
+#: because a crashed peer's kernel may wake us before it clears the live byte (§6.3).
+LIVENESS_RECHECK = 0.5
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _atoi(raw: bytes) -> int:
+    """C ``atoi``: optional blanks and sign, then leading digits; no digits is 0."""
+    text = raw.decode("ascii", errors="replace").lstrip(" \t\n\r\v\f")
+    sign = -1 if text[:1] == "-" else 1
+    text = text[1:] if text[:1] in "+-" else text
+    digits = ""
+    for ch in text:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return sign * int(digits) if digits else 0
+
+
+@dataclass
+class _Resources:
+    """Everything an endpoint holds, released in libxenvchan's close order (§5.8)."""
+
+    grants: Grants | None = None
+    events: Events | None = None
+    port: int = 0
+    ctrl: Mapping | None = None
+    ring_maps: list[Mapping] = field(default_factory=list)
+
+
+class Vchan:
+    """One end of a vchan.  Create with :meth:`server` or :meth:`client`.
+
+    ``blocking`` defaults to True (what Xen's own tools set; libxenvchan leaves it
+    uninitialised).  ``timeout`` (seconds, default None = wait forever) bounds every
+    blocking call, which then raises :class:`TimeoutError`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        res: _Resources,
+        *,
+        server: bool,
+        peer: int,
+        xs_path: str,
+        blocking: bool,
+    ) -> None:
+        assert res.ctrl is not None and res.events is not None
+        self.backend = backend
+        self.is_server = server
+        self.peer = peer
+        self.xs_path = xs_path
+        self.blocking = blocking
+        self.timeout: float | None = None
+        #: Server only: report the channel open even after a client left (libxenvchan's
+        #: ``server_persist``), so a new client may connect to the same rings.
+        self.server_persist = False
+        self._res = res
+        self._events = res.events
+        self._port = res.port
+        self._page = res.ctrl.buf
+        self._live = layout.CLI_LIVE if server else layout.SRV_LIVE
+        self._rd: Ring
+        self._wr: Ring
+        self._notify = Notifier(self._page, server=server)
+        self._closed = False
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def server(
+        cls,
+        backend: Backend,
+        domain: int,
+        path: str,
+        read_min: int = 0,
+        write_min: int = 0,
+        *,
+        blocking: bool = True,
+    ) -> Vchan:
+        """Offer a vchan to domain ``domain`` at XenStore ``path`` (libxenvchan_server_init).
+
+        ``read_min``/``write_min`` are the smallest ring sizes wanted for receiving and
+        sending; the orders are chosen as libxenvchan does.  Returns at once: the client
+        connects later (``is_open()`` is 2 until then).
+        """
+        check_domid(domain, "client domain id")
+        left_order, right_order = layout.choose_orders(read_min, write_min)
+        layout.check_xs_path(path)
+        res = _Resources()
+        try:
+            res.events = backend.events()
+            res.port = res.events.bind_unbound(domain)
+            res.grants = backend.grants()
+            res.ctrl = res.grants.share(domain, 1)
+            res.grants.set_unmap_notify(res.ctrl, layout.SRV_LIVE, res.port)
+            geometry = _init_page(res.ctrl.buf, left_order, right_order)
+            rings = [
+                _server_ring_buffer(res, domain, placement, geometry)
+                for placement in (geometry.left, geometry.right)
+            ]
+            chan = cls(backend, res, server=True, peer=domain, xs_path=path, blocking=blocking)
+            chan._attach_rings(read_buf=rings[0], write_buf=rings[1], geometry=geometry)
+            _publish(backend, path, domain, res.ctrl.refs[0], res.port)
+        except BaseException:
+            _release(res, server=True)
+            raise
+        return chan
+
+    @classmethod
+    def client(cls, backend: Backend, domain: int, path: str, *, blocking: bool = True) -> Vchan:
+        """Connect to the vchan domain ``domain`` serves at ``path`` (libxenvchan_client_init).
+
+        Like libxenvchan it does not wait: if no server has published the path yet it
+        raises :class:`~vchansim.errors.StoreError` (ENOENT); retry or watch the path.
+        """
+        check_domid(domain, "server domain id")
+        layout.check_xs_path(path)
+        ring_ref, remote_port = _lookup(backend, domain, path)
+        res = _Resources()
+        try:
+            res.grants = backend.grants()
+            res.events = backend.events()
+            res.port = res.events.bind_interdomain(domain, remote_port)
+            res.ctrl = res.grants.map(domain, [ring_ref], writable=True)
+            res.grants.set_unmap_notify(res.ctrl, layout.CLI_LIVE, res.port)
+            page = res.ctrl.buf
+            orders = page[layout.LEFT_ORDER : layout.LEFT_ORDER + 4].cast("H")
+            geometry = layout.Geometry.for_orders(orders[0], orders[1])
+            orders.release()
+            write_buf = _client_ring_buffer(res, domain, geometry.left, writable=True)
+            read_buf = _client_ring_buffer(res, domain, geometry.right, writable=False)
+            chan = cls(backend, res, server=False, peer=domain, xs_path=path, blocking=blocking)
+            chan._attach_rings(read_buf=read_buf, write_buf=write_buf, geometry=geometry)
+            page[layout.CLI_LIVE] = layout.LIVE_CONNECTED
+            page[layout.SRV_NOTIFY] = layout.NOTIFY_WRITE
+            res.events.notify(res.port)
+        except BaseException:
+            _release(res, server=False)
+            raise
+        return chan
+
+    def _attach_rings(
+        self, *, read_buf: memoryview, write_buf: memoryview, geometry: layout.Geometry
+    ) -> None:
+        """Build both rings over the page's indices; the server reads left, the client right."""
+        self._indices = self._page[: layout.LEFT_ORDER].cast("I")
+        left_buf, right_buf = (read_buf, write_buf) if self.is_server else (write_buf, read_buf)
+        left = Ring.left(self._indices, left_buf, geometry.left.order)
+        right = Ring.right(self._indices, right_buf, geometry.right.order)
+        self._rd, self._wr = (left, right) if self.is_server else (right, left)
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def read_ring(self) -> Ring:
+        """The ring this end consumes (left for a server, right for a client)."""
+        return self._rd
+
+    @property
+    def write_ring(self) -> Ring:
+        """The ring this end produces."""
+        return self._wr
+
+    @property
+    def port(self) -> int:
+        """This end's local event-channel port."""
+        return self._port
+
+    def is_open(self) -> int:
+        """The peer's liveness as libxenvchan reports it: 0 closed, 1 connected, 2 (server
+        only) no client yet; a hostile peer's other values are passed through."""
+        self._check_not_closed()
+        if self.is_server and self.server_persist:
+            return 1
+        return self._page[self._live]
+
+    def data_ready(self) -> int:
+        """Bytes readable now.  Arms a WRITE notification so ``fileno()`` wakes on more."""
+        self._check_not_closed()
+        self._notify.request(layout.NOTIFY_WRITE)
+        return self._rd.data_ready()
+
+    def buffer_space(self) -> int:
+        """Bytes writable now.  Arms a READ notification so ``fileno()`` wakes on space."""
+        self._check_not_closed()
+        self._notify.request(layout.NOTIFY_READ)
+        return self._wr.buffer_space()
+
+    def fileno(self) -> int:
+        """The event-channel descriptor, for ``select``/``poll``; then call ``wait(0)``."""
+        self._check_not_closed()
+        return self._events.fileno()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Consume one event (blocking up to ``timeout``; None = forever).
+
+        Returns False if none came in time.  Wake-ups may be spurious or coalesced:
+        re-check ``data_ready``/``buffer_space``/``is_open`` afterwards.
+        """
+        self._check_not_closed()
+        try:
+            port = self._events.pending(timeout)
+            if port is None:
+                return False
+            self._events.unmask(port)
+        except OSError as exc:
+            raise EventChannelError(
+                f"waiting on event channel port {self._port} failed: {exc}", err=exc.errno
+            ) from exc
+        return True
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, n: int) -> bytes:
+        """Stream read: 1..n bytes (blocking), or ``b""`` if non-blocking and empty.
+
+        Raises :class:`ChannelClosed` once the peer closed and the ring is drained.
+        """
+        buf = bytearray(n)
+        got = self.read_into(buf)
+        del buf[got:]
+        return bytes(buf)
+
+    def read_into(self, buf: Buffer, nbytes: int | None = None) -> int:
+        """Stream read into ``buf`` without allocating; returns the count (see :meth:`read`)."""
+        dst, n = self._target(buf, nbytes)
+        if n == 0:
+            return 0
+        deadline = self._deadline()
+        while True:
+            avail = self._fast_data_ready(n)
+            if avail:
+                m = min(n, avail)
+                self._receive(dst, m)
+                return m
+            if not self._peer_open():
+                if self._rd.data_ready():
+                    continue  # written just before the close: deliver it (unlike the C library)
+                raise ChannelClosed()
+            if not self.blocking:
+                return 0
+            self._block(deadline)
+
+    def recv(self, n: int) -> bytes:
+        """Packet read: exactly n bytes, or ``b""`` if non-blocking and fewer are there."""
+        buf = bytearray(n)
+        got = self.recv_into(buf)
+        return bytes(buf) if got else b""
+
+    def recv_into(self, buf: Buffer, nbytes: int | None = None) -> int:
+        """Packet read of exactly ``nbytes`` (default ``len(buf)``) into ``buf``.
+
+        Returns ``nbytes``, or 0 if non-blocking and not all of them are there yet.
+        Raises :class:`MessageTooLarge` if the ring can never hold that many, and
+        :class:`ChannelClosed` if the peer closed with fewer in the ring.
+        """
+        dst, n = self._target(buf, nbytes)
+        if n > self._rd.size:
+            raise MessageTooLarge(
+                f"recv of {n} bytes can never complete: the read ring holds {self._rd.size}"
+            )
+        deadline = self._deadline()
+        while True:
+            if n <= self._fast_data_ready(n):
+                self._receive(dst, n)
+                return n
+            if not self._peer_open():
+                if self._rd.data_ready() >= n:
+                    continue
+                raise ChannelClosed(f"the peer closed with fewer than {n} bytes in the ring")
+            if not self.blocking:
+                return 0
+            self._block(deadline)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield chunks as they arrive until the peer closes (blocking channels only)."""
+        chunk = max(self._rd.size, 4096)
+        while True:
+            try:
+                data = self.read(chunk)
+            except ChannelClosed:
+                return
+            if data:
+                yield data
+            elif not self.blocking:
+                return
+
+    # -- writing --------------------------------------------------------------------------
+    def write(self, data: Buffer) -> int:
+        """Stream write.  Blocking: all of ``data`` (returns its length).  Non-blocking:
+        as much as fits now (0..len).  Raises :class:`ChannelClosed` if the peer is closed;
+        if it closes part-way through a blocking write, the exception's ``written`` says
+        how many bytes went into the ring."""
+        src = self._source(data)
+        n = len(src)
+        if not self._peer_open():
+            raise ChannelClosed()
+        if not self.blocking:
+            m = min(n, self._fast_buffer_space(n))
+            if m:
+                self._send_bytes(src, m)
+            return m
+        deadline = self._deadline()
+        pos = 0
+        while True:
+            chunk = min(self._fast_buffer_space(n - pos), n - pos)
+            if chunk:
+                self._send_bytes(src[pos:], chunk)
+                pos += chunk
+            if pos == n:
+                return n
+            self._block(deadline, written=pos)
+            if not self._peer_open():
+                raise ChannelClosed(
+                    f"the peer closed after {pos} of {n} bytes were written", written=pos
+                )
+
+    def send(self, data: Buffer) -> int:
+        """Packet write, all or nothing: ``len(data)``, or 0 if non-blocking and it does
+        not fit yet.  Raises :class:`MessageTooLarge` if it can never fit."""
+        src = self._source(data)
+        n = len(src)
+        if n > self._wr.size:
+            raise MessageTooLarge(
+                f"send of {n} bytes can never complete: the write ring holds {self._wr.size}"
+            )
+        deadline = self._deadline()
+        while True:
+            if not self._peer_open():
+                raise ChannelClosed()
+            if n <= self._fast_buffer_space(n):
+                self._send_bytes(src, n)
+                return n
+            if not self.blocking:
+                return 0
+            self._block(deadline)
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close as libxenvchan does: live byte 0, unmap (the peer gets its events), and
+        the server removes its XenStore keys.  Data already in the rings stays readable
+        by the peer.  Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._page[layout.SRV_LIVE if self.is_server else layout.CLI_LIVE] = layout.LIVE_CLOSED
+        self._notify.release()
+        self._rd.release()
+        self._wr.release()
+        self._indices.release()
+        self._page = memoryview(b"")
+        _release(self._res, server=self.is_server)
+        if self.is_server:
+            _unpublish(self.backend, self.xs_path)
+
+    def __enter__(self) -> Vchan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        role = "server" if self.is_server else "client"
+        state = "closed" if self._closed else f"peer live={self._page[self._live]}"
+        return f"<Vchan {role} peer=dom{self.peer} path={self.xs_path!r} {state}>"
+
+    # -- the §4 machinery ---------------------------------------------------------------
+    def _peer_open(self) -> bool:
+        return bool(self.is_open())
+
+    def _fast_data_ready(self, request: int) -> int:
+        ready = self._rd.data_ready()
+        if ready >= request:
+            return ready
+        self._notify.request(layout.NOTIFY_WRITE)
+        return self._rd.data_ready()
+
+    def _fast_buffer_space(self, request: int) -> int:
+        space = self._wr.buffer_space()
+        if space >= request:
+            return space
+        self._notify.request(layout.NOTIFY_READ)
+        return self._wr.buffer_space()
+
+    def _receive(self, dst: memoryview, n: int) -> None:
+        self._rd.copy_out(dst, n)
+        self._kick_if_asked(layout.NOTIFY_READ, n)
+
+    def _send_bytes(self, src: memoryview, n: int) -> None:
+        self._wr.copy_in(src, n)
+        self._kick_if_asked(layout.NOTIFY_WRITE, n)
+
+    def _kick_if_asked(self, bit: int, transferred: int) -> None:
+        if self._notify.take(bit):
+            try:
+                self._events.notify(self._port)
+            except OSError as exc:
+                raise EventChannelError(
+                    f"notify on port {self._port} failed after {transferred} bytes were "
+                    f"committed: {exc}",
+                    transferred=transferred,
+                    err=exc.errno,
+                ) from exc
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    def _block(self, deadline: float | None, written: int = 0) -> None:
+        """Wait for one event, re-checking liveness periodically; honour ``timeout``."""
+        step = LIVENESS_RECHECK
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                exc = TimeoutError(errno.ETIMEDOUT, f"vchan call timed out after {self.timeout} s")
+                exc.characters_written = written  # type: ignore[attr-defined]
+                raise exc
+            step = min(step, left)
+        self.wait(step)
+
+    def _check_not_closed(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
+
+    def _target(self, buf: Buffer, nbytes: int | None) -> tuple[memoryview, int]:
+        self._check_not_closed()
+        dst = memoryview(buf).cast("B")
+        if dst.readonly:
+            raise TypeError("read_into/recv_into need a writable buffer")
+        n = dst.nbytes if nbytes is None else nbytes
+        if not 0 <= n <= dst.nbytes:
+            raise ValueError(f"nbytes={n} does not fit a {dst.nbytes}-byte buffer")
+        return dst, n
+
+    def _source(self, data: Buffer) -> memoryview:
+        self._check_not_closed()
+        return memoryview(data).cast("B")
+
+
+# -- setup helpers (module level: they run before a Vchan exists) ----------------------
+def _init_page(page: memoryview, left_order: int, right_order: int) -> layout.Geometry:
+    """Write a fresh control page as server_init does (§2.5)."""
+    page[:] = bytes(len(page))
+    orders = page[layout.LEFT_ORDER : layout.LEFT_ORDER + 4].cast("H")
+    orders[0], orders[1] = left_order, right_order
+    orders.release()
+    page[layout.CLI_LIVE] = layout.LIVE_WAITING
+    page[layout.SRV_LIVE] = layout.LIVE_CONNECTED
+    page[layout.CLI_NOTIFY] = layout.NOTIFY_WRITE
+    return layout.Geometry.for_orders(left_order, right_order)
+
+
+def _grant_slots(page: memoryview, placement: layout.RingPlacement) -> memoryview:
+    start = layout.GRANTS + 4 * placement.first_grant
+    return page[start : start + 4 * placement.pages].cast("I")
+
+
+def _server_ring_buffer(
+    res: _Resources, domain: int, placement: layout.RingPlacement, geometry: layout.Geometry
+) -> memoryview:
+    """The buffer for one ring: in the control page, or newly granted pages."""
+    assert res.ctrl is not None and res.grants is not None
+    if placement.in_page_offset is not None:
+        return res.ctrl.buf[placement.in_page_offset : placement.in_page_offset + placement.size]
+    mapping = res.grants.share(domain, placement.pages)
+    res.ring_maps.append(mapping)
+    slots = _grant_slots(res.ctrl.buf, placement)
+    for i, ref in enumerate(mapping.refs):
+        slots[i] = ref
+    slots.release()
+    return mapping.buf
+
+
+def _client_ring_buffer(
+    res: _Resources, domain: int, placement: layout.RingPlacement, *, writable: bool
+) -> memoryview:
+    assert res.ctrl is not None and res.grants is not None
+    if placement.in_page_offset is not None:
+        return res.ctrl.buf[placement.in_page_offset : placement.in_page_offset + placement.size]
+    slots = _grant_slots(res.ctrl.buf, placement)
+    refs = slots.tolist()
+    slots.release()
+    mapping = res.grants.map(domain, refs, writable=writable)
+    res.ring_maps.append(mapping)
+    return mapping.buf
+
+
+def _publish(backend: Backend, path: str, client: int, ring_ref: int, port: int) -> None:
+    """Write ring-ref and event-channel in one transaction, retrying on EAGAIN (§7.9)."""
+    store = backend.store()
+    try:
+        own = _atoi(store.read("domid"))
+        perms = [Perm("n", own), Perm("r", client)]
+        values = ((layout.RING_REF_KEY, ring_ref), (layout.EVENT_CHANNEL_KEY, port))
+        while True:
+            tx = store.transaction_start()
+            for key, value in values:
+                node = layout.key_path(path, key)
+                store.write(node, str(value).encode(), tx)
+                store.set_perms(node, perms, tx)
+            try:
+                store.transaction_end(tx, commit=True)
+                return
+            except StoreError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+    finally:
+        store.close()
+
+
+def _unpublish(backend: Backend, path: str) -> None:
+    """Remove the server's XenStore subtree (Xen >= 4.17); failures are ignored as in C."""
+    try:
+        store = backend.store()
+    except OSError:
+        return
+    try:
+        store.rm(path)
+    except OSError:
+        pass
+    finally:
+        store.close()
+
+
+def _lookup(backend: Backend, domain: int, path: str) -> tuple[int, int]:
+    """Read and check the server's ring-ref and event-channel keys."""
+    store = backend.store()
+    try:
+        values = []
+        for key in (layout.RING_REF_KEY, layout.EVENT_CHANNEL_KEY):
+            node = layout.key_path(path, key)
+            try:
+                raw = store.read(node)
+            except StoreError as exc:
+                raise StoreError(
+                    f"no vchan server for domain {domain} at {path!r}: reading {node} "
+                    f"failed ({errno.errorcode.get(exc.errno or 0, exc.errno)})",
+                    err=exc.errno,
+                ) from exc
+            value = _atoi(raw)
+            if value <= 0:
+                raise ProtocolError(f"{node} holds {raw!r}, not a positive number")
+            values.append(value)
+    finally:
+        store.close()
+    return values[0], values[1]
+
+
+def _release(res: _Resources, *, server: bool) -> None:
+    """Tear down in libxenvchan's order: rings, control page (its unmap-notify fires),
+    one explicit kick, event channel, grant handle."""
+    errors: list[BaseException] = []
+
+    def attempt(action: object) -> None:
+        try:
+            action()  # type: ignore[operator]
+        except Exception as exc:  # keep releasing the rest; report the first failure
+            errors.append(exc)
+
+    for mapping in res.ring_maps:
+        attempt(mapping.close)
+    res.ring_maps.clear()
+    if res.ctrl is not None:
+        attempt(res.ctrl.close)
+        if res.events is not None and res.port:
+            attempt(lambda: res.events.notify(res.port))  # type: ignore[union-attr]
+        res.ctrl = None
+    if res.events is not None:
+        attempt(res.events.close)
+        res.events = None
+    if res.grants is not None:
+        attempt(res.grants.close)
+        res.grants = None
+    if errors and not isinstance(errors[0], VchanError):
+        raise VchanError(f"closing the vchan failed: {errors[0]}") from errors[0]
+    if errors:
+        raise errors[0]
+
+
+__all__ = ["ChannelClosed", "ConfigError", "MessageTooLarge", "Vchan"]
