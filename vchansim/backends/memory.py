@@ -279,6 +279,8 @@ class MemoryEvents:
     def fire(self, port: int) -> None:
         """Deliver an event: queue the port and mask it, or latch it if already masked."""
         with self._lock:
+            if self._fd < 0:
+                return  # the handle closed meanwhile: the event is dropped, as on Xen
             if port in self._masked:
                 self._latched.add(port)
                 return
@@ -318,9 +320,10 @@ class MemoryEvents:
     def close(self) -> None:
         for port in list(self._ports):
             self.unbind(port)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def _serve_store(hv: MemoryHypervisor, domid: int) -> XsClient:

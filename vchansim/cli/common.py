@@ -1,0 +1,39 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..backends import available_backends, get_backend
+from ..backends.base import Backend
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--domid``: which emulation, and which domain this process plays."""
+    parser.add_argument(
+        "--backend",
+        choices=available_backends(),
+        help="backend (default: $VCHANSIM_BACKEND, else shm)",
+    )
+    parser.add_argument(
+        "--domid",
+        type=int,
+        metavar="N",
+        help="the domain this process plays (default: $VCHANSIM_DOMID, else 0)",
+    )
+
+
+def open_backend(args: argparse.Namespace) -> Backend:
+    return get_backend(args.backend, domid=args.domid)
+
+
+def size(text: str) -> int:
+    """A byte count with an optional K/M suffix (powers of two), e.g. ``64K``."""
+    units = {"k": 1 << 10, "m": 1 << 20}
+    text = text.strip()
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale != 1 else text
+    try:
+        return int(digits) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 4096, 64K or 1M") from None

@@ -1,0 +1,107 @@
+"""``vchansim serve`` and ``vchansim connect``: stdin/stdout over a vchan, both ways.
+
+Like Xen's vchan-node tools: ``serve`` offers the vchan and waits for its client;
+``connect`` joins it.  End of stdin closes the channel cleanly, after everything read has
+gone into the ring; the peer's close ends the command once its data is all out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .. import layout
+from ..bridge import bridge
+from ..channel import Vchan
+from ..errors import StoreError
+from .common import add_backend_options, open_backend, size
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="offer a vchan to PEER_DOMID at PATH and pipe stdin/stdout over it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(serve)
+    serve.add_argument(
+        "--read-min",
+        type=size,
+        default=0,
+        metavar="BYTES",
+        help="smallest receive ring (default 0: the in-page rings)",
+    )
+    serve.add_argument(
+        "--write-min", type=size, default=0, metavar="BYTES", help="smallest send ring (default 0)"
+    )
+    serve.set_defaults(func=_serve)
+    connect = subparsers.add_parser(
+        "connect",
+        help="connect to PEER_DOMID's vchan at PATH and pipe stdin/stdout over it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(connect)
+    connect.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for the server to appear (default 10)",
+    )
+    connect.set_defaults(func=_connect)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("peer", type=int, metavar="PEER_DOMID", help="the other domain's id")
+    parser.add_argument(
+        "path",
+        metavar="PATH",
+        help="XenStore path: absolute, or relative to the serving domain's home",
+    )
+    add_backend_options(parser)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    backend = open_backend(args)
+    with Vchan.server(backend, args.peer, args.path, args.read_min, args.write_min) as chan:
+        print(
+            f"vchansim serve: domain {backend.domid} offers {args.path!r} to domain "
+            f"{args.peer}; waiting for it",
+            file=sys.stderr,
+        )
+        bridge(chan, sys.stdin.fileno(), sys.stdout.fileno())
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    backend = open_backend(args)
+    path = args.path if args.path.startswith("/") else f"/local/domain/{args.peer}/{args.path}"
+    with _client_when_ready(backend, args.peer, path, args.wait) as chan:
+        bridge(chan, sys.stdin.fileno(), sys.stdout.fileno())
+    return 0
+
+
+def _client_when_ready(backend, peer: int, path: str, wait: float) -> Vchan:
+    """Connect, watching the server's ring-ref key until it appears or ``wait`` runs out.
+
+    libxenvchan's client fails at once if the server is not there yet; a person typing in
+    two terminals starts them in any order, so the command waits on a XenStore watch.
+    """
+    deadline = time.monotonic() + wait
+    key = layout.key_path(path, layout.RING_REF_KEY)
+    watcher = backend.store()
+    try:
+        watcher.watch(key, "vchansim-connect")
+        while True:
+            try:
+                return Vchan.client(backend, peer, path)
+            except StoreError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                watcher.read_watch(left)
+    finally:
+        watcher.close()

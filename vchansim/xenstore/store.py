@@ -1,0 +1,893 @@
+"""The emulated xenstored: node tree, Xen's permission rules, transactions, watches, quotas.
+
+Sans-IO on purpose: :class:`Store` holds the data, :class:`XsConnection` turns the bytes
+of one client into operations and hands replies and watch events to a ``send`` callback.
+The socket server, the hub and the tests all drive the same code, and the tests can do so
+without any socket at all.
+
+Behaviour follows the C xenstored (``tools/xenstored`` of current xen.git); where it has
+quirks that a guest could observe -- which error comes back, quota off-by-ones -- we keep
+them, because programs tested here must behave the same on a real host.  Domain 0 is the
+only privileged domain.
+
+Left out on purpose (nothing in a vchan's life depends on them): the memory and
+outstanding-request quotas, the dropping of duplicate or stale queued watch events,
+INTRODUCE/RELEASE/RESUME/SET_TARGET/CONTROL (dom0 gets ENOSYS) and so ``@releaseDomain``
+never fires.  "Existing domain" means any id in 0..0x7FEF, and permission strings must
+use decimal ids (xenstored also takes C ``strtol`` forms such as ``r0x10``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntFlag
+
+from ..errors import ConfigError
+from . import wire
+from .wire import Message, Perm, XsProtocolError, XsType
+
+#: Highest domain id Xen gives a domain (``DOMID_FIRST_RESERVED - 1``).
+DOMID_MAX = 0x7FEF
+#: ``DOMID_SELF``: IS_DOMAIN_INTRODUCED always answers yes for it.
+DOMID_SELF = 0x7FF0
+#: The one privileged domain ("tools" domain) of the emulation.
+PRIVILEGED_DOMID = 0
+#: Watch-only paths xenstored fires when domains come and go.
+INTRODUCE_DOMAIN = "@introduceDomain"
+RELEASE_DOMAIN = "@releaseDomain"
+
+_NO_GENERATION = -1
+_VALID_PATH = re.compile(r"[A-Za-z0-9\-/_@]*\Z")
+_LOCAL_PREFIX = re.compile(r"/local/domain/\d{1,5}/")
+_ATOI = re.compile(rb"\s*([+-]?\d+)")
+
+
+def check_domid(domid: int) -> int:
+    """Return ``domid`` if Xen could give a domain that number, else raise ConfigError."""
+    if isinstance(domid, bool) or not isinstance(domid, int):
+        raise ConfigError(f"domain id must be an int, not {domid!r}")
+    if not 0 <= domid <= DOMID_MAX:
+        raise ConfigError(f"domain id {domid} is outside Xen's range 0..{DOMID_MAX} (0x7FEF)")
+    return domid
+
+
+def domain_path(domid: int) -> str:
+    """A domain's home, the base of its relative paths (GET_DOMAIN_PATH's answer)."""
+    return f"/local/domain/{domid}"
+
+
+def parent_of(path: str) -> str:
+    """The parent of a node; ``/`` for top-level nodes and for ``@`` paths, as in xenstored."""
+    cut = path.rfind("/", 1)
+    return path[:cut] if cut > 0 else "/"
+
+
+def _basename(path: str) -> str:
+    return path[path.rfind("/") + 1 :]
+
+
+def _is_child(path: str, ancestor: str) -> bool:
+    """True if ``path`` is ``ancestor`` or below it (everything is below ``/``)."""
+    if ancestor == "/":
+        return True
+    return path == ancestor or path.startswith(ancestor + "/")
+
+
+def _atoi(raw: bytes) -> int:
+    """C ``atoi``: leading blanks, optional sign, digits; anything else counts as 0."""
+    match = _ATOI.match(raw)
+    return int(match.group(1)) if match else 0
+
+
+@dataclass
+class Quotas:
+    """Limits xenstored puts on unprivileged domains (domain 0 is exempt), with its defaults.
+
+    The comparisons are xenstored's own, off-by-ones included, so that a guest hits a limit
+    here exactly where it would on Xen: a domain may hold ``transactions + 1`` open
+    transactions and ``watches + 1`` watches (the daemon refuses only once the count
+    already *exceeds* the quota, with ENOSPC and E2BIG respectively); it may own ``nodes``
+    nodes when creating them one by one, but a transaction commit that would leave it
+    owning ``nodes`` or more fails with ENOSPC.  ``node_size`` is xenstored's accounted
+    size (16 + 8 per permission + value + child names with their NULs); ``path_length``
+    counts the characters after ``/local/domain/<id>/`` (the whole path elsewhere).
+    """
+
+    nodes: int = 1000
+    watches: int = 128
+    transactions: int = 10
+    transaction_nodes: int = 1024
+    permissions: int = 5
+    path_length: int = wire.REL_PATH_MAX
+    node_size: int = 2048
+
+
+class XsError(Exception):
+    """An operation failed; ``name`` is the errno name xenstored sends (``ENOENT``...)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass
+class Node:
+    """One node: its value, its permission list (owner first) and its children, in order."""
+
+    value: bytes
+    perms: tuple[Perm, ...]
+    children: list[str] = field(default_factory=list)
+    generation: int = 0
+
+    @property
+    def owner(self) -> int:
+        return self.perms[0].domid
+
+    def copy(self) -> Node:
+        """A copy the caller may change; stored nodes are never changed in place, because
+        transactions hold references to them."""
+        return Node(self.value, self.perms, list(self.children), self.generation)
+
+    def accounted_size(self) -> int:
+        """The size xenstored checks against the node-size quota."""
+        names = sum(len(child) + 1 for child in self.children)
+        return 16 + 8 * len(self.perms) + len(self.value) + names
+
+
+class _Access(IntFlag):
+    READ = 1
+    WRITE = 2
+    OWNER = 8
+
+
+_FULL = _Access.READ | _Access.WRITE | _Access.OWNER
+
+
+def _letter_access(perm: Perm) -> _Access:
+    return (_Access.READ if perm.can_read else _Access(0)) | (
+        _Access.WRITE if perm.can_write else _Access(0)
+    )
+
+
+def _access(domid: int, perms: Sequence[Perm]) -> _Access:
+    """What ``domid`` may do to a node with ``perms``: the owner and dom0 everything, a
+    listed domain its own letter, anyone else the owner entry's letter."""
+    if domid == PRIVILEGED_DOMID or perms[0].domid == domid:
+        return _FULL
+    for perm in perms[1:]:
+        if perm.domid == domid:
+            return _letter_access(perm)
+    return _letter_access(perms[0])
+
+
+# --- the tree and its transactional views -----------------------------------------------
+
+
+_OldPerms = tuple[Perm, ...] | None
+#: Delivers a watch event: path, exact-match only?, node (if known), permissions before.
+_FireFn = Callable[[str, bool, Node | None, _OldPerms], None]
+
+
+class _Tree:
+    """The committed store: a flat map path -> node, plus per-owner node counts.
+
+    Outside transactions, operations change it directly and their watch events go out at
+    once through ``fire``.
+    """
+
+    def __init__(self, fire: _FireFn) -> None:
+        self.notify = fire
+        self.nodes: dict[str, Node] = {}
+        self.owned: Counter[int] = Counter()
+        self.generation = 0
+
+    def get(self, path: str) -> Node | None:
+        return self.nodes.get(path)
+
+    def put(self, path: str, node: Node) -> None:
+        """Store ``node`` (taking ownership of it) under a fresh generation number."""
+        self.delete(path)
+        self.generation += 1
+        node.generation = self.generation
+        self.nodes[path] = node
+        self.owned[node.owner] += 1
+
+    def delete(self, path: str) -> None:
+        old = self.nodes.pop(path, None)
+        if old is not None:
+            self.owned[old.owner] -= 1
+
+    def owned_by(self, domid: int) -> int:
+        return self.owned[domid]
+
+
+class _Transaction:
+    """One open transaction: a private overlay on the tree, validated at commit.
+
+    Like xenstored, conflicts are detected per node: the generation of every node the
+    transaction *read* (including absent ones and the ancestors consulted for permission
+    checks) must be unchanged at commit, or the commit fails with EAGAIN.  A node is read
+    once; later reads in the transaction see that first copy or the transaction's own
+    change.  Watch events are held back and fire on a successful commit.
+    """
+
+    def __init__(self, tree: _Tree, tx_id: int, domid: int, quotas: Quotas) -> None:
+        self.tree = tree
+        self.id = tx_id
+        self.domid = domid
+        self.quotas = quotas
+        self.local: dict[str, Node | None] = {}
+        self.seen: dict[str, int] = {}
+        self.modified: dict[str, None] = {}
+        self.original_perms: dict[str, tuple[Perm, ...]] = {}
+        self.owned_delta: Counter[int] = Counter()
+        self.events: dict[str, bool] = {}
+        self.created = False
+        self.failed = False
+
+    def _first_access(self, path: str) -> Node | None:
+        """Record a path touched for the first time; xenstored caps how many per transaction
+        (and then dooms the transaction: its commit answers ENOMEM)."""
+        unprivileged = self.domid != PRIVILEGED_DOMID
+        if unprivileged and len(self.local) + 1 > self.quotas.transaction_nodes:
+            self.failed = True
+            raise XsError("ENOSPC")
+        node = self.tree.get(path)
+        if node is not None:
+            self.original_perms[path] = node.perms
+        self.local[path] = node
+        return node
+
+    def get(self, path: str) -> Node | None:
+        if path in self.local:
+            return self.local[path]
+        node = self._first_access(path)
+        self.seen[path] = node.generation if node is not None else _NO_GENERATION
+        return node
+
+    def put(self, path: str, node: Node) -> None:
+        self._replace(path, node)
+
+    def delete(self, path: str) -> None:
+        self._replace(path, None)
+
+    def _replace(self, path: str, node: Node | None) -> None:
+        previous = self.local[path] if path in self.local else self._first_access(path)
+        if previous is not None:
+            self.owned_delta[previous.owner] -= 1
+        if node is not None:
+            self.owned_delta[node.owner] += 1
+        self.local[path] = node
+        self.modified[path] = None
+
+    def owned_by(self, domid: int) -> int:
+        return self.tree.owned_by(domid) + self.owned_delta[domid]
+
+    def notify(self, path: str, exact: bool, node: Node | None, old_perms: _OldPerms) -> None:
+        """Queue an event; a subtree event for a path replaces an exact-match one."""
+        self.events[path] = self.events.get(path, True) and exact
+
+    def check_commit(self) -> None:
+        """Raise the error xenstored gives for this commit, in its order of checks."""
+        if self.failed:
+            raise XsError("ENOMEM")
+        if self.created and self.domid != PRIVILEGED_DOMID:
+            for domid in self.owned_delta:
+                if domid != PRIVILEGED_DOMID and self.owned_by(domid) >= self.quotas.nodes:
+                    raise XsError("ENOSPC")
+        for path, generation in self.seen.items():
+            current = self.tree.get(path)
+            if (current.generation if current is not None else _NO_GENERATION) != generation:
+                raise XsError("EAGAIN")
+
+    def apply(self) -> None:
+        for path in self.modified:
+            node = self.local[path]
+            if node is None:
+                self.tree.delete(path)
+            else:
+                self.tree.put(path, node.copy())
+
+
+_View = _Tree | _Transaction
+
+
+# --- operations on paths ----------------------------------------------------------------
+
+
+class _Actor:
+    """Performs path operations for one domain against one view (tree or transaction),
+    applying Xen's permission rules and quotas."""
+
+    def __init__(self, store: Store, domid: int, view: _View) -> None:
+        self.store = store
+        self.domid = domid
+        self.view = view
+        self.unprivileged = domid != PRIVILEGED_DOMID
+
+    def canonical(self, raw: bytes | None, *, special: bool = False) -> str:
+        """Validate a request path and make it absolute (relative to the domain's home)."""
+        if raw is None:
+            raise XsError("EINVAL")
+        text = raw.decode("latin-1")
+        if not _VALID_PATH.match(text) or (text.startswith("@") and not special):
+            raise XsError("EINVAL")
+        name = text if text[:1] in ("/", "@") else f"{domain_path(self.domid)}/{text}"
+        if (name.endswith("/") and name != "/") or "//" in name:
+            raise XsError("EINVAL")
+        if self.unprivileged:
+            local = _LOCAL_PREFIX.match(name)
+            if len(name) - (local.end() if local else 0) > self.store.quotas.path_length:
+                raise XsError("EINVAL")
+        return name
+
+    def lookup(self, path: str, need: _Access) -> Node:
+        """The node, if it exists and we may do ``need`` to it.  Otherwise ENOENT or EACCES,
+        chosen as xenstored does so as not to reveal nodes we could not see anyway: ENOENT
+        only if the nearest existing ancestor grants us ``need``."""
+        node = self.view.get(path)
+        if node is not None and _access(self.domid, node.perms) & need == need:
+            return node
+        error = "ENOENT" if node is None else "EACCES"
+        ancestor = path
+        while True:
+            ancestor = parent_of(ancestor)
+            found = self.view.get(ancestor)
+            if found is not None or ancestor == "/":
+                break
+        if found is not None and _access(self.domid, found.perms) & need:
+            raise XsError(error)
+        raise XsError("EACCES")
+
+    def _check_size(self, nodes: Sequence[Node]) -> None:
+        quota = self.store.quotas.node_size
+        if self.unprivileged and any(node.accounted_size() > quota for node in nodes):
+            raise XsError("ENOSPC")
+
+    def _create(self, path: str, value: bytes) -> Node:
+        """Create ``path`` and any missing ancestors.  New nodes inherit their parent's
+        permissions, except that a node an unprivileged domain creates is owned by it."""
+        missing = [path]
+        top_path = parent_of(path)
+        top = self.view.get(top_path)
+        while top is None:
+            missing.append(top_path)
+            top_path = parent_of(top_path)
+            top = self.view.get(top_path)
+        if self.unprivileged and self.view.owned_by(self.domid) + len(missing) > (
+            self.store.quotas.nodes
+        ):
+            raise XsError("ENOSPC")
+        parent = top.copy()
+        parent.children.append(_basename(missing[-1]))
+        perms = parent.perms
+        if self.unprivileged:
+            perms = (Perm(perms[0].access, self.domid), *perms[1:])
+        created = [
+            Node(b"", perms, [_basename(missing[level - 1])])
+            for level in range(len(missing) - 1, 0, -1)
+        ]
+        created.append(Node(value, perms))
+        self._check_size([parent, *created])
+        self.view.put(top_path, parent)
+        for new_path, node in zip(reversed(missing), created, strict=True):
+            self.view.put(new_path, node)
+        if isinstance(self.view, _Transaction):
+            self.view.created = True
+        return created[-1]
+
+    def write(self, path: str, value: bytes) -> None:
+        try:
+            node = self.lookup(path, _Access.WRITE)
+        except XsError as err:
+            if err.name != "ENOENT":
+                raise
+            node = self._create(path, value)
+        else:
+            node = node.copy()
+            node.value = value
+            self._check_size([node])
+            self.view.put(path, node)
+        self.view.notify(path, False, node, None)
+
+    def mkdir(self, path: str) -> None:
+        try:
+            self.lookup(path, _Access.WRITE)
+        except XsError as err:
+            if err.name != "ENOENT":
+                raise
+            self.view.notify(path, False, self._create(path, b""), None)
+
+    def rm(self, path: str) -> None:
+        """Remove a subtree.  A missing node is fine if its parent exists (xenstored)."""
+        try:
+            node = self.lookup(path, _Access.WRITE)
+        except XsError as err:
+            if err.name == "ENOENT" and self.view.get(parent_of(path)) is not None:
+                return
+            raise
+        if path == "/":
+            raise XsError("EINVAL")
+        parent = self.view.get(parent_of(path))
+        assert parent is not None, f"{path} exists without its parent"
+        for sub_path, sub_node in self._postorder(path, node):
+            self.view.notify(sub_path, sub_path != path, sub_node, sub_node.perms)
+            self.view.delete(sub_path)
+        parent = parent.copy()
+        parent.children.remove(_basename(path))
+        self.view.put(parent_of(path), parent)
+
+    def _postorder(self, path: str, node: Node) -> Iterator[tuple[str, Node]]:
+        """The subtree below and including ``path``, children before parents."""
+        base = "" if path == "/" else path
+        for child in node.children:
+            child_path = f"{base}/{child}"
+            child_node = self.view.get(child_path)
+            if child_node is not None:
+                yield from self._postorder(child_path, child_node)
+        yield path, node
+
+    def directory(self, path: str) -> list[str]:
+        return list(self.lookup(path, _Access.READ).children)
+
+    def directory_part(self, path: str, offset: int) -> bytes:
+        """One chunk of a long child list: generation, then as many names as fit in a
+        reply; the last chunk ends with an extra NUL (xenstored's XS_DIRECTORY_PART)."""
+        node = self.lookup(path, _Access.READ)
+        generation = f"{node.generation}\0".encode()
+        names = wire.join_strings(node.children)
+        if offset >= len(names):
+            return generation + b"\0"
+        room = wire.PAYLOAD_MAX - len(generation) - 1
+        length = 0
+        while True:
+            start = offset + length
+            name_length = names.index(b"\0", start) - start
+            if length + name_length >= room:
+                break
+            length += name_length + 1
+            if offset + length == len(names):
+                break
+        chunk = generation + names[offset : offset + length]
+        return chunk + b"\0" if offset + length == len(names) else chunk
+
+    def get_perms(self, path: str) -> tuple[Perm, ...]:
+        return self.lookup(path, _Access.READ).perms
+
+    def set_perms(self, path: str, perms: Sequence[Perm]) -> None:
+        """Only the owner (or dom0) may change permissions; only dom0 may change the owner."""
+        node = self.lookup(path, _Access.WRITE | _Access.OWNER)
+        if self.unprivileged and perms[0].domid != node.owner:
+            raise XsError("EPERM")
+        changed = node.copy()
+        changed.perms = tuple(perms)
+        self._check_size([changed])
+        self.view.put(path, changed)
+        self.view.notify(path, False, changed, node.perms)
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+class Store:
+    """The whole emulated XenStore: one tree shared by every connection of every domain.
+
+    Not thread-safe: drive it and its connections from one thread (the event loop's).
+    """
+
+    def __init__(self, quotas: Quotas | None = None) -> None:
+        self.quotas = quotas if quotas is not None else Quotas()
+        self._tree = _Tree(self._fire)
+        self._connections: list[XsConnection] = []
+        self._introduced: set[int] = set()
+        none0 = (Perm("n", PRIVILEGED_DOMID),)
+        for path, children in (("/", ["tool"]), ("/tool", ["xenstored"]), ("/tool/xenstored", [])):
+            self._tree.put(path, Node(b"", none0, children))
+        for special in (INTRODUCE_DOMAIN, RELEASE_DOMAIN):
+            self._tree.put(special, Node(b"", none0))
+
+    # -- domains --
+
+    def ensure_domain(self, domid: int) -> str:
+        """Give ``domid`` the home libxl creates, if it lacks it, and mark it introduced.
+
+        ``/local/domain/N`` and ``.../domid`` are dom0's, readable by N (``n0 rN``);
+        ``.../data`` belongs to N (``nN``).  Existing nodes are left alone.  Returns the
+        home path.
+        """
+        check_domid(domid)
+        home = domain_path(domid)
+        readable = (Perm("n", PRIVILEGED_DOMID), Perm("r", domid))
+        tools = _Actor(self, PRIVILEGED_DOMID, self._tree)
+        for path, value, perms in (
+            (home, b"", readable),
+            (f"{home}/domid", str(domid).encode(), readable),
+            (f"{home}/data", b"", (Perm("n", domid),)),
+        ):
+            if self._tree.get(path) is None:
+                tools.write(path, value)
+                tools.set_perms(path, perms)
+        if domid not in self._introduced:
+            self._introduced.add(domid)
+            if domid != PRIVILEGED_DOMID:
+                self._fire(INTRODUCE_DOMAIN, True, self._tree.get(INTRODUCE_DOMAIN), None)
+        return home
+
+    def is_introduced(self, domid: int) -> bool:
+        return domid in self._introduced
+
+    # -- inspection (leak checks, tests) --
+
+    def paths(self) -> list[str]:
+        """Every node of the tree, sorted (the ``@`` watch paths are not part of it)."""
+        return sorted(path for path in self._tree.nodes if path.startswith("/"))
+
+    def nodes_owned_by(self, domid: int) -> list[str]:
+        """Paths of the tree nodes whose owner is ``domid``, sorted."""
+        return [path for path in self.paths() if self._tree.nodes[path].owner == domid]
+
+    def node(self, path: str) -> Node | None:
+        """A copy of the committed node at ``path``, bypassing permissions."""
+        node = self._tree.get(path)
+        return node.copy() if node is not None else None
+
+    # -- connections --
+
+    def _attach(self, conn: XsConnection) -> None:
+        self._connections.append(conn)
+
+    def _detach(self, conn: XsConnection) -> None:
+        if conn in self._connections:
+            self._connections.remove(conn)
+
+    def _count(self, domid: int, what: Callable[[XsConnection], int]) -> int:
+        return sum(what(conn) for conn in self._connections if conn.domid == domid)
+
+    def _fire(self, path: str, exact: bool, node: Node | None, old_perms: _OldPerms) -> None:
+        """Deliver an event for ``path`` to every matching watch whose domain may see it."""
+        for conn in list(self._connections):
+            if self._watch_permitted(conn.domid, path, node, old_perms):
+                conn._fire(path, exact)
+
+    def _watch_permitted(self, domid: int, path: str, node: Node | None, old: _OldPerms) -> bool:
+        """xenstored's rule: the watcher may read the node, or its parent, or could read it
+        before a permission change or removal."""
+        if old is not None and _access(domid, old) & _Access.READ:
+            return True
+        node = node if node is not None else self._tree.get(path)
+        if node is None:
+            return False
+        if _access(domid, node.perms) & _Access.READ:
+            return True
+        parent = self._tree.get(parent_of(path))
+        return parent is not None and bool(_access(domid, parent.perms) & _Access.READ)
+
+    def _commit(self, tx: _Transaction) -> None:
+        tx.check_commit()
+        tx.apply()
+        for path, exact in tx.events.items():
+            self._fire(path, exact, None, tx.original_perms.get(path))
+
+
+# --- one client connection ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Watch:
+    path: str
+    token: bytes
+    prefix: int  # characters stripped from event paths (relative watches)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    payload: bytes
+    summary: str
+    followup: bytes = b""  # sent after the reply (the initial event of a WATCH)
+
+
+_PRIVILEGED_TYPES = frozenset(
+    {
+        XsType.CONTROL,
+        XsType.INTRODUCE,
+        XsType.RELEASE,
+        XsType.IS_DOMAIN_INTRODUCED,
+        XsType.RESUME,
+        XsType.SET_TARGET,
+    }
+)
+_TX_IGNORED_TYPES = frozenset({XsType.WATCH, XsType.UNWATCH})
+_OK = b"OK\0"
+
+
+def _show(value: bytes) -> str:
+    """A value for log lines: quoted text if printable, else Python's bytes repr."""
+    text = value.decode("ascii", "replace")
+    return repr(text) if text.isprintable() and "\ufffd" not in text else repr(value)
+
+
+def _describe(msg: Message) -> str:
+    if msg.type == XsType.WRITE:
+        path, _, value = msg.payload.partition(b"\0")
+        return f"{path.decode('latin-1')} = {_show(value)}"
+    fields = msg.payload.split(b"\0")
+    if fields and fields[-1] == b"":
+        fields.pop()
+    return " ".join(field.decode("latin-1") for field in fields)
+
+
+class XsConnection:
+    """One client of the store, acting as domain ``domid``.  Sans-IO.
+
+    Feed it the raw bytes the client sent with :meth:`receive`; every complete request is
+    executed and its reply -- and any watch event for this client, whoever caused it -- is
+    passed to ``send`` as one encoded message.  A stream that cannot be framed (a header
+    announcing more than 4096 bytes) raises :class:`~vchansim.xenstore.wire.XsProtocolError`
+    from :meth:`receive`: xenstored drops such a client, and so should the caller.
+    ``log`` gets one line per request.  :meth:`close` aborts the client's transactions and
+    removes its watches.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        domid: int,
+        send: Callable[[bytes], None],
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.domid = check_domid(domid)
+        self._store = store
+        self._send = send
+        self._log = log
+        self._decoder = wire.Decoder()
+        self._watches: list[_Watch] = []
+        self._transactions: dict[int, _Transaction] = {}
+        self._next_tx = 1
+        self._closed = False
+        self._handlers: dict[int, Callable[[bytes, _Transaction | None], _Reply]] = {
+            XsType.READ: self._read,
+            XsType.WRITE: self._write,
+            XsType.MKDIR: self._mkdir,
+            XsType.RM: self._rm,
+            XsType.DIRECTORY: self._directory,
+            XsType.DIRECTORY_PART: self._directory_part,
+            XsType.GET_PERMS: self._get_perms,
+            XsType.SET_PERMS: self._set_perms,
+            XsType.WATCH: self._watch,
+            XsType.UNWATCH: self._unwatch,
+            XsType.TRANSACTION_START: self._transaction_start,
+            XsType.TRANSACTION_END: self._transaction_end,
+            XsType.GET_DOMAIN_PATH: self._get_domain_path,
+            XsType.RESET_WATCHES: self._reset_watches,
+            XsType.IS_DOMAIN_INTRODUCED: self._is_domain_introduced,
+        }
+        store._attach(self)
+
+    @property
+    def privileged(self) -> bool:
+        return self.domid == PRIVILEGED_DOMID
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._watches)
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._transactions)
+
+    def receive(self, data: bytes) -> None:
+        """Process bytes from the client; raises XsProtocolError if the stream is broken."""
+        if self._closed:
+            raise XsProtocolError("receive() on a closed connection")
+        for msg in self._decoder.feed(data):
+            self._handle(msg)
+
+    def close(self) -> None:
+        """Forget the client: its open transactions are aborted and its watches removed."""
+        self._closed = True
+        self._transactions.clear()
+        self._watches.clear()
+        self._store._detach(self)
+
+    # -- plumbing --
+
+    def _handle(self, msg: Message) -> None:
+        try:
+            reply = self._dispatch(msg)
+            if len(reply.payload) > wire.PAYLOAD_MAX:
+                raise XsError("E2BIG")
+        except XsError as err:
+            reply = _Reply(err.name.encode() + b"\0", err.name)
+            out_type = int(XsType.ERROR)
+        else:
+            out_type = msg.type
+        self._send(Message(out_type, reply.payload, msg.req_id, msg.tx_id).encode())
+        if reply.followup:
+            self._send(reply.followup)
+        if self._log is not None:
+            tx = f" tx{msg.tx_id}" if msg.tx_id else ""
+            described = _describe(msg)
+            self._log(
+                f"dom{self.domid}{tx} {msg.type_name}{' ' if described else ''}{described}"
+                f" -> {reply.summary}"
+            )
+
+    def _dispatch(self, msg: Message) -> _Reply:
+        """Xenstored's order of checks: unknown type, privilege, transaction id, request."""
+        handler = self._handlers.get(msg.type)
+        privileged_only = msg.type in _PRIVILEGED_TYPES
+        if privileged_only and not self.privileged:
+            raise XsError("EACCES")
+        if handler is None:
+            raise XsError("ENOSYS")
+        tx = None
+        if msg.tx_id and msg.type not in _TX_IGNORED_TYPES:
+            tx = self._transactions.get(msg.tx_id)
+            if tx is None:
+                raise XsError("ENOENT")
+        return handler(msg.payload, tx)
+
+    def _actor(self, tx: _Transaction | None) -> _Actor:
+        return _Actor(self._store, self.domid, tx if tx is not None else self._store._tree)
+
+    def _fire(self, path: str, exact: bool) -> None:
+        """Send an event to each of our watches that ``path`` matches."""
+        for watch in self._watches:
+            if path == watch.path if exact else _is_child(path, watch.path):
+                self._send(self._event(path[watch.prefix :], watch.token))
+
+    def _event(self, path: str, token: bytes) -> bytes:
+        payload = path.encode() + b"\0" + token + b"\0"
+        if len(payload) > wire.PAYLOAD_MAX:
+            return b""  # xenstored silently skips events it could not send
+        return Message(XsType.WATCH_EVENT, payload).encode()
+
+    # -- node operations --
+
+    def _read(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        actor = self._actor(tx)
+        node = actor.lookup(actor.canonical(wire.one_arg(payload)), _Access.READ)
+        return _Reply(node.value, _show(node.value))
+
+    def _write(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        if b"\0" not in payload:
+            raise XsError("EINVAL")
+        raw_path, _, value = payload.partition(b"\0")
+        actor = self._actor(tx)
+        actor.write(actor.canonical(raw_path), value)
+        return _Reply(_OK, "OK")
+
+    def _mkdir(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        actor = self._actor(tx)
+        actor.mkdir(actor.canonical(wire.one_arg(payload)))
+        return _Reply(_OK, "OK")
+
+    def _rm(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        actor = self._actor(tx)
+        actor.rm(actor.canonical(wire.one_arg(payload)))
+        return _Reply(_OK, "OK")
+
+    def _directory(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        actor = self._actor(tx)
+        children = actor.directory(actor.canonical(wire.one_arg(payload)))
+        return _Reply(wire.join_strings(children), f"[{', '.join(children)}]")
+
+    def _directory_part(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        if payload.count(b"\0") != 2:
+            raise XsError("EINVAL")
+        raw_path, raw_offset = wire.split_strings(payload)
+        actor = self._actor(tx)
+        chunk = actor.directory_part(actor.canonical(raw_path), _atoi(raw_offset))
+        return _Reply(chunk, f"{len(chunk)} bytes")
+
+    def _get_perms(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        actor = self._actor(tx)
+        perms = actor.get_perms(actor.canonical(wire.one_arg(payload), special=True))
+        return _Reply(wire.format_perms(perms), " ".join(map(str, perms)))
+
+    def _set_perms(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        fields = wire.split_strings(payload)
+        if len(fields) < 2:
+            raise XsError("EINVAL")
+        if self.domid != PRIVILEGED_DOMID and len(fields) - 1 > self._store.quotas.permissions:
+            raise XsError("ENOSPC")
+        try:
+            perms = wire.parse_perms(fields[1:])
+        except ValueError:
+            raise XsError("EINVAL") from None
+        if perms[0].domid > DOMID_MAX:
+            raise XsError("ENOENT")  # xenstored: the owner must be an existing domain
+        actor = self._actor(tx)
+        actor.set_perms(actor.canonical(fields[0], special=True), perms)
+        return _Reply(_OK, "OK")
+
+    # -- watches --
+
+    def _watch_args(self, payload: bytes) -> tuple[str, bytes, bool]:
+        fields = wire.split_strings(payload)
+        if len(fields) != 2:
+            raise XsError("EINVAL")
+        path = self._actor(None).canonical(fields[0], special=True)
+        relative = fields[0][:1] not in (b"/", b"@")
+        return path, fields[1], relative
+
+    def _watch(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        path, token, relative = self._watch_args(payload)
+        if any(w.path == path and w.token == token for w in self._watches):
+            raise XsError("EEXIST")
+        if not self.privileged and (
+            self._store._count(self.domid, lambda c: c.watch_count) > self._store.quotas.watches
+        ):
+            raise XsError("E2BIG")
+        watch = _Watch(path, token, len(domain_path(self.domid)) + 1 if relative else 0)
+        self._watches.append(watch)
+        return _Reply(_OK, "OK", followup=self._event(path[watch.prefix :], token))
+
+    def _unwatch(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        path, token, _ = self._watch_args(payload)
+        for watch in self._watches:
+            if watch.path == path and watch.token == token:
+                self._watches.remove(watch)
+                return _Reply(_OK, "OK")
+        raise XsError("ENOENT")
+
+    def _reset_watches(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        """Drop every watch *and* transaction of this client, as xenstored does."""
+        self._watches.clear()
+        self._transactions.clear()
+        return _Reply(_OK, "OK")
+
+    # -- transactions --
+
+    def _transaction_start(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        if tx is not None:
+            raise XsError("EBUSY")  # no nested transactions
+        if not self.privileged and (
+            self._store._count(self.domid, lambda c: c.transaction_count)
+            > self._store.quotas.transactions
+        ):
+            raise XsError("ENOSPC")
+        tx_id = self._allocate_tx_id()
+        self._transactions[tx_id] = _Transaction(
+            self._store._tree, tx_id, self.domid, self._store.quotas
+        )
+        return _Reply(f"{tx_id}\0".encode(), str(tx_id))
+
+    def _allocate_tx_id(self) -> int:
+        """Per connection, counting up from 1 and skipping 0 and ids still in use."""
+        while True:
+            tx_id = self._next_tx
+            self._next_tx = (self._next_tx + 1) & 0xFFFFFFFF
+            if tx_id and tx_id not in self._transactions:
+                return tx_id
+
+    def _transaction_end(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        arg = wire.one_arg(payload)
+        if arg not in (b"T", b"F"):
+            raise XsError("EINVAL")
+        if tx is None:
+            raise XsError("ENOENT")
+        del self._transactions[tx.id]
+        if arg == b"T":
+            self._store._commit(tx)
+        return _Reply(_OK, "OK" if arg == b"T" else "OK (aborted)")
+
+    # -- domains --
+
+    def _get_domain_path(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        arg = wire.one_arg(payload)
+        if arg is None:
+            raise XsError("EINVAL")
+        path = domain_path(_atoi(arg) & 0xFFFFFFFF)
+        return _Reply(path.encode() + b"\0", path)
+
+    def _is_domain_introduced(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        arg = wire.one_arg(payload)
+        if arg is None:
+            raise XsError("EINVAL")
+        domid = _atoi(arg) & 0xFFFFFFFF
+        answer = "T" if domid == DOMID_SELF or self._store.is_introduced(domid) else "F"
+        return _Reply(answer.encode() + b"\0", answer)
