@@ -87,8 +87,8 @@ class Quotas:
     """Limits xenstored puts on unprivileged domains (domain 0 is exempt), with its defaults.
 
     The comparisons are xenstored's own, off-by-ones included, so that a guest hits a limit
-    here exactly where it would on Xen: a domain may hold ``transactions + 1`` open
-    transactions and ``watches + 1`` watches (the daemon refuses only once the count
+    here exactly where it would on Xen 4.17: a connection may hold ``transactions + 1``
+    open transactions and a domain ``watches + 1`` watches (the daemon refuses only once the count
     already *exceeds* the quota, with ENOSPC and E2BIG respectively); it may own ``nodes``
     nodes when creating them one by one, but a transaction commit that would leave it
     owning ``nodes`` or more fails with ENOSPC.  ``node_size`` is xenstored's accounted
@@ -845,10 +845,9 @@ class XsConnection:
     def _transaction_start(self, payload: bytes, tx: _Transaction | None) -> _Reply:
         if tx is not None:
             raise XsError("EBUSY")  # no nested transactions
-        if not self.privileged and (
-            self._store._count(self.domid, lambda c: c.transaction_count)
-            > self._store.quotas.transactions
-        ):
+        # Per connection, as Xen 4.17's xenstored (what Debian ships) counts them; later
+        # releases count per domain.
+        if not self.privileged and self.transaction_count > self._store.quotas.transactions:
             raise XsError("ENOSPC")
         tx_id = self._allocate_tx_id()
         self._transactions[tx_id] = _Transaction(
