@@ -139,3 +139,18 @@ def test_offsets_match_the_real_libxenvchan_header(tmp_path: Path):
         "VCHAN_NOTIFY_READ": (layout.NOTIFY_READ, 0),
     }
     assert got == expected
+
+
+def test_page_state_decodes_a_fresh_page_and_flags_corruption():
+    page = bytearray(layout.PAGE_SIZE)
+    page[16:24] = bytes([10, 0, 11, 0, 2, 1, 1, 0])
+    state = layout.PageState.decode(page)
+    assert (state.left_order, state.right_order, state.cli_live, state.srv_live) == (10, 11, 2, 1)
+    assert state.cli_notify == layout.NOTIFY_WRITE and state.problems() == []
+    page[4:8] = (5000).to_bytes(4, "little")  # left.prod 5000 bytes ahead of cons: > 1024
+    page[18] = 10  # (10, 10): two in-page rings on one offset
+    page[21] = 7
+    problems = layout.PageState.decode(page).problems()
+    assert any("left ring" in p and "5000" in p for p in problems)
+    assert any("right_order=10" in p for p in problems)
+    assert any("srv_live = 7" in p for p in problems)

@@ -7,6 +7,7 @@ sizes, where each ring lives, and which orders a client must refuse.  No memory,
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from .errors import ConfigError, ProtocolError
@@ -169,3 +170,59 @@ def check_xs_path(xs_path: str) -> None:
             f"key paths at {KEY_PATH_MAX} bytes, so paths must be at most "
             f"{KEY_PATH_MAX - 2} bytes (49 or fewer keep the key names whole)"
         )
+
+
+@dataclass(frozen=True)
+class PageState:
+    """A decoded snapshot of a control page's header, as an observer sees it.
+
+    Values are raw: a hostile or buggy peer may have written anything, and the point of a
+    snapshot is to show that (see :meth:`problems`).
+    """
+
+    left_cons: int
+    left_prod: int
+    right_cons: int
+    right_prod: int
+    left_order: int
+    right_order: int
+    cli_live: int
+    srv_live: int
+    cli_notify: int
+    srv_notify: int
+
+    @classmethod
+    def decode(cls, page: bytes | bytearray | memoryview) -> PageState:
+        """Decode the first 24 bytes (one copy, so the fields are mutually consistent)."""
+        return cls(*struct.unpack_from("<4I2H4B", bytes(page[:HEADER_SIZE])))
+
+    def fill(self, ring: str) -> int:
+        """Bytes in flight in ``ring`` ("left" or "right"), unsanitised."""
+        cons, prod = (
+            (self.left_cons, self.left_prod)
+            if ring == "left"
+            else (self.right_cons, self.right_prod)
+        )
+        return (prod - cons) & 0xFFFFFFFF
+
+    def problems(self) -> list[str]:
+        """What is wrong with this page, in words; empty if it is a valid vchan page."""
+        found = []
+        try:
+            validate_orders(self.left_order, self.right_order)
+        except ProtocolError as exc:
+            found.append(str(exc))
+        for ring, order in (("left", self.left_order), ("right", self.right_order)):
+            if MIN_ORDER <= order <= MAX_ORDER and self.fill(ring) > ring_size(order):
+                found.append(
+                    f"{ring} ring: prod - cons = {self.fill(ring)} exceeds its size "
+                    f"{ring_size(order)} (corrupt index)"
+                )
+        if self.cli_live > LIVE_WAITING:
+            found.append(f"cli_live = {self.cli_live} is not 0, 1 or 2")
+        if self.srv_live > LIVE_CONNECTED:
+            found.append(f"srv_live = {self.srv_live} is not 0 or 1")
+        for name, value in (("cli_notify", self.cli_notify), ("srv_notify", self.srv_notify)):
+            if value & ~(NOTIFY_WRITE | NOTIFY_READ):
+                found.append(f"{name} = {value:#04x} has bits other than WRITE and READ")
+        return found

@@ -14,7 +14,7 @@ from importlib import import_module
 
 from ..errors import VchanError
 
-COMMANDS = ("hub", "pipe")
+COMMANDS = ("exec", "hub", "pipe")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         bridge(chan, sys.stdin.fileno(), sys.stdout.fileno())
+        while chan.is_open() == layout.LIVE_WAITING:
+            chan.wait()  # input ended before any client came: hold the data until one does
     return 0
 
 
