@@ -1,0 +1,318 @@
+/*
+ * Drop-in libxenevtchn.so.1 for vchansim: event channels served by the hub instead of
+ * /dev/xen/evtchn.
+ *
+ * The hub gives every bound port a pair of eventfds: the incoming one (the peer writes
+ * it) and the outgoing one (the peer's incoming).  A handle watches its incoming
+ * eventfds through one epoll descriptor, which is what xenevtchn_fd() returns, so it
+ * polls readable exactly when a port is pending.  Each port is registered EPOLLONESHOT:
+ * delivering it to xenevtchn_pending() masks it atomically, as Xen masks a port when
+ * it fires, and xenevtchn_unmask() re-arms it; an event that arrived meanwhile keeps
+ * the eventfd's counter non-zero and so fires again at once.
+ */
+#define _GNU_SOURCE
+#include "hubclient.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#if __has_include(<xenevtchn.h>)
+#include <xenevtchn.h> /* lets the compiler check every prototype below against Xen's */
+#else
+struct xentoollog_logger;
+typedef struct xenevtchn_handle xenevtchn_handle;
+typedef int xenevtchn_port_or_error_t;
+typedef uint32_t evtchn_port_t;
+typedef uint16_t domid_t;
+#define XENEVTCHN_NO_CLOEXEC (1 << 0)
+#endif
+
+/* Xen's first reserved domain id: xenevtchn_restrict refuses it and above. */
+#define VS_DOMID_FIRST_RESERVED 0x7FF0u
+
+struct vs_port {
+    uint32_t port;
+    int in_fd;   /* readable while the peer has notified us */
+    int out_fd;  /* writing 1 notifies the peer */
+};
+
+struct xenevtchn_handle {
+    struct vs_hub hub; /* hub.lock also guards the port table and the restriction */
+    int epfd;
+    struct vs_port *ports;
+    size_t nports;
+    size_t cap;
+    int restricted;
+    uint32_t restrict_domid;
+};
+
+/* Load-time set-up, so that libxenvchan's first xs_open() already reaches the emulator. */
+__attribute__((constructor)) static void vs_evtchn_loaded(void)
+{
+    vs_prepare_environment();
+}
+
+static struct vs_port *find_port(xenevtchn_handle *xce, uint32_t port)
+{
+    for (size_t i = 0; i < xce->nports; i++)
+        if (xce->ports[i].port == port)
+            return &xce->ports[i];
+    return NULL;
+}
+
+xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int flags)
+{
+    int cloexec = !(flags & XENEVTCHN_NO_CLOEXEC);
+    xenevtchn_handle *xce = calloc(1, sizeof(*xce));
+    int err;
+
+    (void)logger;
+    if (!xce) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (vs_hub_open(&xce->hub, "xenevtchn_open", cloexec) < 0)
+        goto fail;
+    xce->epfd = epoll_create1(cloexec ? EPOLL_CLOEXEC : 0);
+    if (xce->epfd >= 0)
+        return xce;
+    vs_hub_close(&xce->hub);
+fail:
+    err = errno;
+    free(xce);
+    errno = err;
+    return NULL;
+}
+
+xenevtchn_handle *xenevtchn_fdopen(struct xentoollog_logger *logger, int fd,
+                                   unsigned open_flags)
+{
+    (void)logger;
+    (void)fd;
+    (void)open_flags;
+    errno = EOPNOTSUPP;
+    return NULL;
+}
+
+/* Closing the connection unbinds every port at the hub, as closing the device does. */
+int xenevtchn_close(xenevtchn_handle *xce)
+{
+    if (!xce)
+        return 0;
+    for (size_t i = 0; i < xce->nports; i++) {
+        close(xce->ports[i].in_fd);
+        close(xce->ports[i].out_fd);
+    }
+    free(xce->ports);
+    close(xce->epfd);
+    vs_hub_close(&xce->hub);
+    free(xce);
+    return 0;
+}
+
+int xenevtchn_fd(xenevtchn_handle *xce)
+{
+    return xce->epfd;
+}
+
+static int arm(xenevtchn_handle *xce, const struct vs_port *p, int op)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u32 = p->port};
+
+    return epoll_ctl(xce->epfd, op, p->in_fd, &ev);
+}
+
+/* Add a port the hub just bound (reply: port, fds: incoming, outgoing) to the handle. */
+static int adopt_port(xenevtchn_handle *xce, uint32_t port, const int fds[2])
+{
+    struct vs_port p = {.port = port, .in_fd = fds[0], .out_fd = fds[1]};
+
+    if (xce->nports == xce->cap) {
+        size_t cap = xce->cap ? 2 * xce->cap : 4;
+        struct vs_port *ports = realloc(xce->ports, cap * sizeof(*ports));
+
+        if (!ports) {
+            errno = ENOMEM;
+            return -1;
+        }
+        xce->ports = ports;
+        xce->cap = cap;
+    }
+    /* pending() drains the counter and must never block on a spurious wakeup. */
+    if (fcntl(p.in_fd, F_SETFL, fcntl(p.in_fd, F_GETFL) | O_NONBLOCK) < 0 ||
+        arm(xce, &p, EPOLL_CTL_ADD) < 0)
+        return -1;
+    xce->ports[xce->nports++] = p;
+    return 0;
+}
+
+static xenevtchn_port_or_error_t bind_port(xenevtchn_handle *xce, const char *what, uint32_t op,
+                                           const uint32_t *args, size_t nargs)
+{
+    unsigned char buf[4];
+    int fds[2];
+    struct vs_reply reply = {.buf = buf, .cap = sizeof(buf), .fds = fds, .max_fds = 2};
+    uint32_t port;
+
+    if (vs_hub_call(&xce->hub, what, op, args, nargs, &reply) < 0)
+        return -1;
+    if (vs_reply_words(&reply) != 1 || reply.nfds != 2) {
+        vs_close_fds(fds, reply.nfds);
+        errno = EPROTO;
+        return -1;
+    }
+    port = vs_reply_word(&reply, 0);
+    if (adopt_port(xce, port, fds) < 0) {
+        int err = errno;
+
+        vs_close_fds(fds, 2);
+        vs_hub_call(&xce->hub, what, VS_EVT_UNBIND, &port, 1, NULL);
+        errno = err;
+        return -1;
+    }
+    return (xenevtchn_port_or_error_t)port;
+}
+
+xenevtchn_port_or_error_t xenevtchn_bind_unbound_port(xenevtchn_handle *xce, uint32_t domid)
+{
+    xenevtchn_port_or_error_t port = -1;
+
+    pthread_mutex_lock(&xce->hub.lock);
+    /* A restricted handle may only connect to its domain's existing ports (as Linux). */
+    if (xce->restricted)
+        errno = EACCES;
+    else
+        port = bind_port(xce, "xenevtchn_bind_unbound_port", VS_EVT_BIND_UNBOUND, &domid, 1);
+    pthread_mutex_unlock(&xce->hub.lock);
+    return port;
+}
+
+xenevtchn_port_or_error_t xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid,
+                                                     evtchn_port_t remote_port)
+{
+    uint32_t args[2] = {domid, remote_port};
+    xenevtchn_port_or_error_t port = -1;
+
+    pthread_mutex_lock(&xce->hub.lock);
+    if (xce->restricted && xce->restrict_domid != domid)
+        errno = EACCES;
+    else
+        port = bind_port(xce, "xenevtchn_bind_interdomain", VS_EVT_BIND_INTERDOMAIN, args, 2);
+    pthread_mutex_unlock(&xce->hub.lock);
+    return port;
+}
+
+xenevtchn_port_or_error_t xenevtchn_bind_virq(xenevtchn_handle *xce, unsigned int virq)
+{
+    (void)xce;
+    (void)virq;
+    errno = EOPNOTSUPP;
+    return -1;
+}
+
+int xenevtchn_unbind(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    struct vs_port *p;
+    int rc = 0;
+
+    pthread_mutex_lock(&xce->hub.lock);
+    p = find_port(xce, port);
+    if (!p) {
+        errno = ENOTCONN;
+        rc = -1;
+    } else {
+        epoll_ctl(xce->epfd, EPOLL_CTL_DEL, p->in_fd, NULL);
+        close(p->in_fd);
+        close(p->out_fd);
+        *p = xce->ports[--xce->nports];
+        /* As in gnttab: a vanished hub has nothing left to unbind. */
+        if (vs_hub_call(&xce->hub, "xenevtchn_unbind", VS_EVT_UNBIND, &port, 1, NULL) < 0 &&
+            !xce->hub.lost)
+            rc = -1;
+    }
+    pthread_mutex_unlock(&xce->hub.lock);
+    return rc;
+}
+
+int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    static const uint64_t one = 1;
+    struct vs_port *p;
+    int rc = 0;
+
+    pthread_mutex_lock(&xce->hub.lock);
+    p = find_port(xce, port);
+    if (!p) {
+        errno = ENOTCONN;
+        rc = -1;
+    } else if (write(p->out_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        /* EAGAIN: the counter is saturated, so the event is already pending. */
+        rc = -1;
+    }
+    pthread_mutex_unlock(&xce->hub.lock);
+    return rc;
+}
+
+xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce)
+{
+    /* The device read blocks unless the caller made the descriptor non-blocking. */
+    int flags = fcntl(xce->epfd, F_GETFL);
+    int timeout = flags >= 0 && (flags & O_NONBLOCK) ? 0 : -1;
+    struct epoll_event ev;
+
+    for (;;) {
+        int n = epoll_wait(xce->epfd, &ev, 1, timeout);
+        struct vs_port *p;
+        uint64_t count;
+
+        if (n < 0)
+            return -1;
+        if (n == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        pthread_mutex_lock(&xce->hub.lock);
+        p = find_port(xce, ev.data.u32);
+        if (p && read(p->in_fd, &count, sizeof(count)) < 0)
+            count = 0; /* already drained: the port still fired, so report it */
+        pthread_mutex_unlock(&xce->hub.lock);
+        if (p)
+            return (xenevtchn_port_or_error_t)ev.data.u32;
+        /* Unbound by another thread after firing: look again. */
+    }
+}
+
+int xenevtchn_unmask(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    struct vs_port *p;
+    int rc = 0;
+
+    pthread_mutex_lock(&xce->hub.lock);
+    p = find_port(xce, port);
+    /* Like a write of a foreign port number to the device, an unknown port is ignored. */
+    if (p)
+        rc = arm(xce, p, EPOLL_CTL_MOD);
+    pthread_mutex_unlock(&xce->hub.lock);
+    return rc;
+}
+
+int xenevtchn_restrict(xenevtchn_handle *xce, domid_t domid)
+{
+    int rc = -1;
+
+    pthread_mutex_lock(&xce->hub.lock);
+    if (xce->restricted)
+        errno = EACCES;
+    else if (domid == 0 || domid >= VS_DOMID_FIRST_RESERVED)
+        errno = EINVAL;
+    else {
+        xce->restricted = 1;
+        xce->restrict_domid = domid;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&xce->hub.lock);
+    return rc;
+}
