@@ -1,0 +1,305 @@
+"""Grant tables through the hub: Xen's rules, limits and contiguous multi-page maps."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import time
+from collections.abc import Iterator
+
+import procs
+import pytest
+
+from vchansim.backends.shm import ShmBackend, ShmGrants
+from vchansim.errors import BackendError, ConfigError, GrantError
+from vchansim.hub import Op, open_hub
+from vchansim.layout import PAGE_SIZE
+from vchansim.leaks import assert_no_leaks
+from vchansim.rundir import RunDir
+
+rundir = procs.rundir
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+@pytest.fixture
+def handles(rundir: RunDir) -> Iterator[tuple[ShmGrants, ShmGrants]]:
+    """Grant handles of domain 1 (the sharer) and domain 2 (the grantee)."""
+    one, two = ShmBackend(1).grants(), ShmBackend(2).grants()
+    yield one, two
+    one.close()
+    two.close()
+
+
+def _shm_maps() -> dict[tuple[int, int], str]:
+    """Address ranges of this process that map hub shared memory, with their permissions."""
+    found = {}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[5].startswith("/dev/shm/vchansim-"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                found[(start, end)] = fields[1]
+    return found
+
+
+def test_share_then_map_sees_the_same_memory(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    shared = one.share(2, 2)
+    mapped = two.map(1, shared.refs)
+    shared.buf[5000:5005] = b"hello"
+    assert bytes(mapped.buf[5000:5005]) == b"hello"
+    mapped.buf[0] = 0x7F
+    assert shared.buf[0] == 0x7F
+    assert len(mapped.buf) == 2 * PAGE_SIZE
+
+
+def test_share_map_round_trip_time(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    rounds = 200
+    start = time.perf_counter()
+    for _ in range(rounds):
+        shared = one.share(2, 1)
+        mapped = two.map(1, shared.refs)
+        mapped.close()
+        shared.close()
+    each = (time.perf_counter() - start) / rounds
+    print(f"\nshare + map + unmap + unmap of one page: {each * 1e6:.0f} us")
+    assert each < 0.05
+
+
+def test_refs_are_small_nonzero_lowest_free_first(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, _ = handles
+    first = one.share(2, 3)
+    second = one.share(2, 1)
+    assert first.refs == (1, 2, 3) and second.refs == (4,)
+    first.close()
+    assert one.share(2, 2).refs == (1, 2)
+    other_domain = ShmBackend(3).grants()
+    try:
+        assert other_domain.share(2, 1).refs == (1,)  # refs are per granting domain
+    finally:
+        other_domain.close()
+
+
+def test_only_the_grantee_may_map(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, _ = handles
+    shared = one.share(2, 1)
+    intruder = ShmBackend(3).grants()
+    try:
+        with pytest.raises(GrantError, match="is for domain 2, not 3") as info:
+            intruder.map(1, shared.refs)
+        assert info.value.errno == errno.EPERM
+    finally:
+        intruder.close()
+
+
+def test_read_only_grant_cannot_be_mapped_writable(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    shared = one.share(2, 1, writable=False)
+    with pytest.raises(GrantError, match="read-only") as info:
+        two.map(1, shared.refs, writable=True)
+    assert info.value.errno == errno.EACCES
+
+
+def test_read_only_map_really_is_read_only(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    shared = one.share(2, 2, writable=False)
+    shared.buf[0:3] = b"abc"  # the owner's own mapping stays writable
+    before = _shm_maps()
+    mapped = two.map(1, shared.refs, writable=False)
+    ranges = {r: p for r, p in _shm_maps().items() if r not in before}
+    assert bytes(mapped.buf[0:3]) == b"abc"
+    assert mapped.buf.readonly
+    with pytest.raises(TypeError):
+        mapped.buf[0] = 1
+    assert ranges and all(perms == "r--s" for perms in ranges.values())
+    for start, end in ranges:
+        # The kernel itself refuses: the descriptor behind the mapping is read-only.
+        assert _libc.mprotect(start, end - start, mmap.PROT_READ | mmap.PROT_WRITE) == -1
+        assert ctypes.get_errno() == errno.EACCES
+
+
+def test_unknown_and_revoked_refs_fail(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    with pytest.raises(GrantError, match="no grant ref 77") as info:
+        two.map(1, [77])
+    assert info.value.errno == errno.EINVAL
+    shared = one.share(2, 1)
+    mapped = two.map(1, shared.refs)
+    shared.buf[10] = 42
+    shared.close()
+    with pytest.raises(GrantError, match="no grant ref 1") as info:
+        two.map(1, shared.refs)
+    assert info.value.errno == errno.EINVAL
+    assert mapped.buf[10] == 42  # an existing mapping of a revoked grant stays valid
+    mapped.buf[10] = 43
+    assert mapped.buf[10] == 43
+
+
+def test_grant_table_limit_is_1024(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    for _ in range(4):
+        one.share(2, 256)
+    with pytest.raises(GrantError, match=r"grant table of domain 1 is full: 1024 of 1024") as info:
+        one.share(2, 1)
+    assert info.value.errno == errno.ENOSPC
+    assert two.share(1, 1).refs == (1,)  # other domains are unaffected
+
+
+def _fill_pages(buf: memoryview, count: int) -> None:
+    for page in range(count):
+        buf[page * PAGE_SIZE : (page + 1) * PAGE_SIZE] = bytes([page + 1]) * PAGE_SIZE
+
+
+def _page_markers(buf: memoryview) -> list[int]:
+    """The marker byte of each page, after checking each page is uniformly filled."""
+    markers = []
+    for page in range(len(buf) // PAGE_SIZE):
+        chunk = bytes(buf[page * PAGE_SIZE : (page + 1) * PAGE_SIZE])
+        assert chunk == chunk[:1] * PAGE_SIZE
+        markers.append(chunk[0])
+    return markers
+
+
+def test_multi_page_map_is_contiguous(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    shared = one.share(2, 4)
+    _fill_pages(shared.buf, 4)
+    assert _page_markers(two.map(1, shared.refs).buf) == [1, 2, 3, 4]
+
+
+def test_non_consecutive_refs_are_stitched_contiguously(
+    handles: tuple[ShmGrants, ShmGrants],
+) -> None:
+    one, two = handles
+    first, second = one.share(2, 4), one.share(2, 2)
+    _fill_pages(first.buf, 4)
+    second.buf[:] = bytes([9]) * PAGE_SIZE + bytes([8]) * PAGE_SIZE
+    refs = [first.refs[2], second.refs[1], first.refs[0], first.refs[3], second.refs[0]]
+    mapped = two.map(1, refs)
+    assert _page_markers(mapped.buf) == [3, 8, 1, 4, 9]
+    mapped.buf[PAGE_SIZE : PAGE_SIZE + 2] = b"xy"  # page 2 of the stitch is second's page 1
+    assert bytes(second.buf[PAGE_SIZE : PAGE_SIZE + 2]) == b"xy"
+    mapped.close()
+    assert _page_markers(first.buf) == [1, 2, 3, 4]
+
+
+def test_strict_refuses_loopback(rundir: RunDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    strict = ShmBackend(1, strict=True)
+    assert not strict.supports_loopback
+    grants = strict.grants()
+    try:
+        with pytest.raises(GrantError, match="loopback") as info:
+            grants.share(1, 1)
+        assert info.value.errno == errno.EPERM
+    finally:
+        grants.close()
+    monkeypatch.setenv("VCHANSIM_STRICT", "1")
+    assert ShmBackend(1).strict
+    monkeypatch.delenv("VCHANSIM_STRICT")
+    relaxed = ShmBackend(1)
+    assert relaxed.supports_loopback
+    grants = relaxed.grants()
+    try:
+        shared = grants.share(1, 1)
+        mapped = grants.map(1, shared.refs)
+        shared.buf[0] = 5
+        assert mapped.buf[0] == 5
+    finally:
+        grants.close()
+
+
+def test_bad_arguments_are_refused_clearly(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    with pytest.raises(ConfigError, match=r"1\.\.256"):
+        one.share(2, 0)
+    with pytest.raises(ConfigError, match=r"1\.\.256"):
+        one.share(2, 257)
+    with pytest.raises(ConfigError, match="outside Xen's range"):
+        one.share(0x8000, 1)
+    with pytest.raises(ConfigError, match="not a u32"):
+        two.map(1, [-1])
+
+
+def test_unmap_notify_arguments_are_checked(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    events = ShmBackend(2).events()
+    try:
+        port = events.bind_unbound(1)
+        shared = one.share(2, 1, writable=False)
+        mapped = two.map(1, shared.refs, writable=False)
+        with pytest.raises(GrantError, match="read-only mapping") as info:
+            two.set_unmap_notify(mapped, 0, port)
+        assert info.value.errno == errno.EINVAL
+        writable = two.map(1, one.share(2, 1).refs)
+        with pytest.raises(GrantError, match="outside the 1-page mapping"):
+            two.set_unmap_notify(writable, PAGE_SIZE, port)
+        with pytest.raises(GrantError, match="domain 2 has no port 99"):
+            two.set_unmap_notify(writable, 0, 99)
+        with pytest.raises(GrantError, match="not opened through this handle"):
+            one.set_unmap_notify(writable, 0, port)
+    finally:
+        events.close()
+
+
+def test_sharer_may_notify_on_its_read_only_grant(handles: tuple[ShmGrants, ShmGrants]) -> None:
+    one, two = handles
+    events = ShmBackend(1).events()
+    try:
+        port = events.bind_unbound(2)
+        shared = one.share(2, 1, writable=False)
+        one.set_unmap_notify(shared, 21, port)
+        shared.buf[21] = 1
+        watcher = two.map(1, shared.refs, writable=False)
+        assert watcher.buf[21] == 1
+        shared.close()
+        assert watcher.buf[21] == 0
+    finally:
+        events.close()
+
+
+def test_inspect_gives_a_read_only_descriptor(
+    rundir: RunDir, handles: tuple[ShmGrants, ShmGrants]
+) -> None:
+    one, _ = handles
+    shared = one.share(2, 3)
+    shared.buf[2 * PAGE_SIZE + 7] = 0x55
+    with open_hub(rundir, 0) as conn:
+        reply = conn.call(Op.INSPECT, 1, shared.refs[2])
+    try:
+        assert reply.values == (2,)  # the page number within the object
+        [fd] = reply.fds
+        assert os.pread(fd, 1, 2 * PAGE_SIZE + 7) == b"\x55"
+        with pytest.raises(OSError) as info:
+            os.pwrite(fd, b"x", 0)
+        assert info.value.errno == errno.EBADF
+    finally:
+        reply.close_fds()
+
+
+def test_closing_a_mapping_with_live_views_is_refused(
+    handles: tuple[ShmGrants, ShmGrants],
+) -> None:
+    one, _ = handles
+    shared = one.share(2, 1)
+    view = shared.buf[0:16]
+    with pytest.raises(BackendError, match="still in use") as info:
+        shared.close()
+    assert info.value.errno == errno.EBUSY
+    shared.buf[0] = 1  # still mapped and usable
+    view.release()
+    shared.close()
+    assert shared.closed
+
+
+def test_everything_is_released_after_close(rundir: RunDir) -> None:
+    one, two = ShmBackend(1).grants(), ShmBackend(2).grants()
+    shared = one.share(2, 3)
+    two.map(1, shared.refs[::-1])
+    one.close()
+    two.close()
+    assert_no_leaks(rundir)

@@ -1,0 +1,254 @@
+"""The hub's wire protocol: the codec, and bad clients that must not disturb good ones."""
+
+from __future__ import annotations
+
+import array
+import errno
+import json
+import os
+import select
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import procs
+import pytest
+
+from vchansim.backends.shm import ShmBackend
+from vchansim.hub import open_hub
+from vchansim.hub.protocol import (
+    Op,
+    RequestError,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_reply,
+    encode_request,
+)
+from vchansim.rundir import RunDir
+
+rundir = procs.rundir
+
+
+def _u32s(*values: int) -> bytes:
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+@pytest.mark.parametrize(
+    ("data", "err", "words"),
+    [
+        (b"\x01\x00", errno.EPROTO, "shorter than an op"),
+        (b"\x01\x00\x00\x00\x00", errno.EPROTO, "not whole u32s"),
+        (_u32s(99), errno.EINVAL, "unknown op 99"),
+        (_u32s(Op.HELLO, 1, 2), errno.EINVAL, "HELLO takes 4 arguments, the request has 2"),
+        (_u32s(Op.GNT_MAP, 1, 1, 3, 7, 8), errno.EINVAL, "GNT_MAP takes 6 arguments"),
+    ],
+)
+def test_bad_requests_are_named(data: bytes, err: int, words: str) -> None:
+    with pytest.raises(RequestError) as info:
+        decode_request(data)
+    assert info.value.err == err and words in info.value.message
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "hub-protocol.md"
+
+
+def _doc_block(kind: str) -> list[str]:
+    """The lines of the ```kind fenced block of docs/hub-protocol.md."""
+    text = DOC.read_text()
+    start = text.index(f"```{kind}\n") + len(kind) + 4
+    return text[start : text.index("```", start)].strip().splitlines()
+
+
+def _words(tokens: list[str]) -> tuple[Op | int, list[int]]:
+    op = Op[tokens[0]] if tokens[0] in Op.__members__ else int(tokens[0])
+    return op, [int(token) for token in tokens[1:]]
+
+
+@pytest.mark.parametrize("line", _doc_block("hub-bytes"))
+def test_encoding_vectors(line: str) -> None:
+    spec, _, hexed = line.partition(" = ")
+    expected = bytes.fromhex(hexed.replace(" ", ""))
+    kind, *tokens = spec.split(maxsplit=2 if spec.startswith("error") else -1)
+    if kind == "request":
+        op, args = _words(tokens)
+        assert encode_request(op, *args) == expected  # type: ignore[arg-type]
+        assert decode_request(expected) == (op, tuple(args))
+    elif kind == "reply":
+        assert encode_reply(tuple(int(t) for t in tokens[1:])) == expected
+    else:
+        assert encode_error(getattr(errno, tokens[0]), json.loads(tokens[1])) == expected
+
+
+def test_conversation_vectors(rundir: RunDir) -> None:
+    open_hub(rundir, 0).close()  # a fresh hub
+    conns: dict[str, socket.socket] = {}
+    try:
+        for line in _doc_block("hub-conversation"):
+            request, _, expected = line.partition(" -> ")
+            name, *tokens = request.split()
+            if name not in conns:
+                conns[name] = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                conns[name].settimeout(5.0)
+                conns[name].connect(os.fspath(rundir.hub))
+            op, args = _words(tokens)
+            conns[name].send(_u32s(int(op), *args))
+            data, fds, _, _ = socket.recv_fds(conns[name], 65536, 16)
+            for fd in fds:
+                os.close(fd)
+            (status,) = struct.unpack_from("<I", data)
+            want = expected.split()
+            if want[0] != "0":
+                assert status == getattr(errno, want[0]), line
+                continue
+            nfds = int(want.pop()[len("fds=") :])
+            words = struct.unpack(f"<{len(data) // 4}I", data)
+            assert status == 0 and len(words) == len(want), (line, words)
+            assert all(w == "*" or int(w) == got for w, got in zip(want, words, strict=True)), line
+            assert len(fds) == nfds, line
+    finally:
+        for sock in conns.values():
+            sock.close()
+
+
+def test_codec_round_trips() -> None:
+    assert decode_request(encode_request(Op.GNT_MAP, 2, 1, 2, 5, 6)) == (
+        Op.GNT_MAP,
+        (2, 1, 2, 5, 6),
+    )
+    ok = decode_reply(Op.GNT_SHARE, encode_reply((1, 1, 9)), [])
+    assert (ok.status, ok.values) == (0, (1, 1, 9))
+    text = decode_reply(Op.XS_SOCKET, encode_reply(text="/run/x/xs/1"), [])
+    assert text.text == "/run/x/xs/1"
+    error = decode_reply(Op.GNT_MAP, encode_error(errno.EACCES, "read-only"), [])
+    assert (error.status, error.text) == (errno.EACCES, "read-only")
+
+
+@pytest.fixture
+def raw(rundir: RunDir) -> Iterator[socket.socket]:
+    """A bare socket to the (running) hub, speaking whatever the test sends."""
+    open_hub(rundir, 0).close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.settimeout(5.0)
+    sock.connect(os.fspath(rundir.hub))
+    yield sock
+    sock.close()
+
+
+def _ask(sock: socket.socket, data: bytes, fds: tuple[int, ...] = ()) -> tuple[int, str] | None:
+    """Send one message; the reply's status and text, or None if the hub hung up."""
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+    reply = sock.recv(65536)
+    if not reply:
+        return None
+    return struct.unpack_from("<I", reply)[0], reply[4:].decode(errors="replace")
+
+
+def _hello(domid: int = 7) -> bytes:
+    return _u32s(Op.HELLO, 1, domid, os.getpid(), 0)
+
+
+def _hello_on(sock: socket.socket) -> int:
+    """Introduce ``sock`` as domain 7; the hub's pid."""
+    sock.send(_hello())
+    status, hub_pid = struct.unpack("<II", sock.recv(64))
+    assert status == 0
+    return hub_pid
+
+
+def _hangs_up(sock: socket.socket) -> bool:
+    return sock.recv(16) == b""
+
+
+def test_short_message_before_hello_is_answered_then_dropped(raw: socket.socket) -> None:
+    assert _ask(raw, b"\x01") == (errno.EPROTO, "request of 1 bytes is shorter than an op")
+    assert _hangs_up(raw)
+
+
+def test_request_before_hello_is_refused(raw: socket.socket) -> None:
+    assert _ask(raw, _u32s(Op.STATE)) == (errno.EPROTO, "STATE before HELLO")
+    assert _hangs_up(raw)
+
+
+def test_wrong_version_is_refused(raw: socket.socket) -> None:
+    status, text = _ask(raw, _u32s(Op.HELLO, 9, 1, 1, 0)) or (0, "")
+    assert status == errno.EPROTO and "version 9" in text
+    assert _hangs_up(raw)
+
+
+def test_after_hello_bad_requests_get_errors_and_the_connection_lives(
+    raw: socket.socket,
+) -> None:
+    _hello_on(raw)
+    assert _ask(raw, _u32s(99)) == (errno.EINVAL, "unknown op 99")
+    assert _ask(raw, _hello()) == (errno.EPROTO, "HELLO sent twice on one connection")
+    assert _ask(raw, b"x" * 8192)[0] == errno.EPROTO  # type: ignore[index]
+    assert _ask(raw, _u32s(Op.GNT_UNMAP, 5)) == (
+        errno.ENOENT,
+        "no grant handle 5 on this connection",
+    )
+    assert _ask(raw, _u32s(Op.GNT_SHARE, 1, 0, 1)) == (
+        errno.EINVAL,
+        "page count 0 is outside 1..256",
+    )
+    assert _ask(raw, _u32s(Op.XS_SOCKET, 0x8000))[0] == errno.EINVAL  # type: ignore[index]
+    assert _ask(raw, _u32s(Op.STATE))[0] == 0  # type: ignore[index]
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_descriptors_sent_to_the_hub_are_not_kept(raw: socket.socket) -> None:
+    hub_pid = _hello_on(raw)
+    before = _fd_count(hub_pid)
+    strays = [os.eventfd(0) for _ in range(3)]
+    try:
+        for stray in strays:
+            assert _ask(raw, _u32s(Op.STATE), (stray,))[0] == 0  # type: ignore[index]
+    finally:
+        for stray in strays:
+            os.close(stray)
+    assert _fd_count(hub_pid) == before
+
+
+def test_a_client_that_never_reads_is_dropped(rundir: RunDir, raw: socket.socket) -> None:
+    _hello_on(raw)
+    raw.setblocking(False)
+    request = _u32s(Op.STATE)
+    deadline = time.monotonic() + procs.DEADLINE
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        while time.monotonic() < deadline:
+            try:
+                raw.send(request)
+            except BlockingIOError:  # the hub has not caught up yet: wait until it reads
+                select.select([], [raw], [], 0.1)
+    procs.wait_for(lambda: "gone (not reading its replies)" in rundir.log.read_text())
+
+
+def test_bad_clients_do_not_disturb_good_ones(rundir: RunDir) -> None:
+    one, two = ShmBackend(1).grants(), ShmBackend(2).grants()
+    try:
+        shared = one.share(2, 1)
+        mapped = two.map(1, shared.refs)
+        with open_hub(rundir, 0) as probe:
+            hub_pid = probe.hub_pid
+        for message in (b"\x01", _u32s(Op.STATE), _u32s(Op.HELLO, 2, 0, 0, 0), b"\xff" * 9000):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as bad:
+                bad.settimeout(5.0)
+                bad.connect(os.fspath(rundir.hub))
+                _ask(bad, message)
+        shared.buf[0] = 9
+        assert mapped.buf[0] == 9
+        again = two.map(1, one.share(2, 2).refs)
+        assert len(again.buf) == 8192
+        with open_hub(rundir, 0) as probe:
+            assert probe.hub_pid == hub_pid
+    finally:
+        one.close()
+        two.close()

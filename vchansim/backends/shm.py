@@ -1,0 +1,409 @@
+"""The ``shm`` backend: Xen's services emulated for unrelated local processes.
+
+The hub (:mod:`vchansim.hub`) plays hypervisor, kernel drivers and xenstored; this module
+is the endpoint's side of it.  Each handle is its own hub connection, so closing it -- or
+the process dying -- releases exactly what it held, as closing ``/dev/xen/gntalloc`` or
+``evtchn`` does.  Once set up, nothing here talks to the hub on the data path: mappings
+are ``mmap``\\ s of shm descriptors the hub handed over, and ``notify`` writes the peer's
+eventfd directly.  Established rings therefore survive the hub dying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import mmap
+import os
+import select
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import BackendError, ConfigError, GrantError
+from ..hub.launcher import open_hub
+from ..hub.protocol import GNT_WRITABLE, MAX_GRANT_PAGES, HubConnection, HubGoneError, Op
+from ..layout import PAGE_SIZE
+from ..rundir import RunDir, prepare_rundir
+from ..xenstore.client import XsClient
+from .base import Backend, check_domid
+
+STRICT_ENV = "VCHANSIM_STRICT"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MAP_FIXED = 0x10
+
+#: Descriptors held by this process's shm event handles (fd -> what), for leak checks.
+_held: dict[int, str] = {}
+_held_lock = threading.Lock()
+
+
+def held_descriptors() -> dict[int, str]:
+    """Eventfds and epoll descriptors that open shm event handles of this process hold."""
+    with _held_lock:
+        return dict(_held)
+
+
+def _hold(fd: int, what: str) -> None:
+    with _held_lock:
+        _held[fd] = what
+
+
+def _unhold(fd: int) -> None:
+    with _held_lock:
+        _held.pop(fd, None)
+
+
+def _close_held(fd: int) -> None:
+    _unhold(fd)
+    os.close(fd)
+
+
+# -- mapping pages ---------------------------------------------------------------------
+
+
+def _runs(layout: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Group ``(fd index, page)`` per buffer page into ``(fd index, first page, count)``
+    runs of consecutive pages of one object -- each run is one mmap call."""
+    runs: list[tuple[int, int, int]] = []
+    for fd_index, page in layout:
+        if runs and runs[-1][0] == fd_index and runs[-1][1] + runs[-1][2] == page:
+            index, first, count = runs[-1]
+            runs[-1] = (index, first, count + 1)
+        else:
+            runs.append((fd_index, page, 1))
+    return runs
+
+
+def _map_fixed(address: int, fd: int, first: int, count: int, prot: int) -> None:
+    result = _libc.mmap(
+        address, count * PAGE_SIZE, prot, mmap.MAP_SHARED | _MAP_FIXED, fd, first * PAGE_SIZE
+    )
+    if result == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise GrantError(f"mapping granted pages failed: {os.strerror(err)}", err=err)
+
+
+def map_pages(fds: Sequence[int], layout: Sequence[tuple[int, int]], writable: bool) -> mmap.mmap:
+    """Map pages of shm objects as one contiguous buffer, as gntdev would.
+
+    One run (consecutive pages of one object) is a single ``mmap``.  Otherwise a range is
+    reserved with an anonymous mapping owned by a Python ``mmap`` object -- so closing it
+    is one ``munmap``, refused while views are exported -- and each run is placed over it
+    with ``MAP_FIXED``.  Read-only maps use ``PROT_READ`` over read-only descriptors: the
+    kernel refuses writes, not just the memoryview.
+    """
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    runs = _runs(layout)
+    if len(runs) == 1:
+        index, first, count = runs[0]
+        size, offset = count * PAGE_SIZE, first * PAGE_SIZE
+        return mmap.mmap(fds[index], size, flags=mmap.MAP_SHARED, prot=prot, offset=offset)
+    region = mmap.mmap(-1, len(layout) * PAGE_SIZE, flags=mmap.MAP_PRIVATE)
+    try:
+        anchor = ctypes.c_char.from_buffer(region)
+        base = ctypes.addressof(anchor)
+        del anchor  # release the export, or region.close() would refuse
+        offset = 0
+        for index, first, count in runs:
+            _map_fixed(base + offset * PAGE_SIZE, fds[index], first, count, prot)
+            offset += count
+    except BaseException:
+        region.close()
+        raise
+    return region
+
+
+class ShmMapping:
+    """Pages shared or mapped through the hub, seen as one buffer (see base.Mapping)."""
+
+    def __init__(
+        self, owner: ShmGrants, handle: int, refs: Sequence[int], region: mmap.mmap, writable: bool
+    ) -> None:
+        self._owner = owner
+        self._region = region
+        self.handle = handle
+        self.refs = tuple(refs)
+        self.writable = writable
+        self.buf = self._view()
+        self.closed = False
+
+    def _view(self) -> memoryview:
+        view = memoryview(self._region)
+        if self.writable:
+            return view
+        readonly = view.toreadonly()
+        view.release()
+        return readonly
+
+    def close(self) -> None:
+        """Unmap, then tell the hub (which fires the unmap-notify).  Idempotent.
+
+        Refuses, changing nothing, while slices of :attr:`buf` are still alive: unmapping
+        under them would crash the process on their next use.
+        """
+        if self.closed:
+            return
+        self.buf.release()
+        try:
+            self._region.close()
+        except BufferError:
+            self.buf = self._view()
+            raise BackendError(
+                f"mapping of refs {list(self.refs)} is still in use: release the "
+                "memoryviews taken from its buf before closing it",
+                err=errno.EBUSY,
+            ) from None
+        self.closed = True
+        self._owner._unmapped(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self.refs)} page(s)"
+        return f"<ShmMapping handle={self.handle} refs={list(self.refs)} {state}>"
+
+
+class ShmGrants:
+    """A grant-table handle: one hub connection (like one gntalloc/gntdev file)."""
+
+    def __init__(self, conn: HubConnection) -> None:
+        self._conn = conn
+        self._mappings: dict[int, ShmMapping] = {}
+
+    def _call(self, op: Op, *args: int) -> tuple[int, ...]:
+        return self._conn.call(op, *args, error=GrantError).values
+
+    def _adopt(
+        self,
+        handle: int,
+        fds: list[int],
+        refs: Sequence[int],
+        layout: Sequence[tuple[int, int]],
+        writable: bool,
+    ) -> ShmMapping:
+        """Map what the hub returned; on failure give the handle back to the hub."""
+        try:
+            region = map_pages(fds, layout, writable)
+        except BaseException:
+            self._release_handle(handle)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        mapping = ShmMapping(self, handle, refs, region, writable)
+        self._mappings[handle] = mapping
+        return mapping
+
+    def share(self, peer: int, count: int, *, writable: bool = True) -> ShmMapping:
+        """Allocate ``count`` zeroed pages and grant them to domain ``peer``."""
+        check_domid(peer, "peer domain id")
+        _check_count(count)
+        reply = self._conn.call(
+            Op.GNT_SHARE, peer, count, GNT_WRITABLE if writable else 0, error=GrantError
+        )
+        refs = reply.values[2:]
+        layout = [(0, page) for page in range(count)]
+        return self._adopt(reply.values[0], reply.fds, refs, layout, writable=True)
+
+    def map(self, peer: int, refs: Sequence[int], *, writable: bool = True) -> ShmMapping:
+        """Map the pages domain ``peer`` granted us under ``refs``, contiguously."""
+        check_domid(peer, "peer domain id")
+        _check_count(len(refs))
+        for ref in refs:
+            if isinstance(ref, bool) or not isinstance(ref, int) or not 0 <= ref < 1 << 32:
+                raise ConfigError(f"grant ref {ref!r} is not a u32")
+        reply = self._conn.call(
+            Op.GNT_MAP, peer, GNT_WRITABLE if writable else 0, len(refs), *refs, error=GrantError
+        )
+        pairs = reply.values[2:]
+        layout = list(zip(pairs[0::2], pairs[1::2], strict=True))
+        return self._adopt(reply.values[0], reply.fds, refs, layout, writable)
+
+    def set_unmap_notify(self, mapping: ShmMapping, offset: int, port: int) -> None:
+        """Clear byte ``offset`` and signal local ``port`` when ``mapping`` goes away."""
+        if not isinstance(mapping, ShmMapping) or self._mappings.get(mapping.handle) is not mapping:
+            raise GrantError(f"{mapping!r} was not opened through this handle", err=errno.EINVAL)
+        if not 0 <= offset < 1 << 32 or not 0 <= port < 1 << 32:
+            raise ConfigError(f"unmap-notify offset {offset} or port {port} is out of range")
+        self._call(Op.GNT_SET_NOTIFY, mapping.handle, offset, port)
+
+    def _release_handle(self, handle: int) -> None:
+        """GNT_UNMAP; a dead hub has nothing left to release, so that is not an error."""
+        with contextlib.suppress(HubGoneError):
+            self._call(Op.GNT_UNMAP, handle)
+
+    def _unmapped(self, mapping: ShmMapping) -> None:
+        # A mapping the handle gave up on at close() has nobody left to tell.
+        if self._mappings.pop(mapping.handle, None) is mapping:
+            self._release_handle(mapping.handle)
+
+    def close(self) -> None:
+        """Close every mapping still open through the handle, then the handle.
+
+        A mapping whose buffer still has views cannot be unmapped safely; it stays mapped
+        (the memory is freed when those views and the mapping are garbage), but the hub
+        connection closes, so the hub fires its unmap-notify all the same.
+        """
+        for mapping in list(self._mappings.values()):
+            try:
+                mapping.close()
+            except BackendError:
+                self._mappings.pop(mapping.handle, None)
+        self._conn.close()
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= MAX_GRANT_PAGES:
+        raise ConfigError(f"cannot share or map {count} pages at once (1..{MAX_GRANT_PAGES})")
+
+
+class ShmEvents:
+    """An event-channel handle: one hub connection plus an epoll over the ports' eventfds.
+
+    A port fires at most once until unmasked: :meth:`pending` drains the port's eventfd
+    and takes it out of the epoll set (``EPOLL_CTL_MOD`` with no events); :meth:`unmask`
+    puts it back, and since the epoll is level-triggered an event that came meanwhile
+    fires at once.
+    """
+
+    def __init__(self, conn: HubConnection) -> None:
+        self._conn = conn
+        self._epoll = select.epoll()
+        _hold(self._epoll.fileno(), "epoll of an shm event handle")
+        self._ports: dict[int, tuple[int, int]] = {}
+        self._by_fd: dict[int, int] = {}
+
+    def _bound(self, op: Op, *args: int) -> int:
+        reply = self._conn.call(op, *args)
+        (port,) = reply.values
+        incoming, outgoing = reply.fds
+        _hold(incoming, f"incoming eventfd of port {port}")
+        _hold(outgoing, f"outgoing eventfd of port {port}")
+        self._ports[port] = (incoming, outgoing)
+        self._by_fd[incoming] = port
+        self._epoll.register(incoming, select.EPOLLIN)
+        return port
+
+    def bind_unbound(self, remote: int) -> int:
+        """Allocate a port that domain ``remote`` may bind to; return it."""
+        return self._bound(Op.EVT_BIND_UNBOUND, check_domid(remote, "remote domain id"))
+
+    def bind_interdomain(self, remote: int, remote_port: int) -> int:
+        """Connect to ``remote``'s unbound ``remote_port``; return the local port."""
+        check_domid(remote, "remote domain id")
+        if not 0 <= remote_port < 1 << 32:
+            raise ConfigError(f"remote port {remote_port} is out of range")
+        return self._bound(Op.EVT_BIND_INTERDOMAIN, remote, remote_port)
+
+    def _fds(self, port: int) -> tuple[int, int]:
+        try:
+            return self._ports[port]
+        except KeyError:
+            raise BackendError(
+                f"port {port} is not bound on this handle", err=errno.ENOTCONN
+            ) from None
+
+    def notify(self, port: int) -> None:
+        """Ring the other end of ``port``: one eventfd write, no hub involved."""
+        os.eventfd_write(self._fds(port)[1], 1)
+
+    def pending(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds for a port to fire; return it masked, or None."""
+        ready = self._epoll.poll(-1 if timeout is None else max(timeout, 0.0), 1)
+        if not ready:
+            return None
+        fd = ready[0][0]
+        with contextlib.suppress(BlockingIOError):  # another thread drained it first
+            os.eventfd_read(fd)
+        self._epoll.modify(fd, 0)
+        return self._by_fd[fd]
+
+    def unmask(self, port: int) -> None:
+        """Re-arm ``port``; ports not bound here are ignored, as the evtchn device does."""
+        fds = self._ports.get(port)
+        if fds is not None:
+            self._epoll.modify(fds[0], select.EPOLLIN)
+
+    def unbind(self, port: int) -> None:
+        """Close ``port``; the peer's end returns to waiting for our domain."""
+        incoming, outgoing = self._fds(port)
+        self._epoll.unregister(incoming)
+        del self._ports[port], self._by_fd[incoming]
+        _close_held(incoming)
+        _close_held(outgoing)
+        with contextlib.suppress(HubGoneError):  # a dead hub holds no ports
+            self._conn.call(Op.EVT_UNBIND, port)
+
+    def fileno(self) -> int:
+        """The epoll descriptor: readable while an unmasked port has an event."""
+        return self._epoll.fileno()
+
+    def close(self) -> None:
+        """Unbind every port and release the handle."""
+        if self._epoll.closed:
+            return
+        for incoming, outgoing in self._ports.values():
+            _close_held(incoming)
+            _close_held(outgoing)
+        self._ports.clear()
+        self._by_fd.clear()
+        _unhold(self._epoll.fileno())
+        self._epoll.close()
+        self._conn.close()  # the hub unbinds whatever the connection still held
+
+
+class ShmBackend(Backend):
+    """Domain ``domid`` on the hub of ``rundir`` (default: the environment's run directory).
+
+    ``strict`` (or ``VCHANSIM_STRICT=1``) refuses loopback grants -- a domain sharing
+    with itself -- the way Linux on Xen and Qubes do; the default allows them, which is
+    handy for tests inside one domain.
+    """
+
+    name = "shm"
+
+    def __init__(
+        self,
+        domid: int | None = None,
+        *,
+        rundir: RunDir | str | os.PathLike[str] | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(domid)
+        self.rundir = prepare_rundir(rundir)
+        self.strict = strict or os.environ.get(STRICT_ENV, "") == "1"
+        # Per instance: strictness is chosen per backend, not per class.
+        self.supports_loopback = not self.strict  # type: ignore[misc]
+
+    def _connect(self) -> HubConnection:
+        return open_hub(self.rundir, self.domid, strict=self.strict)
+
+    def grants(self) -> ShmGrants:
+        """Open a grant-table handle (a new hub connection)."""
+        return ShmGrants(self._connect())
+
+    def events(self) -> ShmEvents:
+        """Open an event-channel handle (a new hub connection)."""
+        return ShmEvents(self._connect())
+
+    def store(self) -> XsClient:
+        """Open a XenStore connection acting as this domain."""
+        return XsClient.connect(self.xenstore_socket())
+
+    def xenstore_socket(self) -> Path:
+        """This domain's xenstore socket (for ``XENSTORED_PATH`` and the real tools)."""
+        with self._connect() as conn:
+            return Path(conn.call(Op.XS_SOCKET, self.domid).text)
+
+    def __repr__(self) -> str:
+        mode = " strict" if self.strict else ""
+        return f"<ShmBackend domid={self.domid} rundir={str(self.rundir.path)!r}{mode}>"

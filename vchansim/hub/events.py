@@ -1,0 +1,205 @@
+"""The hub's event-channel model: ports, their eventfd pairs, and Xen's binding rules.
+
+A port is one end of a doorbell.  Its *incoming* eventfd is what the owning process
+polls; its *outgoing* one is the other end's incoming, so a notify is a plain eventfd
+write from process to process and the hub never sits on the data path.  The hub only
+creates pairs, hands them out, and tracks which end is bound where -- so that, as on Xen,
+an end whose peer went away returns to "unbound, waiting for that domain" and the next
+bind by that domain gets the very same pair (a persistent server survives a client
+reconnecting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from dataclasses import dataclass, field
+
+from .protocol import RequestError
+
+#: Ports per domain (the 2-level event channel ABI's limit on 64-bit guests).
+MAX_PORTS = 4096
+
+
+class EventPair:
+    """Two eventfds, held by the hub for as long as a port or an unmap-notify needs them.
+
+    End ``side`` polls ``fds[side]`` and rings ``fds[1 - side]``.
+    """
+
+    def __init__(self) -> None:
+        flags = os.EFD_CLOEXEC | os.EFD_NONBLOCK
+        first = os.eventfd(0, flags)
+        try:
+            second = os.eventfd(0, flags)
+        except OSError:
+            os.close(first)
+            raise
+        self.fds = (first, second)
+        self._refs = 1
+
+    def acquire(self) -> EventPair:
+        """Take another reference (a second port, or an unmap-notify)."""
+        self._refs += 1
+        return self
+
+    def release(self) -> None:
+        """Drop a reference; the eventfds close with the last one."""
+        self._refs -= 1
+        if self._refs == 0:
+            for fd in self.fds:
+                os.close(fd)
+
+    def ring(self, fd_index: int) -> None:
+        """Add one event to ``fds[fd_index]`` (the counter cannot realistically overflow)."""
+        os.eventfd_write(self.fds[fd_index], 1)
+
+    def drain(self, fd_index: int) -> None:
+        """Discard events waiting on ``fds[fd_index]``."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.fds[fd_index])
+
+
+@dataclass(eq=False)
+class Port:
+    """One domain's end of an event channel, bound through connection ``owner``."""
+
+    domid: int
+    number: int
+    #: The domain allowed to bind (unbound) or bound to (interdomain).
+    remote: int
+    pair: EventPair
+    side: int
+    owner: int
+    peer: Port | None = field(default=None, repr=False)
+
+    @property
+    def incoming(self) -> int:
+        """The eventfd this end polls."""
+        return self.pair.fds[self.side]
+
+    @property
+    def outgoing(self) -> int:
+        """The eventfd this end rings (the peer's incoming)."""
+        return self.pair.fds[1 - self.side]
+
+    @property
+    def state(self) -> str:
+        """Xen's name for the port's state."""
+        return "interdomain" if self.peer is not None else "unbound"
+
+    def describe(self) -> dict[str, object]:
+        """The port as the STATE reply shows it."""
+        return {
+            "domid": self.domid,
+            "port": self.number,
+            "remote": self.remote,
+            "state": self.state,
+            "remote_port": self.peer.number if self.peer is not None else None,
+            "conn": self.owner,
+        }
+
+
+class Doorbell:
+    """A port's outgoing eventfd, pinned so it can still ring after the port is unbound.
+
+    Unmap-notify resolves its port when it is registered (the kernel holds a reference
+    the same way), so a process whose event handle closed before its mapping still wakes
+    its peer when it dies.
+    """
+
+    def __init__(self, port: Port) -> None:
+        self._pair = port.pair.acquire()
+        self._index = 1 - port.side
+        self.port = port.number
+
+    def ring(self) -> None:
+        """Send the event."""
+        self._pair.ring(self._index)
+
+    def release(self) -> None:
+        """Drop the pin."""
+        self._pair.release()
+
+
+class PortTable:
+    """Every domain's ports."""
+
+    def __init__(self, max_ports: int = MAX_PORTS) -> None:
+        self.max_ports = max_ports
+        self._ports: dict[int, dict[int, Port]] = {}
+
+    def _free_number(self, domid: int) -> int:
+        used = self._ports.get(domid, {})
+        for number in range(1, self.max_ports):
+            if number not in used:
+                return number
+        raise RequestError(
+            errno.ENOSPC, f"domain {domid} has no free event channel ports ({self.max_ports - 1})"
+        )
+
+    def _add(self, port: Port) -> Port:
+        self._ports.setdefault(port.domid, {})[port.number] = port
+        return port
+
+    def lookup(self, domid: int, number: int) -> Port:
+        """The bound port ``number`` of ``domid``; EINVAL if there is none."""
+        port = self._ports.get(domid, {}).get(number)
+        if port is None:
+            raise RequestError(errno.EINVAL, f"domain {domid} has no port {number}")
+        return port
+
+    def bind_unbound(self, domid: int, remote: int, owner: int) -> Port:
+        """A new port of ``domid`` that ``remote`` may bind to, with a fresh eventfd pair."""
+        number = self._free_number(domid)
+        return self._add(Port(domid, number, remote, EventPair(), side=0, owner=owner))
+
+    def bind_interdomain(self, domid: int, remote: int, remote_port: int, owner: int) -> Port:
+        """Connect a new port of ``domid`` to ``remote``'s unbound ``remote_port``.
+
+        The new end gets the waiting end's pair swapped, drained first: events rung into an
+        unbound port are lost, as on Xen.
+        """
+        other = self._ports.get(remote, {}).get(remote_port)
+        if other is None:
+            raise RequestError(errno.EINVAL, f"domain {remote} has no port {remote_port}")
+        if other.peer is not None:
+            raise RequestError(
+                errno.EINVAL,
+                f"port {remote_port} of domain {remote} is already bound to domain "
+                f"{other.remote} port {other.peer.number}",
+            )
+        if other.remote != domid:
+            raise RequestError(
+                errno.EINVAL,
+                f"port {remote_port} of domain {remote} waits for domain {other.remote}, "
+                f"not {domid}",
+            )
+        number = self._free_number(domid)
+        port = Port(domid, number, remote, other.pair.acquire(), side=1 - other.side, owner=owner)
+        port.pair.drain(port.side)
+        port.peer, other.peer = other, port
+        return self._add(port)
+
+    def unbind(self, port: Port) -> None:
+        """Close ``port``; its peer, if any, goes back to waiting for ``port``'s domain."""
+        del self._ports[port.domid][port.number]
+        if not self._ports[port.domid]:
+            del self._ports[port.domid]
+        if port.peer is not None:
+            port.peer.peer = None
+            port.peer = None
+        port.pair.release()
+
+    def domains(self) -> set[int]:
+        """Domains that have at least one port."""
+        return set(self._ports)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Every port, for STATE."""
+        return [
+            port.describe()
+            for domid in sorted(self._ports)
+            for _, port in sorted(self._ports[domid].items())
+        ]

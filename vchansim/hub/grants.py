@@ -1,0 +1,234 @@
+"""The hub's grant-table model: shared pages, per-domain refs, and Xen's mapping rules.
+
+Each SHARE creates one POSIX shm object, unlinked at once, so the pages live exactly as
+long as some descriptor or mapping holds them and nothing is left in ``/dev/shm`` however
+processes die.  The hub keeps a read-write and a read-only descriptor of every object:
+a read-only MAP gets the latter, so the mapper's kernel, not its good manners, keeps it
+from writing.
+
+A *handle* is what one SHARE or MAP gave a connection.  Releasing it (GNT_UNMAP, or the
+connection going away) fires its unmap-notify -- clear a byte, ring a doorbell -- which
+is how a peer learns that a process died.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from dataclasses import dataclass
+
+import posix_ipc
+
+from ..layout import PAGE_SIZE
+from .events import Doorbell, Port
+from .protocol import RequestError
+
+#: Grants one domain may have outstanding (Linux gntalloc's default ``limit``).
+GRANTS_PER_DOMAIN = 1024
+#: Names of the hub's shm objects start with this; the leak checker looks for it.
+SHM_PREFIX = "/vchansim-"
+
+_names = itertools.count(1)
+
+
+def _create_shm(size: int) -> int:
+    """A fresh shm object of ``size`` zero bytes, already unlinked; returns its fd."""
+    while True:
+        name = f"{SHM_PREFIX}{os.getpid()}-{next(_names)}"
+        try:
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+        except posix_ipc.ExistentialError:
+            continue  # left behind by a hub that died mid-create and had our pid
+        shm.unlink()
+        return shm.fd
+
+
+class SharedObject:
+    """One run of shared pages, reference-counted by the handles that use it."""
+
+    def __init__(self, pages: int) -> None:
+        self.pages = pages
+        self.fd = _create_shm(pages * PAGE_SIZE)
+        try:
+            # Reopening through /proc gives a new, read-only open file description.
+            self.ro_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self.fd)
+            raise
+        self._refs = 1
+
+    def acquire(self) -> SharedObject:
+        """Take another reference (a MAP handle using these pages)."""
+        self._refs += 1
+        return self
+
+    def release(self) -> None:
+        """Drop a reference; the descriptors close with the last one."""
+        self._refs -= 1
+        if self._refs == 0:
+            os.close(self.fd)
+            os.close(self.ro_fd)
+
+    def clear_byte(self, offset: int) -> None:
+        """Write 0 at ``offset``: the same page cache every mapping sees."""
+        os.pwrite(self.fd, b"\0", offset)
+
+
+@dataclass(eq=False)
+class Grant:
+    """One grant-table entry: page ``page`` of ``obj``, granted by ``domid`` to ``grantee``."""
+
+    domid: int
+    ref: int
+    grantee: int
+    writable: bool
+    obj: SharedObject
+    page: int
+
+
+class GrantHandle:
+    """The pages one SHARE or MAP gave a connection, and the unmap-notify set on them."""
+
+    def __init__(
+        self,
+        kind: str,
+        peer: int,
+        grants: list[Grant],
+        writable: bool,
+    ) -> None:
+        self.kind = kind
+        self.peer = peer
+        self.grants = grants
+        self.writable = writable
+        self.objects = list(dict.fromkeys(grant.obj for grant in grants))
+        self.notify: tuple[int, Doorbell] | None = None
+
+    @property
+    def refs(self) -> list[int]:
+        """The refs of the pages, in mapping order."""
+        return [grant.ref for grant in self.grants]
+
+    def set_notify(self, offset: int, port: Port) -> None:
+        """Arrange to clear byte ``offset`` and ring ``port`` on release (replacing)."""
+        if not 0 <= offset < len(self.grants) * PAGE_SIZE:
+            raise RequestError(
+                errno.EINVAL,
+                f"offset {offset} is outside the {len(self.grants)}-page mapping",
+            )
+        if self.kind == "map" and not self.writable:
+            # A sharer's own mapping is writable even when its grant is read-only.
+            raise RequestError(errno.EINVAL, "cannot clear a byte of a read-only mapping")
+        self._drop_notify()
+        self.notify = (offset, Doorbell(port))
+
+    def _drop_notify(self) -> None:
+        if self.notify is not None:
+            self.notify[1].release()
+            self.notify = None
+
+    def fire_notify(self) -> str | None:
+        """Perform the unmap-notify, if any: byte first, then event (gntalloc's order)."""
+        if self.notify is None:
+            return None
+        offset, doorbell = self.notify
+        grant = self.grants[offset // PAGE_SIZE]
+        grant.obj.clear_byte(grant.page * PAGE_SIZE + offset % PAGE_SIZE)
+        doorbell.ring()
+        self._drop_notify()
+        return f"cleared byte {offset}, event on port {doorbell.port}"
+
+    def describe(self) -> dict[str, object]:
+        """The handle as the STATE reply shows it."""
+        return {
+            "kind": self.kind,
+            "peer": self.peer,
+            "refs": self.refs,
+            "writable": self.writable,
+            "notify": None if self.notify is None else [self.notify[0], self.notify[1].port],
+        }
+
+
+class GrantTable:
+    """Every domain's grant table, and the rules for mapping from it."""
+
+    def __init__(self, limit: int = GRANTS_PER_DOMAIN) -> None:
+        self.limit = limit
+        self._tables: dict[int, dict[int, Grant]] = {}
+
+    def _free_refs(self, domid: int, count: int) -> list[int]:
+        table = self._tables.get(domid, {})
+        if len(table) + count > self.limit:
+            raise RequestError(
+                errno.ENOSPC,
+                f"grant table of domain {domid} is full: {len(table)} of {self.limit} grants "
+                f"in use, {count} more asked for",
+            )
+        free = (ref for ref in itertools.count(1) if ref not in table)
+        return list(itertools.islice(free, count))
+
+    def share(self, domid: int, peer: int, count: int, writable: bool) -> GrantHandle:
+        """Grant ``count`` fresh zeroed pages of ``domid`` to ``peer``, lowest refs first."""
+        refs = self._free_refs(domid, count)
+        obj = SharedObject(count)
+        grants = [Grant(domid, ref, peer, writable, obj, page) for page, ref in enumerate(refs)]
+        table = self._tables.setdefault(domid, {})
+        for grant in grants:
+            table[grant.ref] = grant
+        return GrantHandle("share", peer, grants, writable)
+
+    def lookup(self, domid: int, ref: int) -> Grant:
+        """The live grant ``ref`` of ``domid``; EINVAL if unknown or revoked."""
+        grant = self._tables.get(domid, {}).get(ref)
+        if grant is None:
+            raise RequestError(errno.EINVAL, f"domain {domid} has no grant ref {ref}")
+        return grant
+
+    def map(self, domid: int, peer: int, refs: tuple[int, ...], writable: bool) -> GrantHandle:
+        """Map ``peer``'s ``refs`` for ``domid``, enforcing grantee and access rules."""
+        grants = [self.lookup(peer, ref) for ref in refs]
+        for grant in grants:
+            if grant.grantee != domid:
+                raise RequestError(
+                    errno.EPERM,
+                    f"grant ref {grant.ref} of domain {peer} is for domain {grant.grantee}, "
+                    f"not {domid}",
+                )
+            if writable and not grant.writable:
+                raise RequestError(
+                    errno.EACCES,
+                    f"grant ref {grant.ref} of domain {peer} is read-only; map it read-only",
+                )
+        handle = GrantHandle("map", peer, grants, writable)
+        for obj in handle.objects:
+            obj.acquire()
+        return handle
+
+    def release(self, handle: GrantHandle) -> str | None:
+        """Unmap ``handle``: fire its notify, revoke a SHARE's refs, drop the pages.
+
+        Returns what the notify did, for the log.  Existing foreign mappings of revoked
+        pages stay valid: their holders have their own descriptors, as on Xen.
+        """
+        fired = handle.fire_notify()
+        if handle.kind == "share":
+            table = self._tables[handle.grants[0].domid]
+            for grant in handle.grants:
+                del table[grant.ref]
+            if not table:
+                del self._tables[handle.grants[0].domid]
+        for obj in handle.objects:
+            obj.release()
+        return fired
+
+    def domains(self) -> set[int]:
+        """Domains with at least one grant."""
+        return set(self._tables)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Every live grant, for STATE."""
+        return [
+            {"domid": g.domid, "ref": g.ref, "grantee": g.grantee, "writable": g.writable}
+            for domid in sorted(self._tables)
+            for _, g in sorted(self._tables[domid].items())
+        ]

@@ -1,0 +1,189 @@
+"""Find the hub of a run directory, starting one if nobody runs it.
+
+Backends call :func:`open_hub` for every handle.  The common case is one ``connect``;
+only when no hub answers does :func:`ensure_hub` take ``hub.lock``, look again (another
+process may have just started one) and start a detached embedded hub, waiting for it to
+report ready on a pipe.  Connecting may still race with an embedded hub that is just
+exiting for idleness; that shows up as a refused or reset connection, and we simply
+start over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import BackendError, ConfigError
+from ..rundir import RunDir, prepare_rundir
+from .protocol import HubConnection, HubGoneError
+
+#: Seconds to wait for a new hub to say it is ready (a cold interpreter start).
+START_TIMEOUT = 10.0
+#: Environment override of the embedded hub's idle time, in seconds.
+IDLE_ENV = "VCHANSIM_HUB_IDLE"
+_CONNECT_ATTEMPTS = 4
+_LOCK_POLL = 0.01
+_LOG_TAIL_LINES = 20
+
+RunDirLike = RunDir | str | os.PathLike[str] | None
+
+
+def hub_running(rundir: RunDir) -> bool:
+    """Whether something accepts connections on the hub socket right now."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(os.fspath(rundir.hub))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+@contextlib.contextmanager
+def _start_lock(rundir: RunDir, timeout: float) -> Iterator[None]:
+    """Hold ``hub.lock``; give up with a clear error rather than wait forever."""
+    fd = os.open(rundir.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BackendError(
+                        f"{rundir.lock} stayed locked for {timeout:g} s: another process is "
+                        "stuck starting a hub",
+                        err=errno.ETIMEDOUT,
+                    ) from None
+                time.sleep(_LOCK_POLL)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(cannot read {path}: {exc.strerror})"
+    return "\n".join(lines[-_LOG_TAIL_LINES:]) or f"({path} is empty)"
+
+
+def _child_env() -> dict[str, str]:
+    """Our environment, with this copy of vchansim importable whatever the hub's cwd."""
+    env = dict(os.environ)
+    root = os.fspath(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _idle_from_env() -> float | None:
+    raw = os.environ.get(IDLE_ENV)
+    if not raw:
+        return None
+    try:
+        idle = float(raw)
+    except ValueError:
+        idle = -1.0
+    if idle <= 0:
+        raise ConfigError(f"{IDLE_ENV}={raw!r} is not a positive number of seconds")
+    return idle
+
+
+def _wait_ready(fd: int, deadline: float) -> bytes:
+    """Read the ready pipe until a newline, EOF (the hub died) or the deadline."""
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            break
+        chunk = os.read(fd, 64)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def start_hub(rundir: RunDir, *, idle: float | None = None, timeout: float = START_TIMEOUT) -> int:
+    """Start an embedded hub for ``rundir`` and return its pid once it is ready.
+
+    The caller should hold ``hub.lock``.  On failure, raises BackendError quoting the end
+    of ``hub.log``, where the hub's output goes.
+    """
+    idle = idle if idle is not None else _idle_from_env()
+    command = [sys.executable, "-m", "vchansim.hub", "--embedded", "--rundir", str(rundir.path)]
+    if idle is not None:
+        command += ["--idle", f"{idle:g}"]
+    read_end, write_end = os.pipe()
+    try:
+        command += ["--ready-fd", str(write_end)]
+        with open(rundir.log, "wb") as log:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(write_end,),
+                start_new_session=True,
+                env=_child_env(),
+                cwd="/",
+            )
+        os.close(write_end)
+        write_end = -1
+        deadline = time.monotonic() + timeout
+        ready = _wait_ready(read_end, deadline)
+        # The process we started forks the hub and exits at once; reap it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if not ready.endswith(b"\n"):
+        late = time.monotonic() >= deadline
+        why = f"not ready within {timeout:g} s" if late else "it exited before being ready"
+        raise BackendError(
+            f"the vchansim hub for {rundir.path} failed to start ({why}); "
+            f"last lines of {rundir.log}:\n{_log_tail(rundir.log)}",
+            err=errno.EIO,
+        )
+    return int(ready)
+
+
+def ensure_hub(rundir: RunDirLike = None, *, idle: float | None = None) -> None:
+    """Make sure a hub serves ``rundir``: connect, else lock, re-check and start one."""
+    checked = prepare_rundir(rundir)
+    if hub_running(checked):
+        return
+    with _start_lock(checked, 2 * START_TIMEOUT):
+        if not hub_running(checked):
+            start_hub(checked, idle=idle)
+
+
+def open_hub(rundir: RunDirLike, domid: int, *, strict: bool = False) -> HubConnection:
+    """A HELLOed connection to ``rundir``'s hub, starting the hub if needed."""
+    checked = prepare_rundir(rundir)
+    # Only the text is kept: a kept exception's traceback would pin our callers' frames
+    # (and any memoryviews in them) in a reference cycle.
+    reason = ""
+    for _ in range(_CONNECT_ATTEMPTS):
+        try:
+            return HubConnection.connect(checked.hub, domid, strict=strict)
+        except (FileNotFoundError, ConnectionRefusedError, HubGoneError) as exc:
+            reason = str(exc)
+        ensure_hub(checked)
+    raise BackendError(
+        f"cannot reach the hub at {checked.hub} after {_CONNECT_ATTEMPTS} attempts: {reason}",
+        err=errno.ECONNREFUSED,
+    )

@@ -1,0 +1,271 @@
+"""The hub's control protocol (docs/hub-protocol.md), written once for both ends.
+
+Requests and replies are single SOCK_SEQPACKET messages of little-endian u32s, so a
+message boundary is a request boundary and no parser state survives a bad client.  File
+descriptors ride along as SCM_RIGHTS.  The hub (:mod:`.server`), the ``shm`` backend and
+the leak checker all speak through the helpers here; the C drop-in libraries implement
+the same table from the document.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+from ..errors import BackendError, ConfigError, VchanError
+
+
+class Op(IntEnum):
+    """Operation numbers (the first u32 of every request)."""
+
+    HELLO = 1
+    GNT_SHARE = 2
+    GNT_MAP = 3
+    GNT_UNMAP = 4
+    GNT_SET_NOTIFY = 5
+    EVT_BIND_UNBOUND = 6
+    EVT_BIND_INTERDOMAIN = 7
+    EVT_UNBIND = 8
+    STATE = 9
+    XS_SOCKET = 10
+    INSPECT = 11
+    SHUTDOWN = 12
+
+
+VERSION = 1
+#: HELLO flag: refuse loopback grants, as Xen and Qubes do.
+HELLO_STRICT = 0x1
+#: GNT_SHARE / GNT_MAP flag: read-write.
+GNT_WRITABLE = 0x1
+#: Pages one SHARE or MAP may cover: a ring of the largest order (2**20 bytes).
+MAX_GRANT_PAGES = 256
+#: The kernel passes at most this many descriptors in one message (SCM_MAX_FD).
+MAX_FDS = 253
+
+#: Fixed argument counts; GNT_MAP adds ``count`` refs to its 3.
+ARG_COUNTS = {
+    Op.HELLO: 4,
+    Op.GNT_SHARE: 3,
+    Op.GNT_MAP: 3,
+    Op.GNT_UNMAP: 1,
+    Op.GNT_SET_NOTIFY: 3,
+    Op.EVT_BIND_UNBOUND: 1,
+    Op.EVT_BIND_INTERDOMAIN: 2,
+    Op.EVT_UNBIND: 1,
+    Op.STATE: 0,
+    Op.XS_SOCKET: 1,
+    Op.INSPECT: 2,
+    Op.SHUTDOWN: 0,
+}
+#: Replies whose payload after ``status`` is text rather than u32s.
+TEXT_REPLIES = frozenset({Op.STATE, Op.XS_SOCKET})
+
+REQUEST_MAX = 4 * (4 + MAX_GRANT_PAGES) + 64
+REPLY_MAX = 4 * (3 + 2 * MAX_GRANT_PAGES) + 1024
+STATE_REPLY_MAX = 1 << 20
+#: Seconds a client waits for a reply before declaring the hub hung.
+CALL_TIMEOUT = 10.0
+
+
+class RequestError(Exception):
+    """Raised inside the hub to refuse a request: becomes an error reply with ``err``."""
+
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(message)
+        self.err = err
+        self.message = message
+
+
+class HubGoneError(BackendError):
+    """The hub closed our connection: it exited, was killed, or dropped a bad client."""
+
+    default_errno = errno.ECONNRESET
+
+
+def pack_u32s(*values: int) -> bytes:
+    """Little-endian u32s; refuses values that do not fit rather than wrapping them."""
+    try:
+        return struct.pack(f"<{len(values)}I", *values)
+    except struct.error:
+        raise RequestError(errno.EINVAL, f"value out of u32 range in {values!r}") from None
+
+
+def unpack_u32s(data: bytes) -> tuple[int, ...]:
+    """Split ``data`` into u32s; its length must be a multiple of 4."""
+    if len(data) % 4:
+        raise RequestError(errno.EPROTO, f"message of {len(data)} bytes is not whole u32s")
+    return struct.unpack(f"<{len(data) // 4}I", data)
+
+
+def encode_request(op: Op, *args: int) -> bytes:
+    """One request message."""
+    return pack_u32s(op, *args)
+
+
+def decode_request(data: bytes) -> tuple[Op, tuple[int, ...]]:
+    """Split a request into its op and arguments, checking the op and argument count."""
+    if len(data) < 4:
+        raise RequestError(errno.EPROTO, f"request of {len(data)} bytes is shorter than an op")
+    words = unpack_u32s(data)
+    try:
+        op = Op(words[0])
+    except ValueError:
+        raise RequestError(errno.EINVAL, f"unknown op {words[0]}") from None
+    args = words[1:]
+    expected = ARG_COUNTS[op]
+    if op is Op.GNT_MAP and len(args) >= expected:
+        expected += args[2]
+    if len(args) != expected:
+        raise RequestError(
+            errno.EINVAL, f"{op.name} takes {expected} arguments, the request has {len(args)}"
+        )
+    return op, args
+
+
+def encode_reply(values: tuple[int, ...] = (), text: str = "") -> bytes:
+    """A successful reply: status 0, then u32 values or text."""
+    return pack_u32s(0, *values) + text.encode()
+
+
+def encode_error(err: int, message: str) -> bytes:
+    """An error reply: the errno, then a UTF-8 message naming the cause."""
+    return pack_u32s(err) + message.encode()
+
+
+@dataclass
+class Reply:
+    """A decoded reply.  ``fds`` belong to the caller, who must close them."""
+
+    status: int
+    values: tuple[int, ...] = ()
+    text: str = ""
+    fds: list[int] = field(default_factory=list)
+
+    def close_fds(self) -> None:
+        """Close every descriptor that came with the reply."""
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+def decode_reply(op: Op, data: bytes, fds: list[int]) -> Reply:
+    """Interpret a reply to ``op``: errors and text replies carry text after the status."""
+    if len(data) < 4:
+        for fd in fds:
+            os.close(fd)
+        raise BackendError(f"hub sent a {len(data)}-byte reply to {op.name}", err=errno.EPROTO)
+    (status,) = struct.unpack_from("<I", data)
+    payload = data[4:]
+    if status or op in TEXT_REPLIES:
+        return Reply(status, text=payload.decode("utf-8", "replace"), fds=fds)
+    return Reply(status, values=unpack_u32s(payload), fds=fds)
+
+
+def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+    """Send one message, with ``fds`` as SCM_RIGHTS if any."""
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sock.sendmsg([data], ancillary)
+    else:
+        sock.send(data)
+
+
+def recv_message(sock: socket.socket, bufsize: int, maxfds: int = 0) -> tuple[bytes, list[int]]:
+    """Receive one message and its descriptors (close-on-exec).
+
+    A message longer than ``bufsize`` or with more descriptors than ``maxfds`` is a
+    protocol violation: the descriptors that did arrive are closed and EPROTO raised, so a
+    misbehaving peer cannot make us leak them.
+    """
+    data, fds, flags, _ = socket.recv_fds(sock, bufsize, maxfds, socket.MSG_CMSG_CLOEXEC)
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for fd in fds:
+            os.close(fd)
+        raise RequestError(
+            errno.EPROTO,
+            f"message truncated (over {bufsize} bytes or over {maxfds} descriptors)",
+        )
+    return data, list(fds)
+
+
+class HubConnection:
+    """One client connection to the hub -- a handle, like an open gntalloc or evtchn file.
+
+    Everything the hub allocates through a connection is released when it closes (or
+    this process dies).  Calls are serialised by a lock so a handle may be shared between
+    threads; the data path never goes through here.
+    """
+
+    def __init__(self, sock: socket.socket, hub_pid: int) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self.hub_pid = hub_pid
+
+    @classmethod
+    def connect(cls, path: Path, domid: int, *, strict: bool = False) -> HubConnection:
+        """Connect to the hub socket at ``path`` and introduce ourselves as ``domid``.
+
+        Raises FileNotFoundError / ConnectionRefusedError when no hub listens there, and
+        HubGoneError if it closes on us during HELLO (it was exiting) -- both mean "start
+        or find a hub and try again" to :func:`~.launcher.open_hub`.
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(CALL_TIMEOUT)
+            sock.connect(os.fspath(path))
+            conn = cls(sock, hub_pid=0)
+            flags = HELLO_STRICT if strict else 0
+            (conn.hub_pid,) = conn.call(Op.HELLO, VERSION, domid, os.getpid(), flags).values
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    def call(self, op: Op, *args: int, error: type[VchanError] = BackendError) -> Reply:
+        """Send one request and return its reply; an error status raises ``error``."""
+        try:
+            request = encode_request(op, *args)
+        except RequestError as exc:
+            raise ConfigError(f"{op.name}: {exc.message}") from None
+        bufsize = STATE_REPLY_MAX if op is Op.STATE else REPLY_MAX
+        with self._lock:
+            try:
+                send_message(self._sock, request)
+                data, fds = recv_message(self._sock, bufsize, MAX_FDS)
+            except TimeoutError:
+                raise BackendError(
+                    f"the hub did not answer {op.name} within {CALL_TIMEOUT:g} s",
+                    err=errno.ETIMEDOUT,
+                ) from None
+            except (ConnectionError, BrokenPipeError) as exc:
+                raise HubGoneError(f"lost the hub connection during {op.name}: {exc}") from None
+            except RequestError as exc:
+                raise BackendError(f"bad reply to {op.name}: {exc.message}", err=exc.err) from None
+            except OSError as exc:  # e.g. the handle was already closed
+                raise BackendError(
+                    f"hub connection unusable for {op.name}: {exc.strerror}", err=exc.errno
+                ) from None
+        if not data and not fds:
+            raise HubGoneError(f"the hub closed the connection during {op.name}")
+        reply = decode_reply(op, data, fds)
+        if reply.status:
+            reply.close_fds()
+            raise error(f"{op.name}: {reply.text}", err=reply.status)
+        return reply
+
+    def close(self) -> None:
+        """Close the connection; the hub releases everything it holds for us."""
+        self._sock.close()
+
+    def __enter__(self) -> HubConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

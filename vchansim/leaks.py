@@ -1,0 +1,271 @@
+"""Leak checks for tests: after every endpoint closed or died, is anything left behind?
+
+"Left behind" means what a resource leak in a real vchan program would leave: grants
+still in the table, event ports still bound, hub connections or xenstore connections
+still open, XenStore nodes still written, descriptors of shared memory or eventfds
+still open in this process, and processes of this run directory still alive.  The hub
+learns about dead processes asynchronously (end-of-file on their sockets), so the check
+polls the hub's STATE until it is clean or a deadline passes.
+
+XenStore nodes count when they hold a value (other than a domain's ``domid`` base node):
+empty nodes are the tree's skeleton or bare directories, which libxenvchan itself leaves
+behind on close (the parents of its path, PROTOCOL.md §5.8).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import select
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .backends.shm import held_descriptors
+from .errors import BackendError
+from .hub.grants import SHM_PREFIX
+from .hub.launcher import RunDirLike, hub_running
+from .hub.protocol import HubConnection, HubGoneError, Op
+from .rundir import RUNDIR_ENV, RunDir, prepare_rundir
+
+_POLL_INTERVAL = 0.01
+_SHM_PATH = "/dev/shm" + SHM_PREFIX
+#: The only base node with a value: each domain's ``domid``.
+_DOMID_NODE = re.compile(r"/local/domain/\d+/domid\Z")
+
+
+# -- the hub's view ------------------------------------------------------------------------
+
+
+def _store_leaks(store: dict[str, Any]) -> Iterator[str]:
+    if store["connections"]:
+        yield f"{store['connections']} xenstore connection(s) still open"
+    for path, value in sorted(store["nodes"].items()):
+        if value and not _DOMID_NODE.match(path):
+            yield f"xenstore node {path} = {value!r} left behind"
+
+
+def hub_leaks(state: dict[str, Any]) -> list[str]:
+    """What a STATE reply shows still held, apart from the asker's own connection."""
+    found = []
+    for conn in state["connections"]:
+        if conn["id"] == state["you"]:
+            continue
+        held = ", ".join(
+            [f"{h['kind']} handle {h['handle']} refs {h['refs']}" for h in conn["handles"]]
+            + [f"port {port}" for port in conn["ports"]]
+        )
+        found.append(
+            f"hub connection {conn['id']} (dom{conn['domid']}, pid {conn['pid']}) still open"
+            + (f", holding {held}" if held else "")
+        )
+    found += [
+        f"grant ref {g['ref']} of dom{g['domid']} (to dom{g['grantee']}) still in the table"
+        for g in state["grants"]
+    ]
+    found += [
+        f"event port {p['port']} of dom{p['domid']} still bound ({p['state']}, "
+        f"remote dom{p['remote']})"
+        for p in state["ports"]
+    ]
+    found += list(_store_leaks(state["xenstore"]))
+    return found
+
+
+# -- this process and its neighbours ------------------------------------------------------
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _fd_is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def own_descriptor_leaks() -> list[str]:
+    """Shm objects, eventfds and epolls of vchansim still open in this process."""
+    found = []
+    for name in sorted(os.listdir("/proc/self/fd"), key=int):
+        target = _readlink(f"/proc/self/fd/{name}")
+        if target is not None and target.startswith(_SHM_PATH):
+            found.append(f"fd {name} of this process still holds shared memory {target}")
+    for fd, what in sorted(held_descriptors().items()):
+        if _fd_is_open(fd):
+            found.append(f"fd {fd} of this process is still open: {what}")
+    return found
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return pids
+
+
+def _process_ties(pid: int, rundir: RunDir, hub_pid: int | None) -> str | None:
+    """Why process ``pid`` belongs to this run directory, or None if it does not."""
+    base = f"/proc/{pid}"
+    try:
+        if Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None  # exited; only its parent's bookkeeping is left
+        environ = Path(f"{base}/environ").read_bytes().split(b"\0")
+        argv = Path(f"{base}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    where = os.fsencode(rundir.path)
+    if RUNDIR_ENV.encode() + b"=" + where in environ:
+        return f"has {RUNDIR_ENV}={rundir.path}"
+    if b"vchansim.hub" in argv and where in argv:
+        return "is another hub of this run directory"
+    if hub_pid is not None:
+        prefix = f"{_SHM_PATH}{hub_pid}-"
+        for name in _list(f"{base}/fd"):
+            target = _readlink(f"{base}/fd/{name}")
+            if target is not None and target.startswith(prefix):
+                return f"holds this hub's shared memory {target}"
+    return None
+
+
+def _command_line(pid: str) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "exited"
+    return argv.replace(b"\0", b" ").strip().decode(errors="replace")[:80]
+
+
+def _list(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def process_leaks(rundir: RunDir, hub_pid: int | None) -> list[str]:
+    """Live processes of this run directory other than us, our ancestors and the hub."""
+    skip = _ancestors() | ({hub_pid} if hub_pid is not None else set())
+    found = []
+    for name in _list("/proc"):
+        if not name.isdigit() or int(name) in skip:
+            continue
+        why = _process_ties(int(name), rundir, hub_pid)
+        if why is not None:
+            found.append(f"process {name} ({_command_line(name)}) {why}")
+    return found
+
+
+# -- the checks ----------------------------------------------------------------------------
+
+
+class _StateReader:
+    """Reads the hub's STATE over one connection, reconnecting if the hub restarted."""
+
+    def __init__(self, rundir: RunDir) -> None:
+        self.rundir = rundir
+        self._conn: HubConnection | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        """The current STATE, or None if no hub runs."""
+        for _ in range(2):
+            if self._conn is None:
+                if not hub_running(self.rundir):
+                    return None
+                try:
+                    self._conn = HubConnection.connect(self.rundir.hub, 0)
+                except (FileNotFoundError, ConnectionRefusedError, HubGoneError):
+                    return None
+            try:
+                return json.loads(self._conn.call(Op.STATE).text)
+            except HubGoneError:
+                self.close()
+        return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _collect(rundir: RunDir, reader: _StateReader) -> list[str]:
+    state = reader.read()
+    hub_pid = state["hub"]["pid"] if state is not None else None
+    found = hub_leaks(state) if state is not None else []
+    return found + own_descriptor_leaks() + process_leaks(rundir, hub_pid)
+
+
+def find_leaks(rundir: RunDirLike = None, *, timeout: float = 0.0) -> list[str]:
+    """Everything left behind in ``rundir``, one line each; empty when clean.
+
+    Polls for up to ``timeout`` seconds for the hub to catch up with connections that
+    just closed, returning as soon as nothing is left.
+    """
+    checked = prepare_rundir(rundir)
+    reader = _StateReader(checked)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            found = _collect(checked, reader)
+            if not found or time.monotonic() >= deadline:
+                return found
+            time.sleep(_POLL_INTERVAL)
+    finally:
+        reader.close()
+
+
+def assert_no_leaks(rundir: RunDirLike = None, *, timeout: float = 2.0) -> None:
+    """Raise AssertionError listing what is left behind, after waiting up to ``timeout``."""
+    found = find_leaks(rundir, timeout=timeout)
+    if found:
+        raise AssertionError(
+            f"vchansim resources left behind in {prepare_rundir(rundir).path}:\n  "
+            + "\n  ".join(found)
+        )
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait for process ``pid`` (not necessarily our child) to exit."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def stop_hub(rundir: RunDirLike = None, *, timeout: float = 5.0) -> int | None:
+    """Ask the hub of ``rundir`` to exit and wait until it has; return its pid, or None
+    if no hub was running.  A hub that does not exit in time is killed (and reported)."""
+    checked = prepare_rundir(rundir)
+    try:
+        conn = HubConnection.connect(checked.hub, 0)
+    except (FileNotFoundError, ConnectionRefusedError, HubGoneError):
+        return None
+    with conn:
+        pid = conn.hub_pid
+        conn.call(Op.SHUTDOWN)
+    if not _wait_exit(pid, timeout):
+        os.kill(pid, signal.SIGKILL)
+        raise BackendError(
+            f"hub pid {pid} of {checked.path} did not exit within {timeout:g} s; killed it",
+            err=errno.ETIMEDOUT,
+        )
+    return pid
