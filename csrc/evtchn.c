@@ -9,6 +9,10 @@
  * delivering it to xenevtchn_pending() masks it atomically, as Xen masks a port when
  * it fires, and xenevtchn_unmask() re-arms it; an event that arrived meanwhile keeps
  * the eventfd's counter non-zero and so fires again at once.
+ *
+ * Each channel also has a statistics page (two u64 counters, one per side): a notify
+ * adds one to this end's counter before ringing, so observers see event counts for both
+ * directions without being on the path.
  */
 #define _GNU_SOURCE
 #include "hubclient.h"
@@ -17,6 +21,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #if __has_include(<xenevtchn.h>)
@@ -33,11 +38,23 @@ typedef uint16_t domid_t;
 /* Xen's first reserved domain id: xenevtchn_restrict refuses it and above. */
 #define VS_DOMID_FIRST_RESERVED 0x7FF0u
 
+/* The statistics page: u64 events sent by side 0, then by side 1. */
+#define VS_STATS_SIZE 4096
+
 struct vs_port {
     uint32_t port;
-    int in_fd;   /* readable while the peer has notified us */
-    int out_fd;  /* writing 1 notifies the peer */
+    int in_fd;          /* readable while the peer has notified us */
+    int out_fd;         /* writing 1 notifies the peer */
+    uint64_t *sent;     /* this end's counter in the statistics page */
+    void *stats;        /* the mapped statistics page */
 };
+
+static void release_port(struct vs_port *p)
+{
+    close(p->in_fd);
+    close(p->out_fd);
+    munmap(p->stats, VS_STATS_SIZE);
+}
 
 struct xenevtchn_handle {
     struct vs_hub hub; /* hub.lock also guards the port table and the restriction */
@@ -103,8 +120,7 @@ int xenevtchn_close(xenevtchn_handle *xce)
     if (!xce)
         return 0;
     for (size_t i = 0; i < xce->nports; i++) {
-        close(xce->ports[i].in_fd);
-        close(xce->ports[i].out_fd);
+        release_port(&xce->ports[i]);
     }
     free(xce->ports);
     close(xce->epfd);
@@ -125,10 +141,16 @@ static int arm(xenevtchn_handle *xce, const struct vs_port *p, int op)
     return epoll_ctl(xce->epfd, op, p->in_fd, &ev);
 }
 
-/* Add a port the hub just bound (reply: port, fds: incoming, outgoing) to the handle. */
-static int adopt_port(xenevtchn_handle *xce, uint32_t port, const int fds[2])
+/* Add a port the hub just bound (reply: port, side; fds: incoming, outgoing, statistics
+ * page) to the handle.  The statistics descriptor is consumed (mapped, then closed). */
+static int adopt_port(xenevtchn_handle *xce, uint32_t port, uint32_t side, const int fds[3])
 {
     struct vs_port p = {.port = port, .in_fd = fds[0], .out_fd = fds[1]};
+
+    if (side > 1) {
+        errno = EPROTO;
+        return -1;
+    }
 
     if (xce->nports == xce->cap) {
         size_t cap = xce->cap ? 2 * xce->cap : 4;
@@ -141,34 +163,41 @@ static int adopt_port(xenevtchn_handle *xce, uint32_t port, const int fds[2])
         xce->ports = ports;
         xce->cap = cap;
     }
+    p.stats = mmap(NULL, VS_STATS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[2], 0);
+    if (p.stats == MAP_FAILED)
+        return -1;
+    p.sent = (uint64_t *)p.stats + side;
     /* pending() drains the counter and must never block on a spurious wakeup. */
     if (fcntl(p.in_fd, F_SETFL, fcntl(p.in_fd, F_GETFL) | O_NONBLOCK) < 0 ||
-        arm(xce, &p, EPOLL_CTL_ADD) < 0)
+        arm(xce, &p, EPOLL_CTL_ADD) < 0) {
+        munmap(p.stats, VS_STATS_SIZE);
         return -1;
+    }
     xce->ports[xce->nports++] = p;
+    close(fds[2]);
     return 0;
 }
 
 static xenevtchn_port_or_error_t bind_port(xenevtchn_handle *xce, const char *what, uint32_t op,
                                            const uint32_t *args, size_t nargs)
 {
-    unsigned char buf[4];
-    int fds[2];
-    struct vs_reply reply = {.buf = buf, .cap = sizeof(buf), .fds = fds, .max_fds = 2};
+    unsigned char buf[8];
+    int fds[3];
+    struct vs_reply reply = {.buf = buf, .cap = sizeof(buf), .fds = fds, .max_fds = 3};
     uint32_t port;
 
     if (vs_hub_call(&xce->hub, what, op, args, nargs, &reply) < 0)
         return -1;
-    if (vs_reply_words(&reply) != 1 || reply.nfds != 2) {
+    if (vs_reply_words(&reply) != 2 || reply.nfds != 3) {
         vs_close_fds(fds, reply.nfds);
         errno = EPROTO;
         return -1;
     }
     port = vs_reply_word(&reply, 0);
-    if (adopt_port(xce, port, fds) < 0) {
+    if (adopt_port(xce, port, vs_reply_word(&reply, 1), fds) < 0) {
         int err = errno;
 
-        vs_close_fds(fds, 2);
+        vs_close_fds(fds, 3);
         vs_hub_call(&xce->hub, what, VS_EVT_UNBIND, &port, 1, NULL);
         errno = err;
         return -1;
@@ -225,8 +254,7 @@ int xenevtchn_unbind(xenevtchn_handle *xce, evtchn_port_t port)
         rc = -1;
     } else {
         epoll_ctl(xce->epfd, EPOLL_CTL_DEL, p->in_fd, NULL);
-        close(p->in_fd);
-        close(p->out_fd);
+        release_port(p);
         *p = xce->ports[--xce->nports];
         /* As in gnttab: a vanished hub has nothing left to unbind. */
         if (vs_hub_call(&xce->hub, "xenevtchn_unbind", VS_EVT_UNBIND, &port, 1, NULL) < 0 &&
@@ -248,9 +276,10 @@ int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port)
     if (!p) {
         errno = ENOTCONN;
         rc = -1;
-    } else if (write(p->out_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
-        /* EAGAIN: the counter is saturated, so the event is already pending. */
-        rc = -1;
+    } else {
+        __atomic_fetch_add(p->sent, 1, __ATOMIC_SEQ_CST);
+        if (write(p->out_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            rc = -1; /* EAGAIN: the counter is saturated, so the event is already pending */
     }
     pthread_mutex_unlock(&xce->hub.lock);
     return rc;

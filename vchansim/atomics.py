@@ -38,6 +38,9 @@ _fetch_and = _lib.__atomic_fetch_and_1
 for _fn in (_fetch_or, _fetch_and):
     _fn.argtypes = (ctypes.c_void_p, ctypes.c_uint8, ctypes.c_int)
     _fn.restype = ctypes.c_uint8
+_fetch_add_8 = _lib.__atomic_fetch_add_8
+_fetch_add_8.argtypes = (ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int)
+_fetch_add_8.restype = ctypes.c_uint64
 _thread_fence = _lib.atomic_thread_fence
 _thread_fence.argtypes = (ctypes.c_int,)
 _thread_fence.restype = None
@@ -84,3 +87,40 @@ class AtomicByte:
         """Drop the buffer export so the mapping can be closed."""
         self._anchor = None
         self.address = 0
+
+
+class AtomicCounters:
+    """u64 counters in a shared page that several processes bump with locked adds.
+
+    Used for the per-channel event statistics: each end of an event channel counts the
+    events it sends, so an observer (the inspector, a trace) sees both directions without
+    being on the path.  Holds a ctypes export of the buffer; call :meth:`release` first
+    before unmapping it.
+    """
+
+    __slots__ = ("_anchor", "_base", "_view")
+
+    def __init__(self, buf: memoryview, count: int) -> None:
+        if buf.nbytes < 8 * count:
+            raise VchanError(f"{count} counters need {8 * count} bytes, buffer has {buf.nbytes}")
+        self._view = buf[: 8 * count].cast("Q")
+        if buf.readonly:
+            self._anchor: ctypes.Array[ctypes.c_char] | None = None
+            self._base = 0
+        else:
+            self._anchor = (ctypes.c_char * (8 * count)).from_buffer(buf)
+            self._base = ctypes.addressof(self._anchor)
+
+    def add(self, index: int, amount: int = 1) -> None:
+        """Atomically add ``amount`` to counter ``index`` (writable mappings only)."""
+        if not self._base:
+            raise VchanError("these counters are mapped read-only")
+        _fetch_add_8(self._base + 8 * index, amount, _SEQ_CST)
+
+    def __getitem__(self, index: int) -> int:
+        return self._view[index]
+
+    def release(self) -> None:
+        self._anchor = None
+        self._base = 0
+        self._view.release()

@@ -18,9 +18,12 @@ import os
 import select
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomics import AtomicCounters
 from ..errors import BackendError, ConfigError, GrantError
+from ..hub.events import STATS_SIZE
 from ..hub.launcher import open_hub
 from ..hub.protocol import GNT_WRITABLE, MAX_GRANT_PAGES, HubConnection, HubGoneError, Op
 from ..layout import PAGE_SIZE
@@ -266,29 +269,52 @@ def _check_count(count: int) -> None:
         raise ConfigError(f"cannot share or map {count} pages at once (1..{MAX_GRANT_PAGES})")
 
 
+@dataclass
+class _BoundPort:
+    """What this process holds for one bound port."""
+
+    incoming: int
+    outgoing: int
+    side: int
+    stats: mmap.mmap
+    counters: AtomicCounters
+
+    def close(self) -> None:
+        self.counters.release()
+        self.stats.close()
+        _close_held(self.incoming)
+        _close_held(self.outgoing)
+
+
 class ShmEvents:
     """An event-channel handle: one hub connection plus an epoll over the ports' eventfds.
 
     A port fires at most once until unmasked: :meth:`pending` drains the port's eventfd
     and takes it out of the epoll set (``EPOLL_CTL_MOD`` with no events); :meth:`unmask`
     puts it back, and since the epoll is level-triggered an event that came meanwhile
-    fires at once.
+    fires at once.  Every notify is counted in the channel's statistics page.
     """
 
     def __init__(self, conn: HubConnection) -> None:
         self._conn = conn
         self._epoll = select.epoll()
         _hold(self._epoll.fileno(), "epoll of an shm event handle")
-        self._ports: dict[int, tuple[int, int]] = {}
+        self._ports: dict[int, _BoundPort] = {}
         self._by_fd: dict[int, int] = {}
 
     def _bound(self, op: Op, *args: int) -> int:
         reply = self._conn.call(op, *args)
-        (port,) = reply.values
-        incoming, outgoing = reply.fds
+        port, side = reply.values
+        incoming, outgoing, stats_fd = reply.fds
         _hold(incoming, f"incoming eventfd of port {port}")
         _hold(outgoing, f"outgoing eventfd of port {port}")
-        self._ports[port] = (incoming, outgoing)
+        try:
+            stats = mmap.mmap(stats_fd, STATS_SIZE)
+        finally:
+            os.close(stats_fd)
+        self._ports[port] = _BoundPort(
+            incoming, outgoing, side, stats, AtomicCounters(memoryview(stats), 2)
+        )
         self._by_fd[incoming] = port
         self._epoll.register(incoming, select.EPOLLIN)
         return port
@@ -304,7 +330,7 @@ class ShmEvents:
             raise ConfigError(f"remote port {remote_port} is out of range")
         return self._bound(Op.EVT_BIND_INTERDOMAIN, remote, remote_port)
 
-    def _fds(self, port: int) -> tuple[int, int]:
+    def _port(self, port: int) -> _BoundPort:
         try:
             return self._ports[port]
         except KeyError:
@@ -314,7 +340,14 @@ class ShmEvents:
 
     def notify(self, port: int) -> None:
         """Ring the other end of ``port``: one eventfd write, no hub involved."""
-        os.eventfd_write(self._fds(port)[1], 1)
+        bound = self._port(port)
+        bound.counters.add(bound.side)
+        os.eventfd_write(bound.outgoing, 1)
+
+    def events_sent(self, port: int) -> tuple[int, int]:
+        """Events sent so far by this end of ``port`` and by the other end."""
+        bound = self._port(port)
+        return bound.counters[bound.side], bound.counters[1 - bound.side]
 
     def pending(self, timeout: float | None = None) -> int | None:
         """Wait up to ``timeout`` seconds for a port to fire; return it masked, or None."""
@@ -329,17 +362,16 @@ class ShmEvents:
 
     def unmask(self, port: int) -> None:
         """Re-arm ``port``; ports not bound here are ignored, as the evtchn device does."""
-        fds = self._ports.get(port)
-        if fds is not None:
-            self._epoll.modify(fds[0], select.EPOLLIN)
+        bound = self._ports.get(port)
+        if bound is not None:
+            self._epoll.modify(bound.incoming, select.EPOLLIN)
 
     def unbind(self, port: int) -> None:
         """Close ``port``; the peer's end returns to waiting for our domain."""
-        incoming, outgoing = self._fds(port)
-        self._epoll.unregister(incoming)
-        del self._ports[port], self._by_fd[incoming]
-        _close_held(incoming)
-        _close_held(outgoing)
+        bound = self._port(port)
+        self._epoll.unregister(bound.incoming)
+        del self._ports[port], self._by_fd[bound.incoming]
+        bound.close()
         with contextlib.suppress(HubGoneError):  # a dead hub holds no ports
             self._conn.call(Op.EVT_UNBIND, port)
 
@@ -351,9 +383,8 @@ class ShmEvents:
         """Unbind every port and release the handle."""
         if self._epoll.closed:
             return
-        for incoming, outgoing in self._ports.values():
-            _close_held(incoming)
-            _close_held(outgoing)
+        for bound in self._ports.values():
+            bound.close()
         self._ports.clear()
         self._by_fd.clear()
         _unhold(self._epoll.fileno())

@@ -13,30 +13,50 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 from dataclasses import dataclass, field
 
+from ..atomics import AtomicCounters
 from .protocol import RequestError
 
 #: Ports per domain (the 2-level event channel ABI's limit on 64-bit guests).
 MAX_PORTS = 4096
 
 
-class EventPair:
-    """Two eventfds, held by the hub for as long as a port or an unmap-notify needs them.
+#: Size of a channel's statistics page: u64 events sent by side 0, then by side 1.
+STATS_SIZE = 4096
 
-    End ``side`` polls ``fds[side]`` and rings ``fds[1 - side]``.
+
+class EventPair:
+    """Two eventfds and a statistics page, held by the hub for as long as a port or an
+    unmap-notify needs them.
+
+    End ``side`` polls ``fds[side]``, rings ``fds[1 - side]`` and counts each event it
+    sends in u64 ``side`` of the statistics page (a memfd both ends map), so observers see
+    the traffic of both directions without being on its path.
     """
 
     def __init__(self) -> None:
         flags = os.EFD_CLOEXEC | os.EFD_NONBLOCK
-        first = os.eventfd(0, flags)
+        opened: list[int] = []
         try:
-            second = os.eventfd(0, flags)
+            for _ in range(2):
+                opened.append(os.eventfd(0, flags))
+            stats = os.memfd_create("vchansim-evtchn-stats", os.MFD_CLOEXEC)
+            opened.append(stats)
+            os.ftruncate(stats, STATS_SIZE)
+            self._stats_map = mmap.mmap(stats, STATS_SIZE)
         except OSError:
-            os.close(first)
+            for fd in opened:
+                os.close(fd)
             raise
-        self.fds = (first, second)
+        self.fds = (opened[0], opened[1])
+        self.stats_fd = stats
+        # Observers get a descriptor that cannot write: reopened read-only through /proc.
+        self.stats_ro_fd = os.open(f"/proc/self/fd/{stats}", os.O_RDONLY | os.O_CLOEXEC)
+        self._stats_view = memoryview(self._stats_map)
+        self.counters = AtomicCounters(self._stats_view, 2)
         self._refs = 1
 
     def acquire(self) -> EventPair:
@@ -48,12 +68,20 @@ class EventPair:
         """Drop a reference; the eventfds close with the last one."""
         self._refs -= 1
         if self._refs == 0:
-            for fd in self.fds:
+            self.counters.release()
+            self._stats_view.release()
+            self._stats_map.close()
+            for fd in (*self.fds, self.stats_fd, self.stats_ro_fd):
                 os.close(fd)
 
     def ring(self, fd_index: int) -> None:
-        """Add one event to ``fds[fd_index]`` (the counter cannot realistically overflow)."""
+        """Send one event into ``fds[fd_index]`` on behalf of the other side, counted."""
+        self.counters.add(1 - fd_index)
         os.eventfd_write(self.fds[fd_index], 1)
+
+    def sent(self) -> tuple[int, int]:
+        """Events sent so far by side 0 and by side 1."""
+        return self.counters[0], self.counters[1]
 
     def drain(self, fd_index: int) -> None:
         """Discard events waiting on ``fds[fd_index]``."""
@@ -98,6 +126,7 @@ class Port:
             "state": self.state,
             "remote_port": self.peer.number if self.peer is not None else None,
             "conn": self.owner,
+            "events_sent": self.pair.sent()[self.side],
         }
 
 

@@ -37,6 +37,7 @@ class Op(IntEnum):
     XS_SOCKET = 10
     INSPECT = 11
     SHUTDOWN = 12
+    EVT_STATS = 13
 
 
 VERSION = 1
@@ -63,6 +64,7 @@ ARG_COUNTS = {
     Op.XS_SOCKET: 1,
     Op.INSPECT: 2,
     Op.SHUTDOWN: 0,
+    Op.EVT_STATS: 2,
 }
 #: Replies whose payload after ``status`` is text rather than u32s.
 TEXT_REPLIES = frozenset({Op.STATE, Op.XS_SOCKET})

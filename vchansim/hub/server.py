@@ -176,6 +176,7 @@ class Hub:
             Op.XS_SOCKET: self._xs_socket,
             Op.INSPECT: self._inspect,
             Op.SHUTDOWN: self._shutdown,
+            Op.EVT_STATS: self._evt_stats,
         }
 
     # -- logging --
@@ -426,8 +427,8 @@ class Hub:
     def _bound(self, client: Client, port: Port, what: str) -> Outcome:
         client.ports[port.number] = port
         return Outcome(
-            (port.number,),
-            fds=(port.incoming, port.outgoing),
+            (port.number, port.side),
+            fds=(port.incoming, port.outgoing, port.pair.stats_fd),
             note=f"{what} -> port {port.number}",
         )
 
@@ -496,6 +497,11 @@ class Hub:
         domid, ref = args
         grant = self.grants.lookup(domid, ref)
         return Outcome((grant.page,), fds=(grant.obj.ro_fd,), note=f"dom{domid} ref {ref}")
+
+    def _evt_stats(self, client: Client, args: tuple[int, ...]) -> Outcome:
+        domid, number = args
+        port = self.ports.lookup(domid, number)
+        return Outcome((port.side,), fds=(port.pair.stats_ro_fd,), note=f"dom{domid} port {number}")
 
     def _shutdown(self, client: Client, args: tuple[int, ...]) -> Outcome:
         self._stopping = True
