@@ -1,15 +1,14 @@
-"""``vchansim hub``: run the emulated hypervisor and xenstored in the foreground.
+"""vchansim hub: run the emulated hypervisor and xenstored in the foreground.
 
 Every grant, event-channel and XenStore operation is logged.  Backends start an embedded
-hub by themselves when none runs; run this one to watch what they do.  The options are
-those of ``python -m vchansim.hub``.
+hub by themselves when none runs; run this one to watch what they do.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..hub.__main__ import main as hub_main
+from ..hub.__main__ import add_arguments, run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +16,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "hub",
         help="run the hub (grant tables, event channels, xenstored) in the foreground",
         description=__doc__,
-        add_help=False,
     )
-    parser.add_argument("hub_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=lambda args: hub_main(args.hub_args))
+    add_arguments(parser)
+    parser.set_defaults(func=run)

@@ -19,11 +19,8 @@ from ..rundir import prepare_rundir
 from .server import DEFAULT_IDLE, run_hub
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m vchansim.hub",
-        description="The vchansim hub: emulated grant tables, event channels and xenstored.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hub's options, shared by ``python -m vchansim.hub`` and ``vchansim hub``."""
     parser.add_argument("--rundir", help="run directory (default: $VCHANSIM_RUNDIR, ...)")
     parser.add_argument(
         "--embedded", action="store_true", help="detach, and exit when idle (backends use this)"
@@ -38,10 +35,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ready-fd", type=int, metavar="N", help="write the hub's pid here once it is ready"
     )
-    args = parser.parse_args(argv)
-    if args.idle <= 0:
-        parser.error(f"--idle must be positive, not {args.idle:g}")
-    return args
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m vchansim.hub",
+        description="The vchansim hub: emulated grant tables, event channels and xenstored.",
+    )
+    add_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def _detach() -> None:
@@ -59,7 +61,14 @@ def _hold_start_lock(path: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = _parse(argv)
+    return run(_parse(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve as ``args`` (from :func:`add_arguments`) say; returns the exit status."""
+    if args.idle <= 0:
+        print(f"vchansim hub: --idle must be positive, not {args.idle:g}", file=sys.stderr)
+        return 2
     try:
         rundir = prepare_rundir(args.rundir)
     except VchanError as exc:
