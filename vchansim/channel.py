@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import layout
@@ -29,6 +29,7 @@ from .errors import (
     VchanError,
 )
 from .ring import Notifier, Ring
+from .spin import SpinPolicy
 
 #: Blocking calls re-check the peer's liveness at least this often even without an event,
 #: because a crashed peer's kernel may wake us before it clears the live byte (§6.3).
@@ -66,7 +67,9 @@ class Vchan:
 
     ``blocking`` defaults to True (what Xen's own tools set; libxenvchan leaves it
     uninitialised).  ``timeout`` (seconds, default None = wait forever) bounds every
-    blocking call, which then raises :class:`TimeoutError`.
+    blocking call, which then raises :class:`TimeoutError`.  ``spin`` says how long a
+    blocking call polls the ring before sleeping on the event channel: ``"off"``
+    (default, libxenvchan's behaviour), ``"adaptive"`` or a budget in microseconds.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Vchan:
         self.xs_path = xs_path
         self.blocking = blocking
         self.timeout: float | None = None
+        self._spin = SpinPolicy()
         #: Server only: report the channel open even after a client left (libxenvchan's
         #: ``server_persist``), so a new client may connect to the same rings.
         self.server_persist = False
@@ -185,6 +189,15 @@ class Vchan:
 
     # -- state --------------------------------------------------------------------------
     @property
+    def spin(self) -> str | float:
+        """The spin policy: "adaptive", "off" or a budget in microseconds."""
+        return self._spin.setting
+
+    @spin.setter
+    def spin(self, setting: str | float) -> None:
+        self._spin = SpinPolicy(setting)
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -275,7 +288,7 @@ class Vchan:
                 raise ChannelClosed()
             if not self.blocking:
                 return 0
-            self._block(deadline)
+            self._block(deadline, lambda: self._rd.data_ready() > 0)
 
     def recv(self, n: int) -> bytes:
         """Packet read: exactly n bytes, or ``b""`` if non-blocking and fewer are there."""
@@ -306,7 +319,7 @@ class Vchan:
                 raise ChannelClosed(f"the peer closed with fewer than {n} bytes in the ring")
             if not self.blocking:
                 return 0
-            self._block(deadline)
+            self._block(deadline, lambda: self._rd.data_ready() >= n)
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield chunks as they arrive until the peer closes (blocking channels only)."""
@@ -345,7 +358,7 @@ class Vchan:
                 pos += chunk
             if pos == n:
                 return n
-            self._block(deadline, written=pos)
+            self._block(deadline, lambda: self._wr.buffer_space() > 0, written=pos)
             if not self._peer_open():
                 raise ChannelClosed(
                     f"the peer closed after {pos} of {n} bytes were written", written=pos
@@ -369,7 +382,7 @@ class Vchan:
                 return n
             if not self.blocking:
                 return 0
-            self._block(deadline)
+            self._block(deadline, lambda: self._wr.buffer_space() >= n)
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -441,8 +454,12 @@ class Vchan:
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
-    def _block(self, deadline: float | None, written: int = 0) -> None:
-        """Wait for one event, re-checking liveness periodically; honour ``timeout``."""
+    def _block(self, deadline: float | None, ready: Callable[[], bool], written: int = 0) -> None:
+        """Wait until ``ready()`` may have become true: spin on the ring briefly, then
+        sleep for one event, re-checking liveness periodically; honour ``timeout``."""
+        started = time.perf_counter()
+        if self._spin.spin(lambda: ready() or not self._peer_open()):
+            return
         step = LIVENESS_RECHECK
         if deadline is not None:
             left = deadline - time.monotonic()
@@ -452,6 +469,7 @@ class Vchan:
                 raise exc
             step = min(step, left)
         self.wait(step)
+        self._spin.observe((time.perf_counter() - started) * 1e6)
 
     def _check_not_closed(self) -> None:
         if self._closed:
