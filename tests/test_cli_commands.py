@@ -1,0 +1,123 @@
+"""The command line as a user drives it: serve/connect in two unrelated processes, exec,
+and clear one-line errors for bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+
+import procs
+
+from vchansim.leaks import assert_no_leaks
+
+rundir = procs.rundir
+DEADLINE = procs.DEADLINE
+
+
+def vchansim(rundir, *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vchansim", *args],
+        env=procs.child_env(rundir),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+class Collector(threading.Thread):
+    """Reads a process's stdout to the end (a full pipe would stall its peer) and says
+    when ``expect`` bytes have arrived."""
+
+    def __init__(self, proc: subprocess.Popen, expect: int) -> None:
+        super().__init__()
+        self.proc, self.expect = proc, expect
+        self.data = bytearray()
+        self.enough = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):
+            self.data += chunk
+            if len(self.data) >= self.expect:
+                self.enough.set()
+        self.enough.set()
+
+
+def test_two_processes_talk_both_ways_and_end_of_input_closes_cleanly(rundir):
+    up, down = os.urandom(1 << 20), os.urandom(1 << 20)
+    server = vchansim(rundir, "serve", "--domid", "1", "--read-min", "64K", "0", "data/cli")
+    client = vchansim(rundir, "connect", "--domid", "0", "1", "data/cli")
+    server_out, client_out = Collector(server, len(up)), Collector(client, len(down))
+    server.stdin.write(down)
+    server.stdin.flush()
+    client.stdin.write(up)
+    client.stdin.flush()
+    assert client_out.enough.wait(DEADLINE)  # both directions flowed at once
+    client.stdin.close()
+    # The client closes after putting everything into the ring; the server, seeing the
+    # close, delivers all of it and exits, though its own input is still open.
+    assert client.wait(DEADLINE) == 0, client.stderr.read().decode()
+    assert server.wait(DEADLINE) == 0, server.stderr.read().decode()
+    server.stdin.close()
+    for collector in (server_out, client_out):
+        collector.join(DEADLINE)
+    assert client_out.data == down
+    assert hashlib.sha256(server_out.data).digest() == hashlib.sha256(up).digest()
+    assert_no_leaks(rundir)
+
+
+def test_serve_keeps_its_data_until_a_client_comes(rundir):
+    server = vchansim(rundir, "serve", "--domid", "3", "0", "data/late")
+    server.stdin.write(b"hello, late client\n")
+    server.stdin.close()  # input ends before any client exists
+    client = vchansim(rundir, "connect", "--domid", "0", "3", "data/late")
+    out, err = client.communicate(b"", timeout=DEADLINE)
+    assert client.returncode == 0, err.decode()
+    assert out == b"hello, late client\n"
+    assert server.wait(DEADLINE) == 0
+
+
+def test_connect_to_nothing_fails_with_one_clear_line(rundir):
+    client = vchansim(rundir, "connect", "--domid", "0", "--wait", "0.2", "7", "data/none")
+    _, err = client.communicate(b"", timeout=DEADLINE)
+    assert client.returncode == 1
+    assert err.decode().strip().splitlines() == [
+        "vchansim connect: no vchan server for domain 7 at '/local/domain/7/data/none': "
+        "reading /local/domain/7/data/none/ring-ref failed (ENOENT)"
+    ]
+
+
+def test_bad_domain_id_is_named(rundir):
+    proc = vchansim(rundir, "serve", "--domid", "40000", "0", "data/x")
+    _, err = proc.communicate(b"", timeout=DEADLINE)
+    assert proc.returncode == 1
+    assert "40000" in err.decode() and "Traceback" not in err.decode()
+
+
+def test_exec_runs_a_program_as_the_domain_with_the_emulator_environment(rundir):
+    script = (
+        "import os; print(os.environ['VCHANSIM_DOMID'], os.environ['XENSTORED_PATH']);"
+        "import subprocess; subprocess.run(['xenstore-write', 'data/mark', 'set'], check=True);"
+        "print(subprocess.run(['xenstore-read', 'domid'], capture_output=True, text=True).stdout)"
+    )
+    proc = vchansim(rundir, "exec", "--domid", "5", "--", sys.executable, "-c", script)
+    out, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err.decode()
+    domid, socket_path, read_back = out.decode().split()
+    assert domid == "5" and socket_path == str(rundir.xs_socket(5)) and read_back == "5"
+
+
+def test_exec_passes_the_exit_status_and_names_a_missing_program(rundir):
+    proc = vchansim(
+        rundir, "exec", "--domid", "1", "--", sys.executable, "-c", "raise SystemExit(7)"
+    )
+    assert proc.wait(DEADLINE) == 7
+    proc = vchansim(rundir, "exec", "--domid", "1", "--", "/nonexistent/program")
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 1
+    assert "no such program: '/nonexistent/program'" in err.decode()
