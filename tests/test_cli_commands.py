@@ -103,7 +103,8 @@ def test_exec_runs_a_program_as_the_domain_with_the_emulator_environment(rundir)
     script = (
         "import os; print(os.environ['VCHANSIM_DOMID'], os.environ['XENSTORED_PATH']);"
         "import subprocess; subprocess.run(['xenstore-write', 'data/mark', 'set'], check=True);"
-        "print(subprocess.run(['xenstore-read', 'domid'], capture_output=True, text=True).stdout)"
+        "print(subprocess.run(['xenstore-read', 'domid'], capture_output=True, text=True).stdout);"
+        "subprocess.run(['xenstore-rm', 'data/mark'], check=True)"
     )
     proc = vchansim(rundir, "exec", "--domid", "5", "--", sys.executable, "-c", script)
     out, err = proc.communicate(timeout=DEADLINE)
