@@ -1,0 +1,86 @@
+"""Choosing backends by name, entry points, and loopback vchans (allowed unless strict)."""
+
+from __future__ import annotations
+
+import errno
+import sys
+import textwrap
+
+import procs
+import pytest
+
+from vchansim import Vchan, get_backend
+from vchansim.backends import available_backends, backend_class, register
+from vchansim.backends.base import Backend
+from vchansim.backends.memory import MemoryBackend
+from vchansim.backends.shm import ShmBackend
+from vchansim.errors import ConfigError, GrantError
+
+rundir = procs.rundir
+
+
+def test_builtin_backends_by_name_and_environment(monkeypatch):
+    assert {"memory", "shm", "xen"} <= set(available_backends())
+    assert isinstance(get_backend("memory", domid=3), MemoryBackend)
+    monkeypatch.setenv("VCHANSIM_BACKEND", "memory")
+    monkeypatch.setenv("VCHANSIM_DOMID", "4")
+    backend = get_backend()
+    assert isinstance(backend, MemoryBackend) and backend.domid == 4
+
+
+def test_unknown_backend_and_bad_domid_are_named(monkeypatch):
+    with pytest.raises(ConfigError, match=r"unknown vchansim backend 'nope'.*memory"):
+        get_backend("nope")
+    monkeypatch.setenv("VCHANSIM_DOMID", "dom1")
+    with pytest.raises(ConfigError, match="VCHANSIM_DOMID='dom1'"):
+        get_backend("memory")
+    with pytest.raises(ConfigError, match="32752 is outside"):
+        get_backend("memory", domid=0x7FF0)
+
+
+def test_register_and_entry_points(tmp_path, monkeypatch):
+    class Custom(MemoryBackend):
+        name = "custom"
+
+    register("custom", Custom)
+    assert backend_class("custom") is Custom
+    # A third-party package advertising a backend through the entry-point group.
+    package = tmp_path / "thirdparty_backend.py"
+    package.write_text(
+        textwrap.dedent(
+            """
+            from vchansim.backends.memory import MemoryBackend
+            class ThirdParty(MemoryBackend):
+                name = "thirdparty"
+            """
+        )
+    )
+    dist = tmp_path / "thirdparty_backend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: thirdparty-backend\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[vchansim.backends]\nthirdparty = thirdparty_backend:ThirdParty\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "thirdparty" in available_backends()
+    backend = get_backend("thirdparty", domid=2)
+    assert type(backend).__name__ == "ThirdParty" and isinstance(backend, Backend)
+    sys.modules.pop("thirdparty_backend", None)
+
+
+def test_loopback_vchan_works_on_shm(rundir):
+    backend = ShmBackend(2, rundir=rundir)
+    with (
+        Vchan.server(backend, 2, "data/loop", 8192, 8192) as server,
+        Vchan.client(backend, 2, "/local/domain/2/data/loop") as client,
+    ):
+        client.write(b"to myself")
+        assert server.recv(9) == b"to myself"
+
+
+def test_strict_refuses_loopback_vchans_as_xen_does(rundir):
+    with pytest.raises(GrantError, match="loopback") as info:
+        Vchan.server(ShmBackend(2, rundir=rundir, strict=True), 2, "data/loop")
+    assert info.value.errno == errno.EPERM
