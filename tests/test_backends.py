@@ -14,7 +14,7 @@ from vchansim.backends import available_backends, backend_class, register
 from vchansim.backends.base import Backend
 from vchansim.backends.memory import MemoryBackend
 from vchansim.backends.shm import ShmBackend
-from vchansim.errors import ConfigError, GrantError
+from vchansim.errors import ConfigError, GrantError, StoreError
 
 rundir = procs.rundir
 
@@ -84,3 +84,10 @@ def test_strict_refuses_loopback_vchans_as_xen_does(rundir):
     with pytest.raises(GrantError, match="loopback") as info:
         Vchan.server(ShmBackend(2, rundir=rundir, strict=True), 2, "data/loop")
     assert info.value.errno == errno.EPERM
+
+
+@pytest.mark.parametrize("sizes", [(0, 0), (65536, 65536)])
+def test_shm_refused_publish_reports_the_store_error_and_leaks_nothing(rundir, sizes):
+    with pytest.raises(StoreError) as info:
+        Vchan.server(ShmBackend(1, rundir=rundir), 0, "/local/domain/0/data/x", *sizes)
+    assert info.value.errno == errno.EACCES

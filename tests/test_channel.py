@@ -375,3 +375,12 @@ def _do(chan: Vchan, op: str, n: int):
     if op in ("write", "send"):
         return getattr(chan, op)(bytes(n))
     return getattr(chan, op)()
+
+
+@pytest.mark.parametrize("sizes", [(0, 0), (65536, 65536)])
+def test_a_refused_publish_reports_the_store_error_and_releases_everything(sizes):
+    hv = MemoryHypervisor()
+    with pytest.raises(StoreError) as info:
+        Vchan.server(MemoryBackend(1, hypervisor=hv), 0, "/local/domain/0/data/x", *sizes)
+    assert info.value.errno == 13  # EACCES: domain 1 may not write under dom0's home
+    assert hv.grants == {} and hv.ports == {}

@@ -60,6 +60,8 @@ class _Resources:
     port: int = 0
     ctrl: Mapping | None = None
     ring_maps: list[Mapping] = field(default_factory=list)
+    #: Views into the mappings (in-page rings, index arrays) to release before unmapping.
+    views: list[memoryview] = field(default_factory=list)
 
 
 class Vchan:
@@ -125,6 +127,7 @@ class Vchan:
         left_order, right_order = layout.choose_orders(read_min, write_min)
         layout.check_xs_path(path)
         res = _Resources()
+        chan: Vchan | None = None
         try:
             res.events = backend.events()
             res.port = res.events.bind_unbound(domain)
@@ -140,6 +143,8 @@ class Vchan:
             chan._attach_rings(read_buf=rings[0], write_buf=rings[1], geometry=geometry)
             _publish(backend, path, domain, res.ctrl.refs[0], res.port)
         except BaseException:
+            if chan is not None:
+                chan._drop_views()
             _release(res, server=True)
             raise
         return chan
@@ -155,6 +160,7 @@ class Vchan:
         layout.check_xs_path(path)
         ring_ref, remote_port = _lookup(backend, domain, path)
         res = _Resources()
+        chan: Vchan | None = None
         try:
             res.grants = backend.grants()
             res.events = backend.events()
@@ -173,6 +179,8 @@ class Vchan:
             page[layout.SRV_NOTIFY] = layout.NOTIFY_WRITE
             res.events.notify(res.port)
         except BaseException:
+            if chan is not None:
+                chan._drop_views()
             _release(res, server=False)
             raise
         return chan
@@ -182,6 +190,7 @@ class Vchan:
     ) -> None:
         """Build both rings over the page's indices; the server reads left, the client right."""
         self._indices = self._page[: layout.LEFT_ORDER].cast("I")
+        self._res.views.append(self._indices)
         left_buf, right_buf = (read_buf, write_buf) if self.is_server else (write_buf, read_buf)
         left = Ring.left(self._indices, left_buf, geometry.left.order)
         right = Ring.right(self._indices, right_buf, geometry.right.order)
@@ -393,14 +402,18 @@ class Vchan:
             return
         self._closed = True
         self._page[layout.SRV_LIVE if self.is_server else layout.CLI_LIVE] = layout.LIVE_CLOSED
-        self._notify.release()
-        self._rd.release()
-        self._wr.release()
-        self._indices.release()
-        self._page = memoryview(b"")
+        self._drop_views()
         _release(self._res, server=self.is_server)
         if self.is_server:
             _unpublish(self.backend, self.xs_path)
+
+    def _drop_views(self) -> None:
+        """Let go of every view of the shared memory, so the mappings can be unmapped."""
+        self._notify.release()
+        for ring in (getattr(self, "_rd", None), getattr(self, "_wr", None)):
+            if ring is not None:
+                ring.release()
+        self._page = memoryview(b"")
 
     def __enter__(self) -> Vchan:
         return self
@@ -503,6 +516,14 @@ def _init_page(page: memoryview, left_order: int, right_order: int) -> layout.Ge
     return layout.Geometry.for_orders(left_order, right_order)
 
 
+def _in_page(res: _Resources, placement: layout.RingPlacement) -> memoryview:
+    """An in-page ring's bytes, as a view recorded for release."""
+    assert res.ctrl is not None and placement.in_page_offset is not None
+    view = res.ctrl.buf[placement.in_page_offset : placement.in_page_offset + placement.size]
+    res.views.append(view)
+    return view
+
+
 def _grant_slots(page: memoryview, placement: layout.RingPlacement) -> memoryview:
     start = layout.GRANTS + 4 * placement.first_grant
     return page[start : start + 4 * placement.pages].cast("I")
@@ -514,7 +535,7 @@ def _server_ring_buffer(
     """The buffer for one ring: in the control page, or newly granted pages."""
     assert res.ctrl is not None and res.grants is not None
     if placement.in_page_offset is not None:
-        return res.ctrl.buf[placement.in_page_offset : placement.in_page_offset + placement.size]
+        return _in_page(res, placement)
     mapping = res.grants.share(domain, placement.pages)
     res.ring_maps.append(mapping)
     slots = _grant_slots(res.ctrl.buf, placement)
@@ -529,7 +550,7 @@ def _client_ring_buffer(
 ) -> memoryview:
     assert res.ctrl is not None and res.grants is not None
     if placement.in_page_offset is not None:
-        return res.ctrl.buf[placement.in_page_offset : placement.in_page_offset + placement.size]
+        return _in_page(res, placement)
     slots = _grant_slots(res.ctrl.buf, placement)
     refs = slots.tolist()
     slots.release()
@@ -603,6 +624,9 @@ def _release(res: _Resources, *, server: bool) -> None:
     """Tear down in libxenvchan's order: rings, control page (its unmap-notify fires),
     one explicit kick, event channel, grant handle."""
     errors: list[BaseException] = []
+    for view in res.views:
+        view.release()
+    res.views.clear()
 
     def attempt(action: object) -> None:
         try:

@@ -14,7 +14,7 @@ from importlib import import_module
 
 from ..errors import VchanError
 
-COMMANDS = ("exec", "hub", "pipe")
+COMMANDS = ("exec", "hub", "inspect", "pipe")
 
 
 def build_parser() -> argparse.ArgumentParser:

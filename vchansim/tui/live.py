@@ -1,0 +1,309 @@
+"""Live channels: found through the hub's STATE, watched through a read-only page mapping.
+
+The hub has no notion of a "channel"; it knows grants, event ports and XenStore nodes.
+A vchan server publishes ``<path>/ring-ref`` and ``<path>/event-channel`` (key paths cut
+at 63 bytes, as libxenvchan does), grants its control page to the client domain under
+that ref, and binds that port for it -- so a channel is a pair of nodes that agree with a
+grant and a port of one domain.  Nothing here writes anywhere: the inspector connects as
+dom0, asks STATE, and maps control pages with INSPECT, which hands out a read-only
+descriptor that the kernel, not our good manners, keeps from being written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import mmap
+import re
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .. import layout
+from ..errors import BackendError
+from ..hub.launcher import hub_running
+from ..hub.protocol import HubConnection, Op
+from ..layout import PAGE_SIZE, PageState
+from ..rundir import RunDir
+from .frames import (
+    CLIENT_STATES,
+    SERVER_STATES,
+    EventCounts,
+    Frame,
+    FrameBuilder,
+    live_word,
+)
+
+#: The inspector plays the privileged domain, as ``xenstore-ls`` would on real Xen.
+INSPECTOR_DOMID = 0
+#: Seconds between checks that the watched channel still exists.
+GONE_CHECK = 0.5
+#: The statistics page: events sent by side 0, then by side 1 (docs/hub-protocol.md).
+_EVENT_COUNTERS = struct.Struct("<2Q")
+
+_HOME = re.compile(r"/local/domain/(\d+)/")
+
+
+class NoSuchChannel(BackendError):
+    """The channel asked for is not (or no longer) offered on this hub."""
+
+    default_errno = errno.ENOENT
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel as the hub and the store describe it."""
+
+    path: str
+    server: int
+    client: int
+    ring_ref: int
+    port: int
+    #: The control page header when listed, or None if it could not be read.
+    page: PageState | None = None
+
+    @property
+    def label(self) -> str:
+        return f"dom{self.server} → dom{self.client}  {self.path}"
+
+    def row(self) -> tuple[str, ...]:
+        """The channel as a row under :data:`COLUMNS` (path last: it may be long)."""
+        page = self.page
+        if page is None:
+            orders, srv, cli = "?", "?", "?"
+        else:
+            orders = f"{page.left_order}/{page.right_order}"
+            srv = live_word(page.srv_live, SERVER_STATES)
+            cli = live_word(page.cli_live, CLIENT_STATES)
+        return (f"dom{self.server} {srv}", f"dom{self.client} {cli}", orders, self.path)
+
+
+#: Column names of :meth:`ChannelInfo.row`.
+COLUMNS = ("server", "client", "orders", "path")
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def _server_of(path: str, ref: int, port: int, state: dict[str, Any]) -> tuple[int, int] | None:
+    """(server, client) whose grant ``ref`` and port ``port`` match, preferring the domain
+    whose home holds ``path`` when several could."""
+    ports = {(p["domid"], p["port"]): p["remote"] for p in state["ports"]}
+    matches = [
+        (g["domid"], g["grantee"])
+        for g in state["grants"]
+        if g["ref"] == ref and ports.get((g["domid"], port)) == g["grantee"]
+    ]
+    home = _HOME.match(path)
+    matches.sort(key=lambda m: not (home and int(home.group(1)) == m[0]))
+    return matches[0] if matches else None
+
+
+def find_channels(state: dict[str, Any]) -> list[ChannelInfo]:
+    """Every channel a STATE reply shows: published keys backed by a live grant and port.
+
+    Keys left behind by a server that died without cleaning up match no grant and are
+    not listed: there is nothing to attach to.
+    """
+    nodes: dict[str, str] = state["xenstore"]["nodes"]
+    found = []
+    for path in sorted(nodes):
+        ref_key = layout.key_path(path, layout.RING_REF_KEY)
+        port_key = layout.key_path(path, layout.EVENT_CHANNEL_KEY)
+        if ref_key == port_key or ref_key not in nodes or port_key not in nodes:
+            continue
+        ref, port = _int(nodes[ref_key]), _int(nodes[port_key])
+        if ref is None or port is None:
+            continue
+        ends = _server_of(path, ref, port, state)
+        if ends is not None:
+            found.append(ChannelInfo(path, ends[0], ends[1], ref, port))
+    return found
+
+
+def matches(path: str, wanted: str) -> bool:
+    """Whether ``wanted`` names ``path``: all of it, or its last components."""
+    return path == wanted or path.endswith("/" + wanted.strip("/"))
+
+
+def select_channel(channels: Iterable[ChannelInfo], wanted: str) -> ChannelInfo:
+    """The channel whose path is ``wanted``, or ends with it after a ``/`` if only one does."""
+    listed = list(channels)
+    exact = [c for c in listed if c.path == wanted]
+    candidates = exact or [c for c in listed if matches(c.path, wanted)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(c.path for c in candidates)
+        raise NoSuchChannel(f"{wanted!r} matches several channels ({names}); give the full path")
+    known = ", ".join(c.path for c in listed) or "none"
+    raise NoSuchChannel(f"no channel at {wanted!r} (live channels: {known})")
+
+
+class ReadOnlyMap:
+    """One page of a hub-owned object, mapped ``PROT_READ`` over a read-only descriptor."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._map = mmap.mmap(
+            fd, PAGE_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=offset
+        )
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class PageView(ReadOnlyMap):
+    """A channel's control page."""
+
+    def snapshot(self) -> PageState:
+        """The header now: one 24-byte copy, so the fields are read together."""
+        return PageState.decode(self._map[: layout.HEADER_SIZE])
+
+
+class StatsView(ReadOnlyMap):
+    """A channel's event statistics page: a u64 count of events sent per side."""
+
+    def __init__(self, fd: int, server_side: int) -> None:
+        super().__init__(fd, 0)
+        self._server_side = server_side
+
+    def counts(self) -> EventCounts:
+        sent = _EVENT_COUNTERS.unpack_from(self._map)
+        return EventCounts(sent[self._server_side], sent[1 - self._server_side])
+
+
+class HubLink:
+    """A dom0 connection to a run directory's hub, for looking only.
+
+    It never starts a hub: with none running there is nothing to inspect, and starting
+    one would only show an empty machine.
+    """
+
+    def __init__(self, rundir: RunDir) -> None:
+        self.rundir = rundir
+        if not hub_running(rundir):
+            raise BackendError(
+                f"no hub is running for {rundir.path}: no channels to inspect (start a vchan, "
+                "e.g. 'vchansim serve', or choose the run directory with --rundir)",
+                err=errno.ENOENT,
+            )
+        try:
+            self._conn = HubConnection.connect(rundir.hub, INSPECTOR_DOMID)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise BackendError(
+                f"the hub for {rundir.path} went away: {exc.strerror}", err=exc.errno
+            ) from None
+
+    def state(self) -> dict[str, Any]:
+        """The hub's STATE reply, decoded."""
+        return json.loads(self._conn.call(Op.STATE).text)
+
+    def channels(self) -> list[ChannelInfo]:
+        """Live channels, each with its page header read now (None if it vanished meanwhile)."""
+        listed = []
+        for info in find_channels(self.state()):
+            page: PageState | None = None
+            with contextlib.suppress(BackendError):
+                view = self.map_page(info)
+                page = view.snapshot()
+                view.close()
+            listed.append(replace(info, page=page))
+        return listed
+
+    def map_page(self, info: ChannelInfo) -> PageView:
+        """Map ``info``'s control page read-only (INSPECT); NoSuchChannel if it is gone."""
+        try:
+            reply = self._conn.call(Op.INSPECT, info.server, info.ring_ref)
+        except BackendError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise NoSuchChannel(
+                f"channel {info.path} has gone: domain {info.server} no longer grants ref "
+                f"{info.ring_ref}"
+            ) from None
+        try:
+            return PageView(reply.fds[0], reply.values[0] * PAGE_SIZE)
+        finally:
+            reply.close_fds()
+
+    def map_stats(self, info: ChannelInfo) -> StatsView | None:
+        """Map the event statistics of ``info``'s channel read-only (EVT_STATS), or None
+        if the hub cannot say (its port is gone, or the hub predates the statistics)."""
+        try:
+            reply = self._conn.call(Op.EVT_STATS, info.server, info.port)
+        except BackendError:
+            return None
+        try:
+            return StatsView(reply.fds[0], reply.values[0])
+        finally:
+            reply.close_fds()
+
+    def grant_exists(self, domid: int, ref: int) -> bool:
+        return any(g["domid"] == domid and g["ref"] == ref for g in self.state()["grants"])
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class LiveSource:
+    """Frames sampled from a live channel's control page.
+
+    The source has its own hub connection, so it outlives whatever listed the channel.
+    The mapping stays valid after the server revokes its grant (as a foreign mapping
+    does on Xen), so a channel that goes keeps showing its last state; :meth:`notice`
+    says that it went, checked against the hub every :data:`GONE_CHECK` seconds.  Event
+    counts come from the channel's statistics page (EVT_STATS), mapped read-only too;
+    they are n/a where the hub cannot give it.
+    """
+
+    kind = "live"
+
+    def __init__(self, rundir: RunDir, info: ChannelInfo) -> None:
+        self.info = info
+        self.title = info.label
+        with contextlib.ExitStack() as undo:
+            self._link = HubLink(rundir)
+            undo.callback(self._link.close)
+            self._view = self._link.map_page(info)
+            undo.callback(self._view.close)
+            self._stats = self._link.map_stats(info)
+            undo.pop_all()
+        self._start = time.monotonic()
+        self._builder = FrameBuilder()
+        self._checked = self._start
+        self._notice = ""
+        self.samples = 0
+
+    def frame(self) -> Frame:
+        now = time.monotonic()
+        if not self._notice and now - self._checked >= GONE_CHECK:
+            self._checked = now
+            self._notice = self._check_gone()
+        self.samples += 1
+        events = self._stats.counts() if self._stats is not None else None
+        return self._builder.feed(now - self._start, self._view.snapshot(), events)
+
+    def _check_gone(self) -> str:
+        try:
+            present = self._link.grant_exists(self.info.server, self.info.ring_ref)
+        except BackendError as exc:
+            return f"lost the hub ({exc}); the page below is still mapped"
+        if present:
+            return ""
+        return (
+            f"channel gone: domain {self.info.server} revoked ref {self.info.ring_ref}; "
+            "showing its last state"
+        )
+
+    def notice(self) -> str:
+        return self._notice
+
+    def close(self) -> None:
+        self._view.close()
+        if self._stats is not None:
+            self._stats.close()
+        self._link.close()

@@ -1,0 +1,1 @@
+"""Screens of the inspector: the channel list, a live channel, a replay, help and errors."""

@@ -1,0 +1,1 @@
+"""Widgets of the inspector; each draws one part of a :class:`~..frames.Frame`."""
