@@ -412,14 +412,22 @@ int xengnttab_set_max_grants(xengnttab_handle *xgt, uint32_t nr_grants)
     return 0;
 }
 
+/* Calls that need a real hypervisor: say so once per call, and fail as Xen's library does
+ * when the kernel lacks the feature. */
+static int unsupported(const char *what)
+{
+    vs_log(what, "not emulated by vchansim (needs a real Xen hypervisor)");
+    errno = EOPNOTSUPP;
+    return -1;
+}
+
 int xengnttab_grant_copy(xengnttab_handle *xgt, uint32_t count,
                          struct xengnttab_grant_copy_segment *segs)
 {
     (void)xgt;
     (void)count;
     (void)segs;
-    errno = EOPNOTSUPP;
-    return -1;
+    return unsupported("xengnttab_grant_copy");
 }
 
 int xengnttab_dmabuf_exp_from_refs(xengnttab_handle *xgt, uint32_t domid, uint32_t flags,
@@ -431,8 +439,7 @@ int xengnttab_dmabuf_exp_from_refs(xengnttab_handle *xgt, uint32_t domid, uint32
     (void)count;
     (void)refs;
     (void)fd;
-    errno = EOPNOTSUPP;
-    return -1;
+    return unsupported("xengnttab_dmabuf_exp_from_refs");
 }
 
 int xengnttab_dmabuf_exp_wait_released(xengnttab_handle *xgt, uint32_t fd, uint32_t wait_to_ms)
@@ -440,8 +447,7 @@ int xengnttab_dmabuf_exp_wait_released(xengnttab_handle *xgt, uint32_t fd, uint3
     (void)xgt;
     (void)fd;
     (void)wait_to_ms;
-    errno = EOPNOTSUPP;
-    return -1;
+    return unsupported("xengnttab_dmabuf_exp_wait_released");
 }
 
 int xengnttab_dmabuf_imp_to_refs(xengnttab_handle *xgt, uint32_t domid, uint32_t fd,
@@ -452,16 +458,14 @@ int xengnttab_dmabuf_imp_to_refs(xengnttab_handle *xgt, uint32_t domid, uint32_t
     (void)fd;
     (void)count;
     (void)refs;
-    errno = EOPNOTSUPP;
-    return -1;
+    return unsupported("xengnttab_dmabuf_imp_to_refs");
 }
 
 int xengnttab_dmabuf_imp_release(xengnttab_handle *xgt, uint32_t fd)
 {
     (void)xgt;
     (void)fd;
-    errno = EOPNOTSUPP;
-    return -1;
+    return unsupported("xengnttab_dmabuf_imp_release");
 }
 
 /* ------------------------------------------------------------------ grant sharing */

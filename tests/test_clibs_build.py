@@ -82,7 +82,7 @@ def test_libxenvchan_binds_to_ours() -> None:
     if not libxenvchan.exists():
         pytest.skip("Debian's libxenvchan is not installed")
     out = subprocess.run(["ldd", libxenvchan], env=env, capture_output=True, text=True).stdout
-    for name in cbuild.LIBRARIES:
+    for name in ("libxengnttab.so.1", "libxenevtchn.so.1"):  # libxenvchan needs only these
         assert f"{name} => {cbuild.library_dir() / name}" in out
 
 

@@ -1,12 +1,12 @@
 """Build the C drop-in libraries (and small C programs) on first need, and cache them.
 
-Unmodified programs built on Xen's libxenvchan run on the emulator when two small
-libraries of ours stand in for Xen's ``libxengnttab.so.1`` and ``libxenevtchn.so.1``
-(see docs/c-programs.md).  They are shipped as C sources, not binaries, because they must
-match the user's libc and Xen packages; the first program that needs them compiles them
-with the system C compiler (well under a second) into a per-user cache directory named
-after a hash of the sources, so an upgrade of vchansim rebuilds and an unchanged one never
-does.
+Unmodified programs built on Xen's libxenvchan run on the emulator when small libraries
+of ours stand in for Xen's ``libxengnttab.so.1``, ``libxenevtchn.so.1`` and
+``libxenctrl.so.4.17`` (see docs/c-programs.md).  They are shipped as C sources, not
+binaries, because they must match the user's libc and Xen packages; the first program
+that needs them compiles them with the system C compiler (well under a second) into a
+per-user cache directory named after a hash of the sources, so an upgrade of vchansim
+rebuilds and an unchanged one never does.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from pathlib import Path
 from .errors import VchanError
 
 #: What the libraries are called; the dynamic loader looks for exactly these names.
-LIBRARIES = ("libxengnttab.so.1", "libxenevtchn.so.1")
+LIBRARIES = ("libxengnttab.so.1", "libxenevtchn.so.1", "libxenctrl.so.4.17")
 #: Files of the C sources that decide the build (and so the cache key).
 _SOURCE_PATTERNS = ("*.c", "*.h", "*.map", "Makefile")
 #: How gcc and clang report an #include they cannot find.
 _MISSING_HEADER = re.compile(r"fatal error: '?([\w./+-]+\.h)'?[: ]")
+#: How GNU ld reports a ``-lNAME`` it cannot find.
+_MISSING_LIBRARY = re.compile(r"cannot find -l([\w.+-]+)")
 
 
 class BuildError(VchanError):
@@ -36,18 +38,14 @@ class BuildError(VchanError):
 
 
 def source_dir() -> Path:
-    """The directory of the C sources: shipped inside the package, or the repository's."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "csrc"
-    if (packaged / "Makefile").is_file():
-        return packaged
-    checkout = here.parent / "csrc"
-    if (checkout / "Makefile").is_file():
-        return checkout
-    raise BuildError(
-        f"the C sources of vchansim's drop-in libraries are missing (looked in {packaged} "
-        f"and {checkout}); reinstall vchansim"
-    )
+    """The directory of the C sources, shipped inside the package (``vchansim/csrc``)."""
+    packaged = Path(__file__).resolve().parent / "csrc"
+    if not (packaged / "Makefile").is_file():
+        raise BuildError(
+            f"the C sources of vchansim's drop-in libraries are missing from {packaged}; "
+            "reinstall vchansim"
+        )
+    return packaged
 
 
 def cache_root() -> Path:
@@ -116,6 +114,17 @@ def _publish(build: Callable[[Path], None], final: Path) -> Path:
     return final
 
 
+def _library_hint(name: str) -> str:
+    """Which package brings the link-time ``libNAME.so`` that ld could not find."""
+    if name.startswith("xen"):
+        # Debian puts Xen's unversioned .so links in libxen-dev, the libraries themselves
+        # in libxenmisc4.17 (vchan, ctrl, ...) and small libxen*1 packages.
+        package = "libxen-dev libxenmisc4.17"
+    else:
+        package = f"the -dev package that provides lib{name}.so"
+    return f"library -l{name} is not installed (Debian/Ubuntu: apt-get install {package})"
+
+
 def _run(command: Sequence[str], what: str) -> None:
     """Run a build command; on failure raise BuildError with the cause the tools gave."""
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -128,6 +137,9 @@ def _run(command: Sequence[str], what: str) -> None:
             f"{what} failed: header <{missing.group(1)}> is not installed "
             "(Debian/Ubuntu: apt-get install libxen-dev)"
         )
+    library = _MISSING_LIBRARY.search(output)
+    if library:
+        raise BuildError(f"{what} failed: {_library_hint(library.group(1))}")
     tail = "\n".join(output.splitlines()[-15:])
     raise BuildError(f"{what} failed (exit {result.returncode}): {shlex.join(command)}\n{tail}")
 

@@ -1,0 +1,313 @@
+"""Byte compatibility of the Python ring and Debian's libxenvchan, cell by cell.
+
+Every pairing of a Python endpoint (``tests/interop_peer.py``) and a C endpoint
+(``tests/c/vchan-pipe.c`` on Debian's libxenvchan with the drop-in libraries) is run as
+server and client, over each of libxenvchan's ring placements, in stream and packet mode:
+64 MiB of seeded random data each way at once, each endpoint its own process in its own
+emulated domain.  Each side hashes what it sends and what it receives; the cell passes
+when both directions' SHA-256 agree.  The throughput of every cell is printed at the end.
+
+Then a SIGKILL of either language's endpoint must be seen by the other: ``closed``, with
+``is_open() == 0`` and a read raising ChannelClosed on the Python side, within a bound.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from test_clibs_emulator import C_DIR, RINGS, private_hub, wait_released
+
+from vchansim import cbuild
+from vchansim.backends.shm import ShmBackend
+from vchansim.cli.exec import emulator_env
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_SCRIPT = Path(__file__).with_name("interop_peer.py")
+PYTHON_PEER = (sys.executable, str(PEER_SCRIPT))
+SIZE = 64 << 20
+#: Bound on one cell: 64 MiB each way takes 1-7 s here; a loaded CI machine gets slack.
+CELL_DEADLINE = 90.0
+#: Bound on start-up and exit.
+SHORT_DEADLINE = 10.0
+#: Bound on seeing a killed peer go: events make it milliseconds; the Python endpoint's
+#: idle re-check of the peer's liveness (every 0.5 s) is the fallback.
+KILL_BOUND = 2.0
+SERVER_DOMID, CLIENT_DOMID = 1, 2
+KINDS = ("python", "c")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC") or "cc") is None
+    or not Path("/usr/include/libxenvchan.h").exists(),
+    reason="needs a C compiler and Xen's headers (tools/install)",
+)
+
+
+#: An endpoint's reports: "sent"/"received" -> (count, SHA-256, seconds first to last byte).
+Transfers = dict[str, tuple[int, str, float]]
+
+
+@dataclass
+class Endpoint:
+    """One running peer program (either language), read line by line with deadlines."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    lines: list[str] = field(default_factory=list)
+    _pending: bytes = b""
+
+    def next_line(self, timeout: float) -> list[str]:
+        """The words of the next output line, waiting at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            ready = remaining > 0 and select.select([fd], [], [], remaining)[0]
+            assert ready, f"{self.name} said nothing in {timeout:g} s after {self.lines}"
+            chunk = os.read(fd, 4096)
+            assert chunk, f"{self.name} exited after {self.lines}: {self.stderr()}"
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        self.lines.append(line.decode())
+        return self.lines[-1].split()
+
+    def expect(self, word: str, timeout: float = SHORT_DEADLINE) -> list[str]:
+        """The next line, which must start with ``word``; its other words."""
+        words = self.next_line(timeout)
+        assert words[:1] == [word], f"{self.name}: expected {word!r}, got {self.lines[-1]!r}"
+        return words[1:]
+
+    def transfers(self) -> Transfers:
+        """The ``sent`` and ``received`` reports (count, SHA-256, seconds), either order."""
+        found = {}
+        for _ in range(2):
+            word, count, digest, seconds = self.next_line(CELL_DEADLINE)
+            found[word] = (int(count), digest, float(seconds))
+        assert sorted(found) == ["received", "sent"], self.lines
+        return found
+
+    def release(self) -> None:
+        """Close the endpoint's standard input (what ``--linger`` waits for)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def finish(self) -> int:
+        return self.proc.wait(SHORT_DEADLINE)
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def hub_dir() -> Iterator[Path]:
+    """A private hub shared by this module's endpoints."""
+    with private_hub() as (path, _):
+        yield path
+
+
+@pytest.fixture(scope="module")
+def pipe_program() -> Path:
+    return cbuild.build_program(C_DIR / "vchan-pipe.c")
+
+
+@pytest.fixture
+def endpoints() -> Iterator[list[Endpoint]]:
+    """Endpoints a test started; any still running at the end are killed and reaped."""
+    started: list[Endpoint] = []
+    yield started
+    for peer in started:
+        if peer.proc.poll() is None:
+            peer.proc.kill()
+        peer.proc.wait()
+        for stream in (peer.proc.stdin, peer.proc.stdout, peer.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@dataclass
+class Summary:
+    """What the module measured, shown after its last test."""
+
+    #: cell name -> (MB/s server to client, MB/s client to server)
+    throughput: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: one line per SIGKILL test
+    kills: list[str] = field(default_factory=list)
+
+    def lines(self) -> Iterator[str]:
+        if self.throughput:
+            yield f"interop matrix, {SIZE >> 20} MiB each way at once, MB/s:"
+            yield f"  {'server client ring mode':36} {'s->c':>6} {'c->s':>6}"
+            for name, (down, up) in self.throughput.items():
+                yield f"  {name:36} {down:6.0f} {up:6.0f}"
+        yield from self.kills
+
+
+@pytest.fixture(scope="module")
+def summary(request: pytest.FixtureRequest) -> Iterator[Summary]:
+    """Collects measurements; prints them past output capture, as capsys.disabled() does."""
+    collected = Summary()
+    yield collected
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        for line in collected.lines():
+            reporter.write_line(line)
+
+
+def peer_command(kind: str, pipe_program: Path) -> list[str]:
+    """How to run an endpoint of ``kind``: the C program, or the Python script."""
+    return [str(pipe_program)] if kind == "c" else list(PYTHON_PEER)
+
+
+def start(command: Sequence[str], hub_dir: Path, domid: int, args: Sequence[str]) -> Endpoint:
+    """Run an endpoint as emulated domain ``domid``, with what `vchansim exec` would give."""
+    env = emulator_env(ShmBackend(domid, rundir=hub_dir))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [*command, *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return Endpoint(Path(command[-1]).name, proc)
+
+
+def open_channel(
+    kinds: tuple[str, str],
+    hub_dir: Path,
+    program: Path,
+    endpoints: list[Endpoint],
+    name: str,
+    server_args: Sequence[str],
+    client_args: Sequence[str],
+) -> tuple[Endpoint, Endpoint]:
+    """A server of kinds[0] in domain 1 for domain 2, and once it listens a client of
+    kinds[1] in domain 2."""
+    path = f"/local/domain/{SERVER_DOMID}/data/vchan/{CLIENT_DOMID}/{name}"
+    server_command, client_command = (peer_command(kind, program) for kind in kinds)
+    server = start(server_command, hub_dir, SERVER_DOMID, ["server", "2", path, *server_args])
+    endpoints.append(server)
+    server.expect("ready")
+    client = start(client_command, hub_dir, CLIENT_DOMID, ["client", "1", path, *client_args])
+    endpoints.append(client)
+    client.expect("ready")
+    return server, client
+
+
+def checked_transfers(
+    server: Endpoint, client: Endpoint, count: int
+) -> tuple[Transfers, Transfers]:
+    """Both ends' reports, checked: each end received exactly what the other sent."""
+    at_server, at_client = server.transfers(), client.transfers()
+    # count and SHA-256 of what one end sent are those of what the other received
+    assert at_server["sent"][:2] == at_client["received"][:2]
+    assert at_client["sent"][:2] == at_server["received"][:2]
+    assert at_server["sent"][0] == at_client["sent"][0] == count
+    assert at_server["sent"][1] != at_client["sent"][1]  # the two directions are distinct
+    return at_server, at_client
+
+
+def assert_released(hub_dir: Path, name: str) -> None:
+    """Both ends closed cleanly: no grant, port or XenStore node of the channel is left."""
+    state = wait_released(hub_dir)
+    assert state["grants"] == [] and state["ports"] == []
+    nodes = state["xenstore"]["nodes"]  # type: ignore[index]
+    assert not [path for path in nodes if path.endswith(f"/{name}") or f"/{name}/" in path]
+
+
+@pytest.mark.parametrize("mode", ["stream", "packet"])
+@pytest.mark.parametrize(
+    ("ring", "read_min", "write_min", "packet"), RINGS, ids=[r[0] for r in RINGS]
+)
+@pytest.mark.parametrize("client_kind", KINDS)
+@pytest.mark.parametrize("server_kind", KINDS)
+def test_cell(
+    hub_dir: Path,
+    pipe_program: Path,
+    endpoints: list[Endpoint],
+    summary: Summary,
+    server_kind: str,
+    client_kind: str,
+    ring: str,
+    read_min: int,
+    write_min: int,
+    packet: int,
+    mode: str,
+) -> None:
+    framing = ["--packet", str(packet)] if mode == "packet" else []
+    both_ways = ["--send", str(SIZE), "--recv", str(SIZE), *framing]
+    rings = ["--read-min", str(read_min), "--write-min", str(write_min)]
+    name = f"{server_kind}-{client_kind}-{ring}-{mode}"
+    kinds = (server_kind, client_kind)
+    server_args = [*rings, *both_ways]
+    server, client = open_channel(
+        kinds, hub_dir, pipe_program, endpoints, name, server_args, both_ways
+    )
+    at_server, at_client = checked_transfers(server, client, SIZE)
+    assert server.finish() == 0, server.stderr()
+    assert client.finish() == 0, client.stderr()
+    assert_released(hub_dir, name)
+    summary.throughput[f"{server_kind} {client_kind} {ring} {mode}"] = (
+        SIZE / 1e6 / at_client["received"][2],
+        SIZE / 1e6 / at_server["received"][2],
+    )
+
+
+def survivor_role(victim_role: str) -> str:
+    return "client" if victim_role == "server" else "server"
+
+
+@pytest.mark.parametrize("victim_role", ["server", "client"])
+@pytest.mark.parametrize("victim_kind", KINDS)
+def test_sigkill_is_seen_across_languages(
+    hub_dir: Path,
+    pipe_program: Path,
+    endpoints: list[Endpoint],
+    summary: Summary,
+    victim_kind: str,
+    victim_role: str,
+) -> None:
+    survivor_kind = "c" if victim_kind == "python" else "python"
+    if victim_role == "server":
+        kinds = (victim_kind, survivor_kind)
+    else:
+        kinds = (survivor_kind, victim_kind)
+    count = 100_000
+    traffic = ["--send", str(count), "--recv", str(count), "--hold"]
+    name = f"kill-{victim_kind}-{victim_role}"
+    server_args = ["--write-min", "65536", *traffic]
+    server, client = open_channel(
+        kinds, hub_dir, pipe_program, endpoints, name, server_args, traffic
+    )
+    checked_transfers(server, client, count)  # the channel works before the kill
+    victim, survivor = (server, client) if victim_role == "server" else (client, server)
+    killed_at = time.monotonic()
+    victim.proc.send_signal(signal.SIGKILL)
+    seen = survivor.expect("closed", KILL_BOUND)
+    latency = time.monotonic() - killed_at
+    summary.kills.append(
+        f"SIGKILL of the {victim_kind} {victim_role} seen by the {survivor_kind} "
+        f"{survivor_role(victim_role)} after {latency * 1e3:.1f} ms"
+    )
+    if survivor_kind == "python":
+        assert seen == ["is_open=0", "read=ChannelClosed"]
+    assert survivor.finish() == 0, survivor.stderr()
+    assert victim.finish() == -signal.SIGKILL
+    state = wait_released(hub_dir)  # the killed end's grants and ports went with it
+    assert state["grants"] == [] and state["ports"] == []

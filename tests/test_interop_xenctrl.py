@@ -1,0 +1,117 @@
+"""The drop-in libxenctrl.so.4.17 against Xen's own header and semantics.
+
+``tests/c/xc-probe.c`` is compiled against Debian's ``<xenctrl.h>`` and linked against
+Debian's libxenctrl, then run under the emulator's environment, where the loader binds it
+to ours.  It fills a guard pattern before each call and compares every byte of each entry
+with what the header's ``xc_dominfo_t`` says the emulator promises, so a layout mismatch
+of a single field fails here.
+
+On the emulator a domain exists once it has a home, ``/local/domain/<id>``, which the hub
+creates the first time a process acts as that domain; only domain 0 may list them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_clibs_emulator import C_DIR, private_hub
+
+from vchansim import cbuild
+from vchansim.backends.shm import ShmBackend
+from vchansim.cli.exec import emulator_env
+
+DEADLINE = 10.0
+#: The domains this module's hub knows, besides domain 0.
+DOMAINS = (1, 2, 5)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC") or "cc") is None
+    or not Path("/usr/include/xenctrl.h").exists(),
+    reason="needs a C compiler and Xen's headers (tools/install)",
+)
+
+
+@pytest.fixture(scope="module")
+def probe() -> Path:
+    return cbuild.build_program(C_DIR / "xc-probe.c", libs=("xenctrl", "xengnttab"))
+
+
+@pytest.fixture(scope="module")
+def hub_dir() -> Iterator[Path]:
+    """A private hub whose store has homes for domains 0, 1, 2 and 5."""
+    with private_hub() as (path, _):
+        for domid in (0, *DOMAINS):
+            ShmBackend(domid, rundir=path).xenstore_socket()
+        yield path
+
+
+def run_probe(probe: Path, hub_dir: Path, domid: int, *args: str) -> list[str]:
+    """The probe's output lines, run as emulated domain ``domid``; it must exit 0."""
+    result = subprocess.run(
+        [probe, *args],
+        env=emulator_env(ShmBackend(domid, rundir=hub_dir)),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_open_and_close(probe: Path, hub_dir: Path) -> None:
+    assert run_probe(probe, hub_dir, 1, "open") == ["open ok"]
+
+
+def test_getinfo_lists_every_domain_in_xens_layout(probe: Path, hub_dir: Path) -> None:
+    assert run_probe(probe, hub_dir, 0, "getinfo", "0", "10") == [
+        "getinfo 4 -",
+        "domain 0 ok",
+        "domain 1 ok",
+        "domain 2 ok",
+        "domain 5 ok",
+        "unused ok",
+        "guard ok",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "count", "expected"),
+    [
+        ("2", "1", ["getinfo 1 -", "domain 2 ok"]),
+        # Xen's rule: the next existing domain at or above `first`; callers compare ids
+        ("3", "1", ["getinfo 1 -", "domain 5 ok"]),
+        ("1", "2", ["getinfo 2 -", "domain 1 ok", "domain 2 ok"]),
+        ("6", "2", ["getinfo -1 ESRCH"]),
+        ("0", "0", ["getinfo 0 -"]),
+    ],
+    ids=["exact", "next-above", "two", "none-left", "zero-entries"],
+)
+def test_getinfo_follows_xen(
+    probe: Path, hub_dir: Path, first: str, count: str, expected: list[str]
+) -> None:
+    assert run_probe(probe, hub_dir, 0, "getinfo", first, count) == [
+        *expected,
+        "unused ok",
+        "guard ok",
+    ]
+
+
+def test_a_guest_may_not_ask(probe: Path, hub_dir: Path) -> None:
+    # Xen refuses the domain-info hypercall to guests; the store refuses them the listing.
+    assert run_probe(probe, hub_dir, 2, "getinfo", "1", "1")[0] == "getinfo -1 EPERM"
+
+
+def test_a_domain_exists_once_a_process_acts_as_it(probe: Path) -> None:
+    with private_hub() as (path, _):  # its own hub: the other tests' domains stay as listed
+        assert run_probe(probe, path, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
+        ShmBackend(9, rundir=path).xenstore_socket()
+        assert run_probe(probe, path, 0, "getinfo", "9", "1")[:2] == [
+            "getinfo 1 -",
+            "domain 9 ok",
+        ]
