@@ -14,7 +14,7 @@ from vchansim.backends import available_backends, backend_class, register
 from vchansim.backends.base import Backend
 from vchansim.backends.memory import MemoryBackend
 from vchansim.backends.shm import ShmBackend
-from vchansim.errors import ConfigError, GrantError, StoreError
+from vchansim.errors import ConfigError, GrantError, ProtocolError, StoreError
 
 rundir = procs.rundir
 
@@ -91,3 +91,11 @@ def test_shm_refused_publish_reports_the_store_error_and_leaks_nothing(rundir, s
     with pytest.raises(StoreError) as info:
         Vchan.server(ShmBackend(1, rundir=rundir), 0, "/local/domain/0/data/x", *sizes)
     assert info.value.errno == errno.EACCES
+
+
+def test_shm_client_refusing_bad_orders_reports_them_and_leaks_nothing(rundir):
+    with Vchan.server(ShmBackend(1, rundir=rundir), 0, "data/bad") as server:
+        with server._page[16:20].cast("H") as orders:
+            orders[0] = 9
+        with pytest.raises(ProtocolError, match="left_order=9"):
+            Vchan.client(ShmBackend(0, rundir=rundir), 1, "/local/domain/1/data/bad")

@@ -104,6 +104,11 @@ class Vchan:
         self._wr: Ring
         self._notify = Notifier(self._page, server=server)
         self._closed = False
+        # Backends may offer pending-and-unmask as one cheaper call (the shm one does).
+        consume = getattr(res.events, "consume", None)
+        self._consume: Callable[[float | None], int | None] = (
+            consume if consume is not None else self._pending_then_unmask
+        )
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -168,9 +173,9 @@ class Vchan:
             res.ctrl = res.grants.map(domain, [ring_ref], writable=True)
             res.grants.set_unmap_notify(res.ctrl, layout.CLI_LIVE, res.port)
             page = res.ctrl.buf
-            orders = page[layout.LEFT_ORDER : layout.LEFT_ORDER + 4].cast("H")
-            geometry = layout.Geometry.for_orders(orders[0], orders[1])
-            orders.release()
+            with page[layout.LEFT_ORDER : layout.LEFT_ORDER + 4].cast("H") as orders:
+                left_order, right_order = orders  # read once, kept locally (§2.4)
+            geometry = layout.Geometry.for_orders(left_order, right_order)
             write_buf = _client_ring_buffer(res, domain, geometry.left, writable=True)
             read_buf = _client_ring_buffer(res, domain, geometry.right, writable=False)
             chan = cls(backend, res, server=False, peer=domain, xs_path=path, blocking=blocking)
@@ -257,18 +262,13 @@ class Vchan:
         re-check ``data_ready``/``buffer_space``/``is_open`` afterwards.
         """
         self._check_not_closed()
-        try:
-            port = self._events.pending(timeout)
-            if port is None:
-                return False
-            self._events.unmask(port)
-        except OSError as exc:
-            raise EventChannelError(
-                f"waiting on event channel port {self._port} failed: {exc}", err=exc.errno
-            ) from exc
-        return True
+        return self._consume_event(timeout)
 
     # -- reading --------------------------------------------------------------------------
+    # Each call starts with a fast path -- the ring already holds what it needs -- that
+    # makes no other method call than the copy and the notify test, because in Python the
+    # calls, not the copying, are what a small message costs.  Everything else (empty
+    # ring, closed peer, non-blocking mode, waiting) is the slow path.
     def read(self, n: int) -> bytes:
         """Stream read: 1..n bytes (blocking), or ``b""`` if non-blocking and empty.
 
@@ -284,20 +284,13 @@ class Vchan:
         dst, n = self._target(buf, nbytes)
         if n == 0:
             return 0
-        deadline = self._deadline()
-        while True:
-            avail = self._fast_data_ready(n)
-            if avail:
-                m = min(n, avail)
-                self._receive(dst, m)
-                return m
-            if not self._peer_open():
-                if self._rd.data_ready():
-                    continue  # written just before the close: deliver it (unlike the C library)
-                raise ChannelClosed()
-            if not self.blocking:
-                return 0
-            self._block(deadline, lambda: self._rd.data_ready() > 0)
+        # Non-blocking, a partial read takes the slow path, which arms an event.
+        got = self._rd.get(dst, n, 1 if self.blocking else n)
+        if got:
+            if self._notify.take(layout.NOTIFY_READ):
+                self._kick(got)
+            return got
+        return self._read_slow(dst, n, 1)
 
     def recv(self, n: int) -> bytes:
         """Packet read: exactly n bytes, or ``b""`` if non-blocking and fewer are there."""
@@ -317,18 +310,11 @@ class Vchan:
             raise MessageTooLarge(
                 f"recv of {n} bytes can never complete: the read ring holds {self._rd.size}"
             )
-        deadline = self._deadline()
-        while True:
-            if n <= self._fast_data_ready(n):
-                self._receive(dst, n)
-                return n
-            if not self._peer_open():
-                if self._rd.data_ready() >= n:
-                    continue
-                raise ChannelClosed(f"the peer closed with fewer than {n} bytes in the ring")
-            if not self.blocking:
-                return 0
-            self._block(deadline, lambda: self._rd.data_ready() >= n)
+        if self._rd.get(dst, n, n) == n:
+            if self._notify.take(layout.NOTIFY_READ):
+                self._kick(n)
+            return n
+        return self._read_slow(dst, n, n)
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield chunks as they arrive until the peer closes (blocking channels only)."""
@@ -351,27 +337,13 @@ class Vchan:
         how many bytes went into the ring."""
         src = self._source(data)
         n = len(src)
-        if not self._peer_open():
+        if not (self._page[self._live] or self._peer_open()):  # the first test is the common case
             raise ChannelClosed()
-        if not self.blocking:
-            m = min(n, self._fast_buffer_space(n))
-            if m:
-                self._send_bytes(src, m)
-            return m
-        deadline = self._deadline()
-        pos = 0
-        while True:
-            chunk = min(self._fast_buffer_space(n - pos), n - pos)
-            if chunk:
-                self._send_bytes(src[pos:], chunk)
-                pos += chunk
-            if pos == n:
-                return n
-            self._block(deadline, lambda: self._wr.buffer_space() > 0, written=pos)
-            if not self._peer_open():
-                raise ChannelClosed(
-                    f"the peer closed after {pos} of {n} bytes were written", written=pos
-                )
+        if n and self._wr.put(src, n):
+            if self._notify.take(layout.NOTIFY_WRITE):
+                self._kick(n)
+            return n
+        return self._write_slow(src, n)
 
     def send(self, data: Buffer) -> int:
         """Packet write, all or nothing: ``len(data)``, or 0 if non-blocking and it does
@@ -382,16 +354,11 @@ class Vchan:
             raise MessageTooLarge(
                 f"send of {n} bytes can never complete: the write ring holds {self._wr.size}"
             )
-        deadline = self._deadline()
-        while True:
-            if not self._peer_open():
-                raise ChannelClosed()
-            if n <= self._fast_buffer_space(n):
-                self._send_bytes(src, n)
-                return n
-            if not self.blocking:
-                return 0
-            self._block(deadline, lambda: self._wr.buffer_space() >= n)
+        if (self._page[self._live] or self._peer_open()) and self._wr.put(src, n):
+            if self._notify.take(layout.NOTIFY_WRITE):
+                self._kick(n)
+            return n
+        return self._send_slow(src, n)
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -428,9 +395,10 @@ class Vchan:
 
     # -- the §4 machinery ---------------------------------------------------------------
     def _peer_open(self) -> bool:
-        return bool(self.is_open())
+        return self._page[self._live] != 0 or (self.is_server and self.server_persist)
 
     def _fast_data_ready(self, request: int) -> int:
+        """libxenvchan's data check: fewer than ``request`` bytes arms a WRITE event."""
         ready = self._rd.data_ready()
         if ready >= request:
             return ready
@@ -438,59 +406,156 @@ class Vchan:
         return self._rd.data_ready()
 
     def _fast_buffer_space(self, request: int) -> int:
+        """libxenvchan's space check: less than ``request`` bytes arms a READ event."""
         space = self._wr.buffer_space()
         if space >= request:
             return space
         self._notify.request(layout.NOTIFY_READ)
         return self._wr.buffer_space()
 
-    def _receive(self, dst: memoryview, n: int) -> None:
-        self._rd.copy_out(dst, n)
-        self._kick_if_asked(layout.NOTIFY_READ, n)
-
-    def _send_bytes(self, src: memoryview, n: int) -> None:
+    def _transmit(self, src: memoryview, n: int) -> int:
         self._wr.copy_in(src, n)
-        self._kick_if_asked(layout.NOTIFY_WRITE, n)
+        if self._notify.take(layout.NOTIFY_WRITE):
+            self._kick(n)
+        return n
 
-    def _kick_if_asked(self, bit: int, transferred: int) -> None:
-        if self._notify.take(bit):
-            try:
-                self._events.notify(self._port)
-            except OSError as exc:
-                raise EventChannelError(
-                    f"notify on port {self._port} failed after {transferred} bytes were "
-                    f"committed: {exc}",
-                    transferred=transferred,
-                    err=exc.errno,
-                ) from exc
+    def _kick(self, transferred: int) -> None:
+        try:
+            self._events.notify(self._port)
+        except OSError as exc:
+            raise EventChannelError(
+                f"notify on port {self._port} failed after {transferred} bytes were "
+                f"committed: {exc}",
+                transferred=transferred,
+                err=exc.errno,
+            ) from exc
+
+    def _read_slow(self, dst: memoryview, n: int, need: int) -> int:
+        """Read once ``need`` (1 for a stream, n for a packet) bytes are there, up to n.
+
+        Non-blocking, a read that finds fewer than n bytes arms a WRITE event as
+        libxenvchan's does, so that an event loop polling ``fileno()`` wakes up when more
+        come.  Blocking, the event is armed only when the call is about to sleep.
+        """
+        rd = self._rd
+        deadline = self._deadline()
+        ready: Callable[[], object] = (
+            rd.data_ready if need == 1 else lambda: rd.data_ready() >= need
+        )
+        while True:
+            if not self.blocking:
+                self._fast_data_ready(n)
+            got = rd.get(dst, n, need)
+            if got:
+                if self._notify.take(layout.NOTIFY_READ):
+                    self._kick(got)
+                return got
+            if not self._peer_open():
+                if rd.data_ready() >= need:
+                    continue  # written just before the close: deliver it (unlike the C library)
+                if need > 1:
+                    raise ChannelClosed(f"the peer closed with fewer than {n} bytes in the ring")
+                raise ChannelClosed()
+            if not self.blocking:
+                return 0
+            self._block(deadline, ready, layout.NOTIFY_WRITE)
+
+    def _write_slow(self, src: memoryview, n: int) -> int:
+        """A write that does not fit at once: part of it (non-blocking), or all of it as
+        the reader makes room (blocking)."""
+        wr = self._wr
+        if not self.blocking:
+            m = min(n, self._fast_buffer_space(n))
+            return self._transmit(src, m) if m else 0
+        deadline = self._deadline()
+        pos = 0
+        while True:
+            chunk = min(wr.buffer_space(), n - pos)
+            if chunk:
+                self._transmit(src[pos:] if pos else src, chunk)
+                pos += chunk
+            if pos == n:
+                return n
+            self._block(deadline, wr.buffer_space, layout.NOTIFY_READ, pos)
+            if not self._peer_open():
+                raise ChannelClosed(
+                    f"the peer closed after {pos} of {n} bytes were written", written=pos
+                )
+
+    def _send_slow(self, src: memoryview, n: int) -> int:
+        """A packet that does not fit yet: 0 (non-blocking), or wait for room (blocking)."""
+        wr = self._wr
+        deadline = self._deadline()
+        while True:
+            if not self._peer_open():
+                raise ChannelClosed()
+            if n <= (wr.buffer_space() if self.blocking else self._fast_buffer_space(n)):
+                return self._transmit(src, n)
+            if not self.blocking:
+                return 0
+            self._block(deadline, lambda: wr.buffer_space() >= n, layout.NOTIFY_READ)
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
-    def _block(self, deadline: float | None, ready: Callable[[], bool], written: int = 0) -> None:
-        """Wait until ``ready()`` may have become true: spin on the ring briefly, then
-        sleep for one event, re-checking liveness periodically; honour ``timeout``."""
-        started = time.perf_counter()
-        if self._spin.spin(lambda: ready() or not self._peer_open()):
+    def _block(
+        self, deadline: float | None, ready: Callable[[], object], bit: int, written: int = 0
+    ) -> None:
+        """Wait until ``ready()`` may have become true, or the peer closed.
+
+        First poll the ring for the spin budget without asking the peer for anything: a
+        peer that keeps pace is caught with no event sent or taken.  Then, as libxenvchan
+        does, arm ``bit`` (WRITE: kick me when you write; READ: when you read), re-check,
+        and sleep for one event -- at most LIVENESS_RECHECK, and never past ``timeout``.
+        """
+        spin = self._spin
+        started = time.perf_counter() if spin.adaptive else 0.0
+        if spin.budget_us and spin.spin(ready):
             return
-        step = LIVENESS_RECHECK
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                exc = TimeoutError(errno.ETIMEDOUT, f"vchan call timed out after {self.timeout} s")
-                exc.characters_written = written  # type: ignore[attr-defined]
-                raise exc
-            step = min(step, left)
-        self.wait(step)
-        self._spin.observe((time.perf_counter() - started) * 1e6)
+        self._notify.request(bit)
+        if not ready() and self._peer_open():
+            step = LIVENESS_RECHECK
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    exc = TimeoutError(
+                        errno.ETIMEDOUT, f"vchan call timed out after {self.timeout} s"
+                    )
+                    exc.characters_written = written  # type: ignore[attr-defined]
+                    raise exc
+                step = min(step, left)
+            self._consume_event(step)
+        if spin.adaptive:
+            spin.observe((time.perf_counter() - started) * 1e6)
+
+    def _consume_event(self, timeout: float | None) -> bool:
+        """Wait for our port to fire and consume the event, leaving the port armed."""
+        try:
+            return self._consume(timeout) is not None
+        except OSError as exc:
+            raise EventChannelError(
+                f"waiting on event channel port {self._port} failed: {exc}", err=exc.errno
+            ) from exc
+
+    def _pending_then_unmask(self, timeout: float | None) -> int | None:
+        """Consume one event with the Events protocol's two calls (pending, unmask)."""
+        port = self._events.pending(timeout)
+        if port is not None:
+            self._events.unmask(port)
+        return port
 
     def _check_not_closed(self) -> None:
         if self._closed:
             raise ValueError("I/O operation on a closed vchan")
 
     def _target(self, buf: Buffer, nbytes: int | None) -> tuple[memoryview, int]:
-        self._check_not_closed()
-        dst = memoryview(buf).cast("B")
+        """``buf`` as a writable byte view, and the count asked for.  A byte memoryview is
+        used as it is, so reading into one allocates nothing."""
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
+        dst = buf if type(buf) is memoryview else memoryview(buf)
+        if dst.format != "B" or dst.ndim != 1:
+            dst = dst.cast("B")
         if dst.readonly:
             raise TypeError("read_into/recv_into need a writable buffer")
         n = dst.nbytes if nbytes is None else nbytes
@@ -499,8 +564,10 @@ class Vchan:
         return dst, n
 
     def _source(self, data: Buffer) -> memoryview:
-        self._check_not_closed()
-        return memoryview(data).cast("B")
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
+        src = data if type(data) is memoryview else memoryview(data)
+        return src if src.format == "B" and src.ndim == 1 else src.cast("B")
 
 
 # -- setup helpers (module level: they run before a Vchan exists) ----------------------

@@ -1,0 +1,182 @@
+"""The pytest plugin, as a user's own test suite sees it (run with pytester): connected
+pairs on either backend, isolated run directories that survive pytest-xdist, scenarios
+from a test, and a leak check that fails the test that leaked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+USER_SUITE = """
+import pytest
+from vchansim import Vchan
+from vchansim.errors import ChannelClosed
+
+
+def test_a_pair_talks_both_ways(vchan_pair):
+    vchan_pair.client.write(b"ping")
+    assert vchan_pair.server.read(4) == b"ping"
+    vchan_pair.server.send(b"pong")
+    assert vchan_pair.client.recv(4) == b"pong"
+
+
+@pytest.mark.vchan(backend="memory", read_min=1024, write_min=2048)
+def test_marker_chooses_backend_and_rings(vchan_pair, vchan_env):
+    assert vchan_env.backend == "memory"
+    assert (vchan_pair.server.read_ring.size, vchan_pair.server.write_ring.size) == (1024, 2048)
+
+
+@pytest.mark.parametrize(
+    "vchan_pair", [{"read_min": 65536}, "memory", {"blocking": False}], indirect=True
+)
+def test_pairs_parametrised_indirectly(vchan_pair):
+    vchan_pair.server.write(b"x" * 100)
+    assert vchan_pair.client.recv(100) == b"x" * 100
+
+
+@pytest.mark.parametrize("vchan_pair", ["memory"], indirect=True)
+def test_an_indirect_backend_reaches_the_environment(vchan_pair, vchan_env):
+    assert vchan_env.backend == "memory"
+
+
+def test_the_peer_close_is_seen(vchan_pair):
+    vchan_pair.server.close()
+    with pytest.raises(ChannelClosed):
+        vchan_pair.client.read(1)
+
+
+def test_own_channels_in_the_test_s_machine(vchan_env):
+    with Vchan.server(vchan_env.domain(7), 3, "data/mine") as srv:
+        with Vchan.client(vchan_env.domain(3), 7, "/local/domain/7/data/mine") as cli:
+            cli.write(b"hi")
+            assert srv.read(2) == b"hi"
+
+
+def test_each_test_has_its_own_run_directory(vchan_rundir, tmp_path_factory):
+    mark = vchan_rundir.path / "mine"
+    assert not mark.exists()
+    mark.touch()
+    assert len(str(vchan_rundir.path)) < 40  # short: AF_UNIX paths must fit 108 bytes
+
+
+def test_a_scenario_from_a_test(run_scenario):
+    result = run_scenario({
+        "endpoints": {
+            "s": {"role": "server", "workload": {"send": 20000}},
+            "c": {"role": "client", "workload": {"send": 5000}},
+        },
+        "expect": [{"kind": "delivered"}, {"kind": "no_leaks"}],
+    })
+    assert result.passed and result.record.instances[0].pid is not None
+"""
+
+
+def run_suite(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run the user's suite in a fresh pytest, with only the plugins named here."""
+    pytester.makepyfile(test_user=USER_SUITE)
+    return pytester.runpytest("-p", "vchansim.pytest_plugin", "-p", "no:cacheprovider", *args)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inner pytest loads our plugin explicitly (installed or not), nothing else
+    by itself; subprocesses (xdist workers, endpoints) import this checkout."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def test_a_user_suite_runs_on_the_fixtures(pytester):
+    result = run_suite(pytester)
+    result.assert_outcomes(passed=10)
+
+
+def test_the_suite_is_safe_under_xdist(pytester):
+    result = run_suite(pytester, "-p", "xdist.plugin", "-n", "2")
+    result.assert_outcomes(passed=10)
+
+
+def test_the_backend_option_applies_to_every_pair(pytester):
+    pytester.makepyfile(
+        test_opt="""
+        def test_it(vchan_env, vchan_pair):
+            assert vchan_env.backend == "memory"
+        """
+    )
+    result = pytester.runpytest("-p", "vchansim.pytest_plugin", "--vchan-backend", "memory")
+    result.assert_outcomes(passed=1)
+
+
+LEAKY = """
+import pytest
+from vchansim import Vchan
+
+
+def test_forgets_to_close(vchan_env):
+    vchan_env.kept = Vchan.server(vchan_env.domain(1), 0, "data/leak")
+
+
+@pytest.mark.vchan(backend="memory")
+def test_forgets_to_close_in_memory(vchan_env):
+    vchan_env.kept = Vchan.server(vchan_env.domain(1), 0, "data/leak")
+"""
+
+
+def test_a_leak_fails_the_test_that_leaked_naming_what_is_left(pytester):
+    pytester.makepyfile(test_leaky=LEAKY)
+    result = pytester.runpytest("-p", "vchansim.pytest_plugin")
+    result.assert_outcomes(passed=2, errors=2)
+    for backend in ("shm", "memory"):
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_forgets_to_close*",
+                f"*vchansim resources left behind by this test ({backend} backend)*",
+                "*grant ref 1 of dom1*still in the table*",
+                "*xenstore node /local/domain/1/data/leak/*",
+            ]
+        )
+
+
+def test_a_failing_scenario_fails_the_test_with_every_verdict(pytester):
+    pytester.makepyfile(
+        test_scn="""
+        SCENARIO = {
+            "scenario": {"backend": "memory"},
+            "endpoints": {"s": {"role": "server", "workload": {"send": 100}},
+                          "c": {"role": "client"}},
+            "expect": [{"kind": "delivered"},
+                       {"kind": "error", "endpoint": "c", "error": "ChannelClosed"}],
+        }
+
+        def test_checked(run_scenario):
+            run_scenario(SCENARIO)
+
+        def test_unchecked(run_scenario):
+            result = run_scenario(SCENARIO, check=False)
+            assert [v.passed for v in result.verdicts] == [True, False]
+        """
+    )
+    result = pytester.runpytest("-p", "vchansim.pytest_plugin")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*[[]ok[]] every byte sent is delivered: s→c 100 B*", "*[[]FAIL[]] c raises*"]
+    )
+
+
+def test_unknown_pair_options_are_a_usage_error(pytester):
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.vchan(ring_size=4096)
+        def test_it(vchan_pair):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "vchansim.pytest_plugin")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown vchan option(s) ring_size*"])

@@ -1,0 +1,125 @@
+"""``vchansim run``: the scenario library passes, and the exit status, the JSON, the JUnit
+XML and the traces say what CI needs to know."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from vchansim.cli.run import register
+from vchansim.trace import read_trace
+
+LIBRARY = Path(__file__).resolve().parents[1] / "scenarios"
+
+PASSING = """# Proves: nothing; a quick scenario for the command's own tests.
+[scenario]
+name = "{name}"
+backend = "memory"
+[endpoints.srv]
+role = "server"
+[endpoints.srv.workload]
+send = 50_000
+[endpoints.cli]
+role = "client"
+[[expect]]
+kind = "delivered"
+[[expect]]
+kind = "close_seen"
+endpoint = "cli"
+within_ms = {within}
+"""
+
+
+def vchansim_run(*argv: str) -> int:
+    """The ``run`` subcommand exactly as the ``vchansim`` command dispatches it."""
+    parser = argparse.ArgumentParser(prog="vchansim")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["run", *argv])
+    return args.func(args)
+
+
+def write(folder: Path, name: str, within: float = 5000) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(PASSING.format(name=name, within=within))
+    return path
+
+
+def test_the_whole_scenario_library_passes(capsys):
+    status = vchansim_run(str(LIBRARY), "--json")
+    report = json.loads(capsys.readouterr().out)
+    failed = {
+        s["scenario"]: [v["detail"] for v in s["verdicts"] if not v["passed"]]
+        for s in report["scenarios"]
+        if not s["passed"]
+    }
+    assert failed == {} and status == 0
+    assert len(report["scenarios"]) >= 12
+
+
+def test_exit_status_is_one_when_any_expectation_fails(tmp_path, capsys):
+    write(tmp_path, "good")
+    write(tmp_path, "impatient", within=0)  # no close is seen in 0 ms
+    assert vchansim_run(str(tmp_path), "--no-progress") == 1
+    out = capsys.readouterr().out
+    assert "impatient" in out and "FAIL" in out and "1 failed: impatient" in out
+
+
+def test_json_and_junit_describe_every_verdict(tmp_path, capsys):
+    junit = tmp_path / "junit.xml"
+    status = vchansim_run(
+        str(write(tmp_path, "a")), str(write(tmp_path, "b", 0)), "--json", "--junit", str(junit)
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1 and report["passed"] is False
+    assert [s["scenario"] for s in report["scenarios"]] == ["a", "b"]
+    delivered = report["scenarios"][0]["verdicts"][0]
+    assert delivered["passed"] and "50000 B" in delivered["detail"]
+    assert {e["endpoint"] for e in report["scenarios"][0]["endpoints"]} == {"srv", "cli"}
+    suites = ET.parse(junit).getroot()
+    assert [s.get("name") for s in suites] == ["a", "b"]
+    assert [s.get("failures") for s in suites] == ["0", "1"]
+    (failure,) = suites.iter("failure")
+    assert failure.get("type") == "close_seen" and "limit 0 ms" in failure.get("message")
+
+
+def test_an_invalid_scenario_exits_two_naming_the_key(tmp_path, capsys):
+    bad = write(tmp_path, "bad")
+    bad.write_text(bad.read_text().replace("send = 50_000", "send = -1"))
+    assert vchansim_run(str(bad)) == 2
+    assert "bad.toml: endpoints.srv.workload.send: -1 is below the minimum 0" in (
+        capsys.readouterr().err
+    )
+
+
+def test_traces_go_to_a_file_or_one_per_scenario_in_a_directory(tmp_path):
+    one = tmp_path / "one.jsonl"
+    assert vchansim_run(str(write(tmp_path, "a")), "--trace", str(one)) == 0
+    assert read_trace(one).header["scenario"] == "a"
+    folder = tmp_path / "traces"
+    assert (
+        vchansim_run(str(tmp_path / "a.toml"), str(write(tmp_path, "b")), "--trace", str(folder))
+        == 0
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jsonl", "b.jsonl"]
+    assert all(read_trace(p).complete for p in folder.iterdir())
+
+
+def test_seed_override_changes_the_traffic(tmp_path, capsys):
+    path = write(tmp_path, "a")
+    digests = []
+    for seed in ("1", "1", "2"):
+        vchansim_run(str(path), "--json", "--seed", seed)
+        report = json.loads(capsys.readouterr().out)["scenarios"][0]
+        digests.append(next(e["sent"]["sha256"] for e in report["endpoints"] if e["sent"]))
+    assert digests[0] == digests[1] != digests[2]
+
+
+@pytest.mark.parametrize("argv", [[], ["--junit"]])
+def test_usage_errors_are_argparse_errors(argv):
+    with pytest.raises(SystemExit) as info:
+        vchansim_run(*argv)
+    assert info.value.code == 2

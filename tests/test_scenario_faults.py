@@ -1,0 +1,181 @@
+"""Faults inside an endpoint, on real event channels, pages and stores (memory backend):
+what the tap does to notifications, what corruption writes, what the hogs take."""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from vchansim import layout
+from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
+from vchansim.channel import Vchan
+from vchansim.errors import GrantError, StoreError
+from vchansim.scenario.faults import (
+    HOG_DIR,
+    EventTap,
+    GrantHog,
+    NodeHog,
+    TappedBackend,
+    corrupt,
+    set_indices,
+)
+from vchansim.scenario.model import PAGE_FIELDS, CorruptFault, NotifyFault, Trigger
+
+PATH = "data/vchan/t"
+
+
+def notify_fault(action: str, trigger: Trigger | None = None, **params) -> NotifyFault:
+    return NotifyFault(endpoint="srv", trigger=trigger or Trigger(), action=action, **params)
+
+
+@pytest.fixture
+def hv() -> MemoryHypervisor:
+    return MemoryHypervisor()
+
+
+@pytest.fixture
+def ports(hv) -> Iterator[tuple]:
+    """(server events handle, server port, client handle, client port), bound."""
+    srv, cli = MemoryBackend(1, hypervisor=hv).events(), MemoryBackend(0, hypervisor=hv).events()
+    sport = srv.bind_unbound(0)
+    cport = cli.bind_interdomain(1, sport)
+    yield srv, sport, cli, cport
+    srv.close()
+    cli.close()
+
+
+def wakeups(events, port: int, timeout: float = 0.0) -> int:
+    """Events pending on ``port`` now (each one unmasked again, so latched ones count)."""
+    n = 0
+    while events.pending(timeout) == port:
+        events.unmask(port)
+        n += 1
+        timeout = 0.0
+    return n
+
+
+def test_every_nth_notification_is_dropped(ports):
+    srv, sport, cli, cport = ports
+    tap = EventTap([notify_fault("drop", every=3)], seed=1, name="srv")
+    tapped = tap.wrap(srv)
+    got = []
+    for _ in range(9):
+        tapped.notify(sport)
+        got.append(wakeups(cli, cport))
+    assert got == [1, 1, 0] * 3
+    assert (tap.counts.notifies, tap.counts.delivered, tap.counts.tampered) == (9, 6, 3)
+
+
+def test_probability_and_count_are_deterministic_per_seed():
+    def decisions(seed: int) -> list[str | None]:
+        tap = EventTap([notify_fault("drop", probability=0.5, count=5)], seed=seed, name="srv")
+        return [tap.action() for _ in range(40)]
+
+    first = decisions(7)
+    assert first == decisions(7) and first != decisions(8)
+    assert first.count("drop") == 5  # capped by count
+
+
+def test_duplicated_notifications_wake_the_peer_twice(ports):
+    srv, sport, cli, cport = ports
+    tapped = EventTap([notify_fault("duplicate")], seed=1, name="srv").wrap(srv)
+    tapped.notify(sport)
+    assert wakeups(cli, cport) == 2
+
+
+def test_delayed_notifications_arrive_late_not_never(ports):
+    srv, sport, cli, cport = ports
+    tapped = EventTap([notify_fault("delay", delay=0.05)], seed=1, name="srv").wrap(srv)
+    sent = time.monotonic()
+    tapped.notify(sport)
+    assert cli.pending(0) is None
+    assert cli.pending(5.0) == cport
+    assert time.monotonic() - sent >= 0.05
+    tapped.close()
+
+
+def test_spurious_events_come_unasked_once_their_trigger_fires(hv):
+    fault = notify_fault("spurious", Trigger(after_sent=10), rate=200)
+    tap = EventTap([fault], seed=1, name="srv")
+    srv = tap.wrap(MemoryBackend(1, hypervisor=hv).events())
+    cli = MemoryBackend(0, hypervisor=hv).events()
+    cport = cli.bind_interdomain(1, srv.bind_unbound(0))
+    assert cli.pending(0.05) is None  # not yet active
+    tap.activate(fault)
+    assert cli.pending(5.0) == cport
+    srv.close()
+    cli.close()
+    assert tap.counts.spurious >= 1 and tap.counts.notifies == 0
+
+
+def test_a_tapped_backend_counts_a_whole_channel(hv):
+    tap = EventTap([], seed=1, name="srv")
+    srv = Vchan.server(TappedBackend(MemoryBackend(1, hypervisor=hv), tap), 0, PATH)
+    cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, f"/local/domain/1/{PATH}")
+    assert cli.data_ready() == 0  # asks the server for a kick on its next write
+    srv.write(b"x" * 100)
+    assert tap.counts.notifies == tap.counts.delivered == 1
+    assert srv.wait(5.0)  # the client's connect kick, through the tapped handle
+    assert tap.counts.wakeups == 1
+    cli.close()
+    srv.close()
+
+
+def test_corrupting_an_index_makes_the_ring_look_full_not_larger(hv):
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH, 0, 4096, blocking=False)
+    cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, f"/local/domain/1/{PATH}")
+    assert srv.write(b"a" * 100) == 100
+    change = corrupt(cli, CorruptFault("cli", Trigger(), field="right.cons", add=2**31))
+    assert change == {"field": "right.cons", "old": 0, "new": 2**31}
+    assert srv.buffer_space() == 0 and srv.write(b"b") == 0  # sanitised: stalls, no overrun
+    change = corrupt(srv, CorruptFault("srv", Trigger(), field="right_order", value=25))
+    assert change["old"] == 12 and srv.write_ring.size == 4096  # orders are never re-read
+    cli.close()
+    srv.close()
+
+
+def test_start_index_sets_all_four_indices_and_leaves_the_rings_empty(hv):
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)
+    set_indices(srv, 2**32 - 10)
+    assert srv.read_ring.cons == srv.read_ring.prod == 2**32 - 10
+    assert srv.write_ring.cons == srv.write_ring.prod == 2**32 - 10
+    assert srv.data_ready() == 0 and srv.buffer_space() == srv.write_ring.size
+    srv.close()
+
+
+def test_grant_hog_leaves_exactly_what_it_was_told(hv):
+    backend = MemoryBackend(1, hypervisor=hv)
+    hog = GrantHog.fill(backend, peer=0, leave=3)
+    assert hog.held == hv.grant_limit - 3
+    mine = backend.grants()
+    mine.share(0, 3)
+    with pytest.raises(GrantError) as info:
+        mine.share(0, 1)
+    assert info.value.errno == errno.ENOSPC
+    mine.close()
+    hog.release()
+    assert not hv.grants
+
+
+def test_node_hog_uses_up_the_quota_and_gives_it_back(hv):
+    backend = MemoryBackend(2, hypervisor=hv)
+    hog = NodeHog.fill(backend, leave=0)
+    assert hog.held > 900
+    store = backend.store()
+    with pytest.raises(StoreError) as info:
+        store.write("data/one-more", b"1")
+    assert info.value.errno == errno.ENOSPC
+    hog.release()
+    store.write("data/one-more", b"1")  # the quota is free again
+    assert HOG_DIR.split("/")[-1] not in store.directory("data")
+    store.rm("data/one-more")
+    store.close()
+
+
+def test_the_page_fields_match_the_layout():
+    assert PAGE_FIELDS["left.prod"] == (layout.LEFT_PROD, 4)
+    assert PAGE_FIELDS["srv_notify"] == (layout.SRV_NOTIFY, 1)
+    assert PAGE_FIELDS["right_order"] == (layout.RIGHT_ORDER, 2)

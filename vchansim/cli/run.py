@@ -1,0 +1,159 @@
+"""vchansim run: run scenarios (files, or directories of *.toml) and report the verdicts.
+
+Each scenario starts its endpoints as separate processes, injects its faults and judges
+its expectations (docs/scenarios.md).  The exit status is 0 only if every expectation of
+every scenario held, 1 if any failed, 2 if a scenario file is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from ..scenario import Scenario, ScenarioError, ScenarioResult, load_scenarios, run_scenario
+from ..scenario.outcome import unrunnable
+from ..scenario.report import print_report, to_json, write_junit
+from ..scenario.runner import Progress as RunProgress
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run scenarios and report their verdicts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="SCENARIO", help="a scenario file, or a directory of them"
+    )
+    parser.add_argument("--seed", type=int, help="override every scenario's seed")
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as JSON instead of a table"
+    )
+    parser.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    parser.add_argument(
+        "--trace",
+        metavar="PATH",
+        help="write a trace (docs/trace.md): to PATH for one scenario, "
+        "to PATH/<scenario>.jsonl for several",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress display, even on a terminal"
+    )
+    parser.set_defaults(func=run)
+
+
+def trace_paths(target: str | None, scenarios: list[Scenario]) -> list[Path | None]:
+    """Where each scenario's trace goes (None: no trace)."""
+    if target is None:
+        return [None] * len(scenarios)
+    if len(scenarios) == 1 and not Path(target).is_dir():
+        return [Path(target)]
+    folder = Path(target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScenarioError(f"--trace {target}: cannot create directory: {exc.strerror}") from None
+    paths, seen = [], set()
+    for scenario in scenarios:
+        name, n = scenario.name, 1
+        while name in seen:
+            n += 1
+            name = f"{scenario.name}-{n}"
+        seen.add(name)
+        paths.append(folder / f"{name}.jsonl")
+    return paths
+
+
+class _Display:
+    """A progress bar per scenario on a terminal; nothing otherwise."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.bars = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[what]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            if enabled and console.is_terminal
+            else None
+        )
+        self._task: TaskID | None = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        if self.bars is None:
+            yield
+            return
+        with self.bars:
+            yield
+
+    def begin(self, scenario: Scenario) -> None:
+        if self.bars is not None:
+            self._task = self.bars.add_task(scenario.name, total=None, what="starting")
+
+    def update(self, progress: RunProgress) -> None:
+        if self.bars is None or self._task is None:
+            return
+        if progress.total:
+            self.bars.update(
+                self._task,
+                total=progress.total,
+                completed=progress.done,
+                what=f"{progress.done >> 10} of {progress.total >> 10} KiB",
+            )
+        else:
+            self.bars.update(
+                self._task,
+                total=progress.deadline,
+                completed=progress.elapsed,
+                what=f"{progress.done >> 10} KiB",
+            )
+
+    def end(self) -> None:
+        if self.bars is not None and self._task is not None:
+            self.bars.remove_task(self._task)
+            self._task = None
+
+
+def _run_one(
+    scenario: Scenario, args: argparse.Namespace, trace: Path | None, display: _Display
+) -> ScenarioResult:
+    display.begin(scenario)
+    try:
+        return run_scenario(scenario, seed=args.seed, trace=trace, progress=display.update)
+    except OSError as exc:  # the run itself could not happen (no hub, bad trace path...)
+        return unrunnable(scenario, exc)
+    finally:
+        display.end()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        scenarios = load_scenarios(args.paths)
+        traces = trace_paths(args.trace, scenarios)
+    except ScenarioError as exc:
+        print(f"vchansim run: {exc}", file=sys.stderr)
+        return 2
+    display = _Display(Console(stderr=True), enabled=not args.no_progress and not args.json)
+    with display.active():
+        results = [
+            _run_one(scenario, args, trace, display)
+            for scenario, trace in zip(scenarios, traces, strict=True)
+        ]
+    if args.json:
+        print(to_json(results))
+    else:
+        print_report(results, Console())
+    if args.junit:
+        write_junit(results, args.junit)
+    return 0 if all(r.passed for r in results) else 1

@@ -1,0 +1,145 @@
+"""Run a scenario and judge it: the one call the CLI, the pytest plugin and tests use."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..trace import TraceWriter
+from .model import Scenario, load_scenario
+from .runner import ProgressFn, RunRecord, execute
+from .verdicts import Verdict, judge
+
+
+@dataclass
+class ScenarioResult:
+    """A judged run."""
+
+    scenario: Scenario
+    record: RunRecord
+    verdicts: list[Verdict]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    @property
+    def failures(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.passed]
+
+    def summary(self) -> str:
+        """One line per verdict, for assertion messages and logs."""
+        lines = [
+            f"scenario {self.scenario.name} (seed {self.scenario.seed}): "
+            + ("passed" if self.passed else "FAILED")
+        ]
+        lines += [
+            f"  [{'ok' if v.passed else 'FAIL'}] {v.expectation}: {v.detail}" for v in self.verdicts
+        ]
+        lines += [f"  note: {note}" for note in self.record.notes]
+        return "\n".join(lines)
+
+    def assert_passed(self) -> None:
+        if not self.passed:
+            raise AssertionError(self.summary())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "source": self.scenario.source,
+            "seed": self.scenario.seed,
+            "passed": self.passed,
+            "duration": round(self.record.duration, 3),
+            "verdicts": [v.as_dict() for v in self.verdicts],
+            "endpoints": [_instance_dict(i) for i in self.record.instances],
+            "notes": self.record.notes,
+        }
+
+
+def _instance_dict(inst: Any) -> dict[str, Any]:
+    result = inst.result or {}
+    return {
+        "endpoint": inst.name,
+        "instance": inst.number,
+        "pid": inst.pid,
+        "exitcode": inst.exitcode,
+        "killed": inst.killed,
+        "runtime": round((inst.ended or inst.started) - inst.started, 3),
+        "sent": result.get("sent"),
+        "received": result.get("received"),
+        "error": result.get("error"),
+        "stopped": result.get("stopped"),
+        "events": inst.events,
+    }
+
+
+def trace_header(scenario: Scenario) -> dict[str, Any]:
+    """What a trace reader needs before the first record: what ran, and the rings."""
+    left, right = scenario.orders
+    return {
+        "scenario": scenario.name,
+        "source": scenario.source,
+        "description": scenario.description,
+        "seed": scenario.seed,
+        "started": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "channel": {
+            "server": scenario.server.name,
+            "client": scenario.client.name,
+            "server_domain": scenario.server.domain,
+            "client_domain": scenario.client.domain,
+            "path": scenario.client_path,
+            "left_order": left,
+            "right_order": right,
+            "start_index": scenario.server.start_index,
+        },
+        "endpoints": [
+            {"name": e.name, "role": e.role, "domain": e.domain, "backend": e.backend}
+            for e in scenario.endpoints
+        ],
+        "faults": [f.describe() for f in scenario.faults],
+        "expectations": [e.describe() for e in scenario.expectations],
+    }
+
+
+def run_scenario(
+    scenario: Scenario | str | Path,
+    *,
+    seed: int | None = None,
+    trace: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> ScenarioResult:
+    """Run one scenario (an object or a file) and judge it.
+
+    ``seed`` overrides the scenario's; ``trace`` writes a trace file (docs/trace.md).
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    if seed is not None:
+        scenario = scenario.with_seed(seed)
+    writer = TraceWriter(trace, trace_header(scenario)) if trace is not None else None
+    started = time.monotonic()
+    try:
+        record = execute(scenario, trace=writer, progress=progress)
+        verdicts = judge(record)
+    except BaseException:
+        if writer is not None:
+            writer.close(time.monotonic() - started, passed=False)
+        raise
+    result = ScenarioResult(scenario, record, verdicts)
+    if writer is not None:
+        end = time.monotonic() - record.t0
+        for verdict in verdicts:
+            writer.record("verdict", end, **verdict.as_dict())
+        writer.close(end, passed=result.passed)
+    return result
+
+
+def unrunnable(scenario: Scenario, exc: BaseException) -> ScenarioResult:
+    """The result of a scenario that could not even start (no hub, an unwritable trace):
+    one failed verdict saying why, so a batch of scenarios still reports on the others."""
+    record = RunRecord(scenario, time.monotonic())
+    verdict = Verdict("the scenario runs", "run", False, f"{type(exc).__name__}: {exc}")
+    return ScenarioResult(scenario, record, [verdict])

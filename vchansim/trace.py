@@ -1,0 +1,275 @@
+"""Traces of a scenario run: JSON Lines, written while the run goes, read back for replay.
+
+A trace is enough to replay what the channel went through: the first line is a header
+(what ran, the ring geometry), then timestamped records of the control page (both rings'
+indices, live and notify bytes, event counts), of endpoint life (started, connected,
+closing, killed...), of every injected fault, and of the verdicts.  docs/trace.md
+describes each record.
+
+The reader is strict because a replay built on a half-read file would show a channel
+state that never existed: a truncated or corrupt file raises :class:`TraceError` naming
+the line and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import VchanError
+
+FORMAT = "vchansim-trace"
+VERSION = 1
+#: Record types of version 1.  Readers keep records of other types (from newer writers)
+#: but only check those they know.
+RECORD_TYPES = ("ring", "endpoint", "fault", "verdict", "end")
+_U32 = 0xFFFFFFFF
+
+
+class TraceError(VchanError):
+    """A trace file is unreadable, truncated or not a trace; names the line."""
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+class TraceWriter:
+    """Appends records to a trace file; safe to call from several threads.
+
+    Each record is one line, flushed at once, so a run that is killed leaves a trace
+    that is complete up to its last line.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._file: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise TraceError(f"cannot write trace {self.path}: {exc.strerror}") from None
+        self._put({"type": "header", "format": FORMAT, "version": VERSION, **header})
+
+    def _put(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, separators=(",", ":"), default=str)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+    def record(self, record_type: str, t: float, /, **fields: Any) -> None:
+        """Append a record of ``record_type`` at time ``t`` (seconds since the run began)."""
+        self._put({"type": record_type, "t": round(t, 6), **fields})
+
+    def close(self, t: float, passed: bool) -> None:
+        """Write the end record and close the file."""
+        self.record("end", t, passed=passed)
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RingSample:
+    """The control page at one instant, decoded."""
+
+    t: float
+    left_cons: int
+    left_prod: int
+    right_cons: int
+    right_prod: int
+    left_order: int
+    right_order: int
+    cli_live: int
+    srv_live: int
+    cli_notify: int
+    srv_notify: int
+    #: Events sent server->client and client->server so far (None where unknown).
+    events_srv_to_cli: int | None = None
+    events_cli_to_srv: int | None = None
+
+    @property
+    def left_fill(self) -> int:
+        """Bytes in flight client -> server, as the indices say (unsanitised)."""
+        return (self.left_prod - self.left_cons) & _U32
+
+    @property
+    def right_fill(self) -> int:
+        """Bytes in flight server -> client, as the indices say (unsanitised)."""
+        return (self.right_prod - self.right_cons) & _U32
+
+
+@dataclass
+class Trace:
+    """A whole trace: header, records in file order, and whether it was finished."""
+
+    header: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run that wrote it got to write its end record."""
+        return bool(self.records) and self.records[-1]["type"] == "end"
+
+    def of_type(self, kind: str) -> Iterator[dict[str, Any]]:
+        return (r for r in self.records if r["type"] == kind)
+
+    def samples(self) -> list[RingSample]:
+        """The ring records, decoded, in time order."""
+        return [_sample(r) for r in self.of_type("ring")]
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Every record sorted by time (file order breaks ties).  Records come from
+        several processes, so file order may be a few milliseconds out of time order."""
+        return sorted(self.records, key=lambda r: r["t"])
+
+
+def _sample(r: dict[str, Any]) -> RingSample:
+    events = r.get("events") or {}
+    return RingSample(
+        t=r["t"],
+        left_cons=r["left"]["cons"],
+        left_prod=r["left"]["prod"],
+        right_cons=r["right"]["cons"],
+        right_prod=r["right"]["prod"],
+        left_order=r["orders"][0],
+        right_order=r["orders"][1],
+        cli_live=r["cli_live"],
+        srv_live=r["srv_live"],
+        cli_notify=r["cli_notify"],
+        srv_notify=r["srv_notify"],
+        events_srv_to_cli=events.get("srv_to_cli"),
+        events_cli_to_srv=events.get("cli_to_srv"),
+    )
+
+
+class _Line:
+    """One line being checked; every complaint names the file and the line number."""
+
+    def __init__(self, path: str, number: int, record: dict[str, Any]) -> None:
+        self.where = f"{path}: line {number}"
+        self.record = record
+
+    def fail(self, message: str) -> TraceError:
+        return TraceError(f"{self.where}: {message}")
+
+    def need(self, key: str, types: type | tuple[type, ...], container: Any = None) -> Any:
+        source = self.record if container is None else container
+        value = source.get(key) if isinstance(source, dict) else None
+        wanted = types if isinstance(types, tuple) else (types,)
+        if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
+            raise self.fail(f"field {key!r} is missing or not {_type_names(types)}: {value!r}")
+        return value
+
+    def need_int(self, key: str, hi: int, container: Any = None) -> int:
+        value = self.need(key, int, container)
+        if not 0 <= value <= hi:
+            raise self.fail(f"field {key!r} = {value} is outside 0..{hi}")
+        return value
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    names = [t.__name__ for t in (types if isinstance(types, tuple) else (types,))]
+    return " or ".join(names)
+
+
+def _check_ring(line: _Line) -> None:
+    for ring in ("left", "right"):
+        indices = line.need(ring, dict)
+        for key in ("cons", "prod"):
+            line.need_int(key, _U32, indices)
+    orders = line.need("orders", list)
+    if len(orders) != 2 or not all(isinstance(o, int) and 0 <= o <= 0xFFFF for o in orders):
+        raise line.fail(f"field 'orders' must be two u16 values, not {orders!r}")
+    for key in ("cli_live", "srv_live", "cli_notify", "srv_notify"):
+        line.need_int(key, 0xFF)
+    events = line.record.get("events")
+    if events is not None and not isinstance(events, dict):
+        raise line.fail(f"field 'events' must be an object or null, not {events!r}")
+
+
+_CHECKS = {
+    "ring": _check_ring,
+    "endpoint": lambda line: (line.need("endpoint", str), line.need("event", str)),
+    "fault": lambda line: (line.need("endpoint", str), line.need("kind", str)),
+    "verdict": lambda line: (line.need("expectation", str), line.need("passed", bool)),
+    "end": lambda line: line.need("passed", bool),
+}
+
+
+def _parse_line(path: str, number: int, text: str) -> dict[str, Any]:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TraceError(
+            f"{path}: line {number}: not a JSON record ({exc.msg} at column {exc.colno}); "
+            "the trace is truncated or corrupt"
+        ) from None
+    if not isinstance(record, dict):
+        raise TraceError(f"{path}: line {number}: a record must be a JSON object")
+    return record
+
+
+def _check_header(path: str, record: dict[str, Any]) -> None:
+    if record.get("type") != "header" or record.get("format") != FORMAT:
+        raise TraceError(f"{path}: line 1: not a vchansim trace (no {FORMAT} header)")
+    version = record.get("version")
+    if version != VERSION:
+        raise TraceError(
+            f"{path}: line 1: trace format version {version!r}; this reader knows {VERSION}"
+        )
+
+
+def _check_record(line: _Line, last_end: bool) -> None:
+    if last_end:
+        raise line.fail("record after the end record")
+    kind = line.need("type", str)
+    t = line.need("t", (int, float))
+    if t < 0:
+        raise line.fail(f"time t = {t} is negative")
+    check = _CHECKS.get(kind)
+    if check is not None:
+        check(line)
+
+
+def iter_trace(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the header, then each record, checking as it goes (for large traces)."""
+    name = str(path)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise TraceError(f"{name}: cannot read trace: {exc.strerror}") from None
+    with handle:
+        number = 0
+        ended = False
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                raise TraceError(f"{name}: line {number}: truncated (no end of line)")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TraceError(f"{name}: line {number}: not UTF-8 text ({exc.reason})") from None
+            record = _parse_line(name, number, text)
+            if number == 1:
+                _check_header(name, record)
+            else:
+                _check_record(_Line(name, number, record), ended)
+                ended = record["type"] == "end"
+            yield record
+        if number == 0:
+            raise TraceError(f"{name}: empty file, not a trace")
+
+
+def read_trace(path: str | Path) -> Trace:
+    """Read and check a whole trace."""
+    records = iter_trace(path)
+    trace = Trace(header=next(records))
+    trace.records.extend(records)
+    return trace
