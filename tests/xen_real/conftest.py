@@ -1,0 +1,135 @@
+"""Tests that need a real Xen hypervisor: run them in a Xen domain, e.g. with
+``tools/xen-vm-test`` (which boots one under QEMU and runs ``pytest tests/xen_real``).
+
+A plain ``pytest`` run deselects this directory (it cannot pass without Xen, and the VM
+round trip is covered by ``tests/test_xen_vm.py``); naming the directory runs it, and
+without ``/dev/xen/evtchn`` every test is skipped with the reason.
+
+Peers are started by :mod:`launch`.  Every measurement is appended to
+``$VCHANSIM_XEN_RESULTS/results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from launch import Peer, c_peer_process, python_peer
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+ON_XEN = os.path.exists("/dev/xen/evtchn")
+PEER_SOURCE = REPO / "tests" / "c" / "xen" / "vchan_peer.c"
+
+
+def _names_this_directory(arg: str) -> bool:
+    target = Path(arg.split("::")[0]).resolve()
+    return target == HERE or HERE in target.parents
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    mine = [item for item in items if HERE in item.path.parents]
+    if not mine:
+        return
+    if not any(_names_this_directory(arg) for arg in config.args):
+        config.hook.pytest_deselected(items=mine)
+        items[:] = [item for item in items if item not in mine]
+        return
+    if not ON_XEN:
+        skip = pytest.mark.skip(
+            reason="needs a Xen domain (/dev/xen/evtchn is missing): run tools/xen-vm-test"
+        )
+        for item in mine:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def c_peer_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C peer: prebuilt by tools/xen-vm-test ($VCHANSIM_XEN_PEER), else built here."""
+    prebuilt = os.environ.get("VCHANSIM_XEN_PEER")
+    if prebuilt and Path(prebuilt).is_file():
+        return Path(prebuilt)
+    if shutil.which("gcc") is None or not Path("/usr/include/libxenvchan.h").exists():
+        pytest.fail("building the C peer needs gcc and libxen-dev")
+    binary = tmp_path_factory.mktemp("cpeer") / "vchan-peer"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-o", binary, PEER_SOURCE, "-lxenvchan", "-lxenstore"], check=True
+    )
+    return binary
+
+
+@pytest.fixture
+def start(c_peer_binary: Path) -> Iterator[Callable[..., Peer]]:
+    """start(impl, *args): a peer of implementation "python" or "c" with those arguments.
+    Peers still running when the test ends are killed."""
+    started: list[Peer] = []
+
+    def launch(impl: str, *args: object) -> Peer:
+        peer = python_peer(*args) if impl == "python" else c_peer_process(c_peer_binary, *args)
+        started.append(peer)
+        return peer
+
+    yield launch
+    for peer in started:
+        peer.kill()
+
+
+@pytest.fixture(scope="session")
+def results_file() -> Path | None:
+    directory = os.environ.get("VCHANSIM_XEN_RESULTS")
+    return Path(directory) / "results.jsonl" if directory else None
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest, results_file: Path | None) -> Callable[..., None]:
+    """Check both ends succeeded and append their reports, labelled with the test id."""
+
+    def check_and_record(*reports: dict[str, Any]) -> None:
+        failed = [r for r in reports if not r.get("ok")]
+        assert not failed, f"peer failures: {failed}"
+        for report in reports:
+            line = {"test": request.node.name, **report}
+            if report.get("bytes") and report.get("seconds"):
+                line["mib_s"] = round(report["bytes"] / report["seconds"] / 2**20, 2)
+            if results_file is not None:
+                with results_file.open("a") as out:
+                    out.write(json.dumps(line) + "\n")
+
+    return check_and_record
+
+
+_channel_numbers = itertools.count()
+
+
+@pytest.fixture
+def xs_path() -> str:
+    """A fresh XenStore path for this test's channel, under dom0's data directory (short:
+    libxenvchan cuts key paths at 63 bytes)."""
+    return f"/local/domain/0/data/vs/t{next(_channel_numbers)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the measurements next to the verdicts (they land in the harness's output)."""
+    directory = os.environ.get("VCHANSIM_XEN_RESULTS")
+    path = Path(directory, "results.jsonl") if directory else None
+    if path is None or not path.exists():
+        return
+    terminalreporter.section("measurements (emulated CPU: for comparison, not performance)")
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["mode"] == "ping":
+            figure = f"{r['rtt_us']:9.1f} us RTT"
+        elif r.get("mib_s"):
+            figure = f"{r['mib_s']:9.2f} MiB/s"
+        else:
+            continue  # an echo that answered pings: the figure is on the pinging side
+        terminalreporter.write_line(
+            f"{r['test'][:58]:58} {r['impl']:7} {r['role']:6} {r['mode']:9} {figure}"
+        )
