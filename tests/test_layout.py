@@ -123,16 +123,7 @@ def test_offsets_match_the_real_libxenvchan_header(tmp_path: Path):
         )
     }
     expected = {
-        "left.cons": (layout.LEFT_CONS, 4),
-        "left.prod": (layout.LEFT_PROD, 4),
-        "right.cons": (layout.RIGHT_CONS, 4),
-        "right.prod": (layout.RIGHT_PROD, 4),
-        "left_order": (layout.LEFT_ORDER, 2),
-        "right_order": (layout.RIGHT_ORDER, 2),
-        "cli_live": (layout.CLI_LIVE, 1),
-        "srv_live": (layout.SRV_LIVE, 1),
-        "cli_notify": (layout.CLI_NOTIFY, 1),
-        "srv_notify": (layout.SRV_NOTIFY, 1),
+        **layout.FIELDS,
         "grants": (layout.GRANTS, 4),
         "sizeof": (layout.HEADER_SIZE, 0),
         "VCHAN_NOTIFY_WRITE": (layout.NOTIFY_WRITE, 0),

@@ -32,6 +32,20 @@ SRV_NOTIFY = 23
 GRANTS = 24
 HEADER_SIZE = 24
 
+#: Every header field by its C name: (byte offset, width in bytes).
+FIELDS: dict[str, tuple[int, int]] = {
+    "left.cons": (LEFT_CONS, 4),
+    "left.prod": (LEFT_PROD, 4),
+    "right.cons": (RIGHT_CONS, 4),
+    "right.prod": (RIGHT_PROD, 4),
+    "left_order": (LEFT_ORDER, 2),
+    "right_order": (RIGHT_ORDER, 2),
+    "cli_live": (CLI_LIVE, 1),
+    "srv_live": (SRV_LIVE, 1),
+    "cli_notify": (CLI_NOTIFY, 1),
+    "srv_notify": (SRV_NOTIFY, 1),
+}
+
 NOTIFY_WRITE = 0x1
 NOTIFY_READ = 0x2
 
