@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from vchansim.leaks import assert_no_leaks, stop_hub
+from vchansim.leaks import assert_no_leaks, own_descriptors, stop_hub
 from vchansim.rundir import RUNDIR_ENV, RunDir, prepare_rundir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,22 +149,22 @@ def wait_for(condition: Callable[[], object], timeout: float = DEADLINE, what: s
 
 
 @pytest.fixture
-def rundir(
-    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[RunDir]:
+def rundir(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[RunDir]:
     """A fresh run directory (short path under /tmp) whose hub is stopped afterwards.
 
     After the test, everything must have been released: no grants, ports, xenstore nodes,
     descriptors or processes left (tests that leave things on purpose are marked
-    ``leaves_state``).
+    ``leaves_state``).  Descriptors some earlier test left open are that test's failure,
+    not this one's.
     """
+    open_before = own_descriptors()
     path = tempfile.mkdtemp(prefix="vs-")
     monkeypatch.setenv(RUNDIR_ENV, path)
     checked = prepare_rundir(path)
     try:
         yield checked
         if request.node.get_closest_marker("leaves_state") is None:
-            assert_no_leaks(checked)
+            assert_no_leaks(checked, open_before=open_before)
     finally:
         stop_hub(checked)
         shutil.rmtree(path, ignore_errors=True)

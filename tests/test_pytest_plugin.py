@@ -128,7 +128,7 @@ def test_forgets_to_close_in_memory(vchan_env):
 
 def test_a_leak_fails_the_test_that_leaked_naming_what_is_left(pytester):
     pytester.makepyfile(test_leaky=LEAKY)
-    result = pytester.runpytest("-p", "vchansim.pytest_plugin")
+    result = pytester.runpytest_subprocess("-p", "vchansim.pytest_plugin")
     result.assert_outcomes(passed=2, errors=2)
     for backend in ("shm", "memory"):
         result.stdout.fnmatch_lines(

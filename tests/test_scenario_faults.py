@@ -3,7 +3,6 @@ what the tap does to notifications, what corruption writes, what the hogs take."
 
 from __future__ import annotations
 
-import errno
 import time
 from collections.abc import Iterator
 
@@ -12,12 +11,8 @@ import pytest
 from vchansim import layout
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
-from vchansim.errors import GrantError, StoreError
 from vchansim.scenario.faults import (
-    HOG_DIR,
     EventTap,
-    GrantHog,
-    NodeHog,
     TappedBackend,
     corrupt,
     set_indices,
@@ -144,35 +139,6 @@ def test_start_index_sets_all_four_indices_and_leaves_the_rings_empty(hv):
     assert srv.write_ring.cons == srv.write_ring.prod == 2**32 - 10
     assert srv.data_ready() == 0 and srv.buffer_space() == srv.write_ring.size
     srv.close()
-
-
-def test_grant_hog_leaves_exactly_what_it_was_told(hv):
-    backend = MemoryBackend(1, hypervisor=hv)
-    hog = GrantHog.fill(backend, peer=0, leave=3)
-    assert hog.held == hv.grant_limit - 3
-    mine = backend.grants()
-    mine.share(0, 3)
-    with pytest.raises(GrantError) as info:
-        mine.share(0, 1)
-    assert info.value.errno == errno.ENOSPC
-    mine.close()
-    hog.release()
-    assert not hv.grants
-
-
-def test_node_hog_uses_up_the_quota_and_gives_it_back(hv):
-    backend = MemoryBackend(2, hypervisor=hv)
-    hog = NodeHog.fill(backend, leave=0)
-    assert hog.held > 900
-    store = backend.store()
-    with pytest.raises(StoreError) as info:
-        store.write("data/one-more", b"1")
-    assert info.value.errno == errno.ENOSPC
-    hog.release()
-    store.write("data/one-more", b"1")  # the quota is free again
-    assert HOG_DIR.split("/")[-1] not in store.directory("data")
-    store.rm("data/one-more")
-    store.close()
 
 
 def test_the_page_fields_match_the_layout():

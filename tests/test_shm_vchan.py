@@ -107,7 +107,7 @@ def test_leak_check_reports_what_is_left_open(
         port = events.bind_unbound(2)
         store.write("data/left", b"behind")
         lingering.expect("bound")
-        found = "\n".join(find_leaks(rundir))
+        found = "\n".join(map(str, find_leaks(rundir)))
         assert "grant ref 1 of dom1 (to dom2) still in the table" in found
         assert "grant ref 2 of dom1" in found
         assert f"event port {port} of dom1 still bound" in found

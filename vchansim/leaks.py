@@ -10,6 +10,10 @@ polls the hub's STATE until it is clean or a deadline passes.
 XenStore nodes count when they hold a value (other than a domain's ``domid`` base node):
 empty nodes are the tree's skeleton or bare directories, which libxenvchan itself leaves
 behind on close (the parents of its path, PROTOCOL.md §5.8).
+
+Each finding is a :class:`Leak`: its ``kind`` lets callers pick what concerns them (the
+scenario runner excuses XenStore nodes of a killed server, and ignores descriptors of its
+own process, which are not the endpoints'); its ``str()`` is the line for people.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import re
 import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .backends.memory import MemoryHypervisor
 from .backends.shm import held_descriptors
 from .errors import BackendError
 from .hub.grants import SHM_PREFIX
@@ -38,18 +45,51 @@ _SHM_PATH = "/dev/shm" + SHM_PREFIX
 _DOMID_NODE = re.compile(r"/local/domain/\d+/domid\Z")
 
 
+class LeakKind(StrEnum):
+    """What sort of resource was left behind."""
+
+    GRANT = "grant"  # a grant-table entry
+    PORT = "port"  # a bound event-channel port
+    CONNECTION = "connection"  # an open hub or xenstore connection
+    XENSTORE = "xenstore"  # a XenStore node holding a value
+    FD = "fd"  # a descriptor of this process (shared memory, eventfd, epoll)
+    PROCESS = "process"  # a live process of the run directory
+
+
+#: Kinds that do not change by waiting: a XenStore node stays until its owner removes it
+#: (and an owner still at work shows as a connection or a process).  The others may be
+#: the hub, or a closing handle of this process, catching up.
+LASTING_KINDS = frozenset({LeakKind.XENSTORE})
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One thing left behind; ``str()`` gives the line that names it."""
+
+    kind: LeakKind
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
 # -- the hub's view ------------------------------------------------------------------------
 
 
-def _store_leaks(store: dict[str, Any]) -> Iterator[str]:
-    if store["connections"]:
-        yield f"{store['connections']} xenstore connection(s) still open"
-    for path, value in sorted(store["nodes"].items()):
+def _node_leaks(nodes: dict[str, str]) -> Iterator[Leak]:
+    """XenStore nodes (path -> value) that hold a value nobody removed."""
+    for path, value in sorted(nodes.items()):
         if value and not _DOMID_NODE.match(path):
-            yield f"xenstore node {path} = {value!r} left behind"
+            yield Leak(LeakKind.XENSTORE, f"xenstore node {path} = {value!r} left behind")
 
 
-def hub_leaks(state: dict[str, Any]) -> list[str]:
+def _store_leaks(store: dict[str, Any]) -> Iterator[Leak]:
+    if store["connections"]:
+        yield Leak(LeakKind.CONNECTION, f"{store['connections']} xenstore connection(s) still open")
+    yield from _node_leaks(store["nodes"])
+
+
+def hub_leaks(state: dict[str, Any]) -> list[Leak]:
     """What a STATE reply shows still held, apart from the asker's own connection."""
     found = []
     for conn in state["connections"]:
@@ -60,20 +100,50 @@ def hub_leaks(state: dict[str, Any]) -> list[str]:
             + [f"port {port}" for port in conn["ports"]]
         )
         found.append(
-            f"hub connection {conn['id']} (dom{conn['domid']}, pid {conn['pid']}) still open"
-            + (f", holding {held}" if held else "")
+            Leak(
+                LeakKind.CONNECTION,
+                f"hub connection {conn['id']} (dom{conn['domid']}, pid {conn['pid']}) still open"
+                + (f", holding {held}" if held else ""),
+            )
         )
     found += [
-        f"grant ref {g['ref']} of dom{g['domid']} (to dom{g['grantee']}) still in the table"
+        Leak(
+            LeakKind.GRANT,
+            f"grant ref {g['ref']} of dom{g['domid']} (to dom{g['grantee']}) still in the table",
+        )
         for g in state["grants"]
     ]
     found += [
-        f"event port {p['port']} of dom{p['domid']} still bound ({p['state']}, "
-        f"remote dom{p['remote']})"
+        Leak(
+            LeakKind.PORT,
+            f"event port {p['port']} of dom{p['domid']} still bound ({p['state']}, "
+            f"remote dom{p['remote']})",
+        )
         for p in state["ports"]
     ]
     found += list(_store_leaks(state["xenstore"]))
     return found
+
+
+def memory_leaks(hv: MemoryHypervisor) -> list[Leak]:
+    """What an in-process hypervisor (the ``memory`` backend) still holds: grants, ports
+    and XenStore values, worded as for the hub."""
+    with hv.lock:
+        found = [
+            Leak(LeakKind.GRANT, f"grant ref {ref} of dom{dom} still in the table")
+            for dom, ref in sorted(hv.grants)
+        ]
+        found += [
+            Leak(LeakKind.PORT, f"event port {number} of dom{dom} still bound")
+            for dom, number in sorted(hv.ports)
+        ]
+        store = hv.xenstore
+        nodes = {
+            path: node.value.decode("utf-8", "replace")
+            for path in store.paths()
+            if (node := store.node(path)) is not None
+        }
+    return found + list(_node_leaks(nodes))
 
 
 # -- this process and its neighbours ------------------------------------------------------
@@ -94,17 +164,30 @@ def _fd_is_open(fd: int) -> bool:
     return True
 
 
-def own_descriptor_leaks() -> list[str]:
-    """Shm objects, eventfds and epolls of vchansim still open in this process."""
-    found = []
-    for name in sorted(os.listdir("/proc/self/fd"), key=int):
+def own_descriptors() -> dict[int, str]:
+    """vchansim's descriptors open in this process now: fd -> what it is (a hub's shared
+    memory, or an eventfd or epoll of an event handle)."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
         target = _readlink(f"/proc/self/fd/{name}")
         if target is not None and target.startswith(_SHM_PATH):
-            found.append(f"fd {name} of this process still holds shared memory {target}")
-    for fd, what in sorted(held_descriptors().items()):
+            found[int(name)] = f"still holds shared memory {target}"
+    for fd, what in held_descriptors().items():
         if _fd_is_open(fd):
-            found.append(f"fd {fd} of this process is still open: {what}")
+            found[fd] = f"is still open: {what}"
     return found
+
+
+def own_descriptor_leaks(open_before: Mapping[int, str] | None = None) -> list[Leak]:
+    """vchansim's descriptors still open in this process, but those already open, as the
+    same thing, in ``open_before`` (from :func:`own_descriptors`): a check made for one
+    test then blames that test, and not every test after one that leaked."""
+    before = open_before or {}
+    return [
+        Leak(LeakKind.FD, f"fd {fd} of this process {what}")
+        for fd, what in sorted(own_descriptors().items())
+        if before.get(fd) != what
+    ]
 
 
 def _ancestors() -> set[int]:
@@ -158,7 +241,7 @@ def _list(path: str) -> list[str]:
         return []
 
 
-def process_leaks(rundir: RunDir, hub_pid: int | None) -> list[str]:
+def process_leaks(rundir: RunDir, hub_pid: int | None) -> list[Leak]:
     """Live processes of this run directory other than us, our ancestors and the hub."""
     skip = _ancestors() | ({hub_pid} if hub_pid is not None else set())
     found = []
@@ -167,7 +250,7 @@ def process_leaks(rundir: RunDir, hub_pid: int | None) -> list[str]:
             continue
         why = _process_ties(int(name), rundir, hub_pid)
         if why is not None:
-            found.append(f"process {name} ({_command_line(name)}) {why}")
+            found.append(Leak(LeakKind.PROCESS, f"process {name} ({_command_line(name)}) {why}"))
     return found
 
 
@@ -203,39 +286,63 @@ class _StateReader:
             self._conn = None
 
 
-def _collect(rundir: RunDir, reader: _StateReader) -> list[str]:
+def _collect(
+    rundir: RunDir,
+    reader: _StateReader,
+    kinds: Collection[LeakKind],
+    open_before: Mapping[int, str] | None,
+) -> list[Leak]:
     state = reader.read()
     hub_pid = state["hub"]["pid"] if state is not None else None
     found = hub_leaks(state) if state is not None else []
-    return found + own_descriptor_leaks() + process_leaks(rundir, hub_pid)
+    if LeakKind.FD in kinds:
+        found += own_descriptor_leaks(open_before)
+    if LeakKind.PROCESS in kinds:
+        found += process_leaks(rundir, hub_pid)
+    return [leak for leak in found if leak.kind in kinds]
 
 
-def find_leaks(rundir: RunDirLike = None, *, timeout: float = 0.0) -> list[str]:
-    """Everything left behind in ``rundir``, one line each; empty when clean.
+def find_leaks(
+    rundir: RunDirLike = None,
+    *,
+    timeout: float = 0.0,
+    kinds: Collection[LeakKind] = frozenset(LeakKind),
+    open_before: Mapping[int, str] | None = None,
+) -> list[Leak]:
+    """Everything of ``kinds`` left behind in ``rundir``; empty when clean.  Descriptors
+    of this process in ``open_before`` do not count (see :func:`own_descriptor_leaks`).
 
     Polls for up to ``timeout`` seconds for the hub to catch up with connections that
-    just closed, returning as soon as nothing is left.
+    just closed, returning as soon as nothing is left that waiting could change (see
+    :data:`LASTING_KINDS`).
     """
     checked = prepare_rundir(rundir)
     reader = _StateReader(checked)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            found = _collect(checked, reader)
-            if not found or time.monotonic() >= deadline:
+            found = _collect(checked, reader, kinds, open_before)
+            settling = [leak for leak in found if leak.kind not in LASTING_KINDS]
+            if not settling or time.monotonic() >= deadline:
                 return found
             time.sleep(_POLL_INTERVAL)
     finally:
         reader.close()
 
 
-def assert_no_leaks(rundir: RunDirLike = None, *, timeout: float = 2.0) -> None:
-    """Raise AssertionError listing what is left behind, after waiting up to ``timeout``."""
-    found = find_leaks(rundir, timeout=timeout)
+def assert_no_leaks(
+    rundir: RunDirLike = None,
+    *,
+    timeout: float = 2.0,
+    open_before: Mapping[int, str] | None = None,
+) -> None:
+    """Raise AssertionError listing what is left behind, after waiting up to ``timeout``
+    (descriptors in ``open_before`` excepted, see :func:`own_descriptor_leaks`)."""
+    found = find_leaks(rundir, timeout=timeout, open_before=open_before)
     if found:
         raise AssertionError(
             f"vchansim resources left behind in {prepare_rundir(rundir).path}:\n  "
-            + "\n  ".join(found)
+            + "\n  ".join(map(str, found))
         )
 
 

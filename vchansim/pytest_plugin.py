@@ -22,12 +22,11 @@ from .backends import get_backend
 from .backends.base import Backend
 from .backends.memory import MemoryBackend, MemoryHypervisor
 from .channel import Vchan
-from .leaks import find_leaks, stop_hub
+from .leaks import Leak, find_leaks, memory_leaks, own_descriptors, stop_hub
 from .rundir import RunDir, prepare_rundir
 from .scenario import Scenario, ScenarioResult, load_scenario
 from .scenario import run_scenario as _run_scenario
 from .scenario.model import scenario_from_dict
-from .scenario.runner import memory_leaks
 
 #: Seconds the teardown leak check gives the hub to notice closed connections.
 LEAK_GRACE = 2.0
@@ -71,6 +70,8 @@ class Environment:
         self.backend = backend
         self.rundir = rundir
         self.hypervisor = MemoryHypervisor() if backend == "memory" else None
+        # What an earlier test left open is that test's leak, not this one's.
+        self.open_before = own_descriptors()
 
     def domain(self, domid: int) -> Backend:
         """The backend through which this test plays domain ``domid``."""
@@ -80,10 +81,10 @@ class Environment:
             return get_backend("shm", domid=domid, rundir=self.rundir)
         return get_backend(self.backend, domid=domid)
 
-    def leaks(self) -> list[str]:
+    def leaks(self) -> list[Leak]:
         if self.hypervisor is not None:
             return memory_leaks(self.hypervisor)
-        return find_leaks(self.rundir, timeout=LEAK_GRACE)
+        return find_leaks(self.rundir, timeout=LEAK_GRACE, open_before=self.open_before)
 
 
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def vchan_env(request: pytest.FixtureRequest, vchan_rundir: RunDir) -> Iterator[
     if found:
         pytest.fail(
             f"vchansim resources left behind by this test ({env.backend} backend):\n  "
-            + "\n  ".join(found),
+            + "\n  ".join(map(str, found)),
             pytrace=False,
         )
 

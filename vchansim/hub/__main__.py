@@ -1,9 +1,13 @@
-"""``python -m vchansim.hub [--rundir D] [--embedded] [--idle S] [--ready-fd N]``.
+"""``python -m vchansim.hub [--rundir D] [--embedded] [--idle S] [--ready-fd N] [LIMITS]``.
 
 Foreground (the default) serves until SIGTERM/SIGINT and logs to stderr.  ``--embedded``
 is how backends start a hub on first use: it leaves its parent at once (so the process
 that happened to start it never has to reap it), exits after ``--idle`` seconds with no
 connection, and writes its pid to ``--ready-fd`` when its sockets are bound.
+
+LIMITS (``--grant-limit``, ``--port-limit``, ``--xs-quota NAME=N``) shrink or grow the
+per-domain resources of the emulated machine (see :mod:`.limits`); an embedded hub
+started by a backend takes them from ``$VCHANSIM_HUB_OPTIONS``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 
 from ..errors import VchanError
 from ..rundir import prepare_rundir
+from .limits import add_limit_arguments, limits_from
 from .server import DEFAULT_IDLE, run_hub
 
 
@@ -35,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ready-fd", type=int, metavar="N", help="write the hub's pid here once it is ready"
     )
+    add_limit_arguments(parser)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -74,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
     except VchanError as exc:
         print(f"vchansim hub: {exc}", file=sys.stderr)
         return 2
+    limits = limits_from(args)
     if args.embedded:
         # The launcher holds hub.lock for us while we start.
         _detach()
-        return run_hub(rundir, embedded=True, idle=args.idle, ready_fd=args.ready_fd)
+        return run_hub(rundir, embedded=True, idle=args.idle, ready_fd=args.ready_fd, limits=limits)
     lock = _hold_start_lock(str(rundir.lock))
-    return run_hub(rundir, ready_fd=args.ready_fd, on_ready=lambda: os.close(lock))
+    return run_hub(rundir, ready_fd=args.ready_fd, on_ready=lambda: os.close(lock), limits=limits)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from ..atomics import AtomicCounters
 from .protocol import RequestError
 
-#: Ports per domain (the 2-level event channel ABI's limit on 64-bit guests).
-MAX_PORTS = 4096
+#: Ports a domain may have bound: 1..4095 (the 2-level event channel ABI's 4096 on 64-bit
+#: guests, less port 0, which is never handed out).
+PORTS_PER_DOMAIN = 4095
 
 
 #: Size of a channel's statistics page: u64 events sent by side 0, then by side 1.
@@ -155,17 +156,18 @@ class Doorbell:
 class PortTable:
     """Every domain's ports."""
 
-    def __init__(self, max_ports: int = MAX_PORTS) -> None:
-        self.max_ports = max_ports
+    def __init__(self, limit: int = PORTS_PER_DOMAIN) -> None:
+        self.limit = limit
         self._ports: dict[int, dict[int, Port]] = {}
 
     def _free_number(self, domid: int) -> int:
         used = self._ports.get(domid, {})
-        for number in range(1, self.max_ports):
+        for number in range(1, self.limit + 1):
             if number not in used:
                 return number
         raise RequestError(
-            errno.ENOSPC, f"domain {domid} has no free event channel ports ({self.max_ports - 1})"
+            errno.ENOSPC,
+            f"domain {domid} has no free event channel port: {len(used)} of {self.limit} bound",
         )
 
     def _add(self, port: Port) -> Port:

@@ -6,6 +6,11 @@ process may have just started one) and start a detached embedded hub, waiting fo
 report ready on a pipe.  Connecting may still race with an embedded hub that is just
 exiting for idleness; that shows up as a refused or reset connection, and we simply
 start over.
+
+The limits of a hub started here (grants, ports, XenStore quotas per domain) are the
+caller's, else those in ``$VCHANSIM_HUB_OPTIONS`` (hub options such as
+``--grant-limit 16 --xs-quota nodes=50``), else Xen's defaults.  They apply only to the
+hub being started: one already serving the run directory keeps its own.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import errno
 import fcntl
 import os
 import select
+import shlex
 import socket
 import subprocess
 import sys
@@ -24,12 +30,15 @@ from pathlib import Path
 
 from ..errors import BackendError, ConfigError
 from ..rundir import RunDir, prepare_rundir
+from .limits import HubLimits, limit_options, parse_limits
 from .protocol import HubConnection, HubGoneError
 
 #: Seconds to wait for a new hub to say it is ready (a cold interpreter start).
 START_TIMEOUT = 10.0
 #: Environment override of the embedded hub's idle time, in seconds.
 IDLE_ENV = "VCHANSIM_HUB_IDLE"
+#: Environment: limit options of embedded hubs (``--grant-limit N --xs-quota nodes=N``...).
+OPTIONS_ENV = "VCHANSIM_HUB_OPTIONS"
 _CONNECT_ATTEMPTS = 4
 _LOCK_POLL = 0.01
 _LOG_TAIL_LINES = 20
@@ -101,6 +110,17 @@ def _idle_from_env() -> float | None:
     return idle
 
 
+def limits_from_env() -> HubLimits:
+    """The limits ``$VCHANSIM_HUB_OPTIONS`` asks for (Xen's defaults when unset);
+    ConfigError naming the variable if they are not valid."""
+    raw = os.environ.get(OPTIONS_ENV, "")
+    try:
+        options = shlex.split(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{OPTIONS_ENV}={raw!r}: {exc}") from None
+    return parse_limits(options, OPTIONS_ENV)
+
+
 def _wait_ready(fd: int, deadline: float) -> bytes:
     """Read the ready pipe until a newline, EOF (the hub died) or the deadline."""
     data = b""
@@ -115,16 +135,25 @@ def _wait_ready(fd: int, deadline: float) -> bytes:
     return data
 
 
-def start_hub(rundir: RunDir, *, idle: float | None = None, timeout: float = START_TIMEOUT) -> int:
+def start_hub(
+    rundir: RunDir,
+    *,
+    idle: float | None = None,
+    limits: HubLimits | None = None,
+    timeout: float = START_TIMEOUT,
+) -> int:
     """Start an embedded hub for ``rundir`` and return its pid once it is ready.
 
-    The caller should hold ``hub.lock``.  On failure, raises BackendError quoting the end
-    of ``hub.log``, where the hub's output goes.
+    ``limits`` default to :func:`limits_from_env`.  The caller should hold ``hub.lock``.
+    On failure, raises BackendError quoting the end of ``hub.log``, where the hub's
+    output goes.
     """
     idle = idle if idle is not None else _idle_from_env()
+    limits = limits if limits is not None else limits_from_env()
     command = [sys.executable, "-m", "vchansim.hub", "--embedded", "--rundir", str(rundir.path)]
     if idle is not None:
         command += ["--idle", f"{idle:g}"]
+    command += limit_options(limits)
     read_end, write_end = os.pipe()
     try:
         command += ["--ready-fd", str(write_end)]
@@ -161,14 +190,17 @@ def start_hub(rundir: RunDir, *, idle: float | None = None, timeout: float = STA
     return int(ready)
 
 
-def ensure_hub(rundir: RunDirLike = None, *, idle: float | None = None) -> None:
-    """Make sure a hub serves ``rundir``: connect, else lock, re-check and start one."""
+def ensure_hub(
+    rundir: RunDirLike = None, *, idle: float | None = None, limits: HubLimits | None = None
+) -> None:
+    """Make sure a hub serves ``rundir``: connect, else lock, re-check and start one
+    (with ``limits``, see :func:`start_hub`)."""
     checked = prepare_rundir(rundir)
     if hub_running(checked):
         return
     with _start_lock(checked, 2 * START_TIMEOUT):
         if not hub_running(checked):
-            start_hub(checked, idle=idle)
+            start_hub(checked, idle=idle, limits=limits)
 
 
 def open_hub(rundir: RunDirLike, domid: int, *, strict: bool = False) -> HubConnection:

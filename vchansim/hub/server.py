@@ -36,6 +36,7 @@ from ..xenstore.server import XenstoreService
 from ..xenstore.store import DOMID_MAX, Store
 from .events import Port, PortTable
 from .grants import GrantHandle, GrantTable
+from .limits import HubLimits
 from .protocol import (
     GNT_WRITABLE,
     HELLO_STRICT,
@@ -144,15 +145,17 @@ class Hub:
         *,
         embedded: bool = False,
         idle: float = DEFAULT_IDLE,
+        limits: HubLimits | None = None,
         log: TextIO = sys.stderr,
     ) -> None:
         self.rundir = rundir
         self.embedded = embedded
         self.idle = idle
+        self.limits = limits if limits is not None else HubLimits()
         self._log_stream = log
-        self.grants = GrantTable()
-        self.ports = PortTable()
-        self.store = Store()
+        self.grants = GrantTable(self.limits.grants)
+        self.ports = PortTable(self.limits.ports)
+        self.store = Store(self.limits.xenstore)
         self.xenstore = XenstoreService(self.store, log=self.log)
         self.selector = selectors.DefaultSelector()
         self.clients: dict[int, Client] = {}
@@ -212,7 +215,9 @@ class Hub:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self.xenstore.attach(self.selector)
         mode = "embedded" if self.embedded else "foreground"
-        self.log(f"hub pid {os.getpid()} serving {path} ({mode})")
+        changed = ", ".join(f"{k}={v}" for k, v in self.limits.changes().items())
+        limits = f"; limits {changed}" if changed else ""
+        self.log(f"hub pid {os.getpid()} serving {path} ({mode}){limits}")
 
     def _accept(self, mask: int) -> None:
         assert self._listener is not None
@@ -475,6 +480,7 @@ class Hub:
                 "rundir": os.fspath(self.rundir.path),
                 "embedded": self.embedded,
                 "uptime": round(time.monotonic() - self._started, 3),
+                "limits": self.limits.as_dict(),
             },
             "you": asker.id if asker is not None else None,
             "domains": sorted(domains),
@@ -612,6 +618,7 @@ def run_hub(
     idle: float = DEFAULT_IDLE,
     ready_fd: int | None = None,
     on_ready: Callable[[], None] | None = None,
+    limits: HubLimits | None = None,
     log: TextIO = sys.stderr,
 ) -> int:
     """Serve ``rundir`` until SIGTERM/SIGINT, SHUTDOWN or (embedded) idleness.
@@ -620,7 +627,7 @@ def run_hub(
     newline to ``ready_fd`` (then closes it): that is what :func:`~.launcher.ensure_hub`
     waits for.  Returns the exit status.
     """
-    hub = Hub(rundir, embedded=embedded, idle=idle, log=log)
+    hub = Hub(rundir, embedded=embedded, idle=idle, limits=limits, log=log)
     try:
         hub.open()
     except OSError as exc:

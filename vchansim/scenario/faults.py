@@ -10,19 +10,16 @@ domain's grants or XenStore quota the way a greedy neighbour process would.
 from __future__ import annotations
 
 import contextlib
-import errno
 import heapq
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import Backend, Events, Grants, Mapping, Store
+from ..backends.base import Backend, Events, Grants, Store
 from ..channel import Vchan
-from ..errors import GrantError, StoreError
-from ..layout import MAX_RING_SIZE, PAGE_SIZE
 from .model import PAGE_FIELDS, CorruptFault, NotifyFault, Trigger
 
 # -- the control page ---------------------------------------------------------------------
@@ -296,106 +293,3 @@ class TappedBackend(Backend):
 
     def close(self) -> None:
         self.inner.close()
-
-
-# -- exhausting a domain's resources ------------------------------------------------------
-
-
-@dataclass
-class GrantHog:
-    """Holds all but ``leave`` of a domain's grant-table entries, like a neighbour process
-    that shared pages and never gave them back."""
-
-    handle: Grants
-    shares: list[Mapping] = field(default_factory=list)
-
-    @classmethod
-    def fill(cls, backend: Backend, peer: int, leave: int) -> GrantHog:
-        hog = cls(backend.grants())
-        try:
-            chunk = MAX_RING_SIZE // PAGE_SIZE
-            while chunk:
-                if not hog._try_share(peer, chunk):
-                    chunk //= 2
-            hog._give_back(peer, leave)
-        except BaseException:
-            hog.release()
-            raise
-        return hog
-
-    def _try_share(self, peer: int, count: int) -> bool:
-        try:
-            self.shares.append(self.handle.share(peer, count))
-        except GrantError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            return False
-        return True
-
-    def _give_back(self, peer: int, leave: int) -> None:
-        """Free exactly ``leave`` entries: drop whole shares, then re-take the surplus."""
-        freed = 0
-        while freed < leave and self.shares:
-            share = self.shares.pop()
-            freed += len(share.refs)
-            share.close()
-        surplus = freed - leave
-        while surplus:
-            count = min(surplus, MAX_RING_SIZE // PAGE_SIZE)
-            self.shares.append(self.handle.share(peer, count))
-            surplus -= count
-
-    @property
-    def held(self) -> int:
-        return sum(len(s.refs) for s in self.shares)
-
-    def release(self) -> None:
-        self.handle.close()
-
-
-HOG_DIR = "data/vchansim-hog"
-#: Children per hog directory: few enough that no directory hits the node-size quota
-#: (a directory's accounted size grows with its children's names) before the domain
-#: hits its node-count quota.
-HOG_FANOUT = 100
-
-
-def _hog_node(i: int) -> str:
-    return f"{HOG_DIR}/{i // HOG_FANOUT}/{i % HOG_FANOUT}"
-
-
-@dataclass
-class NodeHog:
-    """Owns all but ``leave`` of a domain's XenStore node quota."""
-
-    store: Store
-    nodes: int = 0
-
-    @classmethod
-    def fill(cls, backend: Backend, leave: int) -> NodeHog:
-        hog = cls(backend.store())
-        try:
-            while True:
-                try:
-                    hog.store.write(_hog_node(hog.nodes), b"x")
-                except StoreError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-                hog.nodes += 1
-            for i in range(min(leave, hog.nodes)):
-                hog.store.rm(_hog_node(hog.nodes - 1 - i))
-            hog.nodes -= min(leave, hog.nodes)
-        except BaseException:
-            hog.release()
-            raise
-        return hog
-
-    @property
-    def held(self) -> int:
-        return self.nodes
-
-    def release(self) -> None:
-        with contextlib.suppress(OSError):
-            self.store.rm(HOG_DIR)
-        self.store.close()

@@ -11,6 +11,7 @@ because a scenario that fails for a reason of its own would look like a vchan bu
 from __future__ import annotations
 
 import errno
+import string
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -20,21 +21,36 @@ from typing import Any, ClassVar, NoReturn
 from .. import errors, layout
 from ..backends.base import DOMID_MAX
 from ..errors import ConfigError
-from .streams import SizeSpec
+from .streams import ByteStream, SizeSpec, XorshiftStream, open_stream
 
 U32_MAX = 0xFFFFFFFF
 DEFAULT_DEADLINE = 30.0
 DEFAULT_SIZE = SizeSpec(4096, 4096)
 #: Backends whose endpoints live in one process as threads (they cannot be killed).
 IN_PROCESS_BACKENDS = frozenset({"memory"})
-ENDPOINT_KINDS = ("python",)
+ENDPOINT_KINDS = ("python", "program")
 SPIN_POLICIES = ("off", "adaptive")
-#: Exception names an ``error`` expectation may name: ours, plus what Python raises.
+#: What a program endpoint's failure is called: it exited with an error status.
+PROGRAM_ERROR = "ProgramError"
+#: Exception names an ``error`` expectation may name: ours, what Python raises, and a
+#: program endpoint's failure.
 ERROR_NAMES = frozenset(
     name
     for name, obj in vars(errors).items()
     if isinstance(obj, type) and issubclass(obj, BaseException)
-) | {"OSError", "TimeoutError", "ValueError"}
+) | {"OSError", "TimeoutError", "ValueError", PROGRAM_ERROR}
+#: The command of a program endpoint unless it gives one: vchan-pipe (tests/c), with
+#: the arguments that make it play the endpoint.  ``{options}`` stands for several.
+DEFAULT_PROGRAM = ("{pipe}", "{role}", "{peer}", "{path}", "{options}")
+#: What a program endpoint's command may say in braces (docs/scenarios.md).
+PROGRAM_FIELDS = frozenset(
+    {"pipe", "role", "peer", "path", "send", "recv", "seed", "packet", "read_min", "write_min"}
+)
+#: The placeholder that must be a whole argument: it becomes vchan-pipe's options.
+OPTIONS_FIELD = "{options}"
+#: Settings of a Python endpoint that a program (vchan-pipe's command line) cannot take.
+PYTHON_ONLY = ("blocking", "timeout", "spin", "persist", "start_index")
+PYTHON_ONLY_WORKLOAD = ("duration", "read_size", "read_pause", "write_pause", "echo")
 ERRNO_NAMES = frozenset(errno.errorcode.values())
 
 
@@ -175,7 +191,8 @@ class EndpointSpec:
     name: str
     role: str  # server | client
     domain: int  # this endpoint's own domain id
-    kind: str = "python"
+    kind: str = "python"  # python | program
+    program: tuple[str, ...] = ()  # kind program: its command, with {placeholders}
     backend: str = "shm"
     path: str = "data/vchansim"  # the server's XenStore path (relative to its home)
     read_min: int = 0
@@ -190,6 +207,10 @@ class EndpointSpec:
     @property
     def is_server(self) -> bool:
         return self.role == "server"
+
+    @property
+    def is_program(self) -> bool:
+        return self.kind == "program"
 
 
 # -- faults ------------------------------------------------------------------------------
@@ -270,6 +291,12 @@ class Fault:
         """Whether this fault needs the endpoint to be a killable process."""
         return False
 
+    @property
+    def by_runner(self) -> bool:
+        """Whether the runner commits it from outside the endpoint; the others act in
+        the endpoint's own code, which a program endpoint does not run."""
+        return False
+
 
 @dataclass(frozen=True)
 class KillFault(Fault):
@@ -281,20 +308,13 @@ class KillFault(Fault):
     def needs_process(self) -> bool:
         return True
 
+    @property
+    def by_runner(self) -> bool:
+        return self.trigger.at is not None
+
 
 #: Control-page fields a hostile endpoint may corrupt: name -> (offset, width in bytes).
-PAGE_FIELDS: dict[str, tuple[int, int]] = {
-    "left.cons": (layout.LEFT_CONS, 4),
-    "left.prod": (layout.LEFT_PROD, 4),
-    "right.cons": (layout.RIGHT_CONS, 4),
-    "right.prod": (layout.RIGHT_PROD, 4),
-    "left_order": (layout.LEFT_ORDER, 2),
-    "right_order": (layout.RIGHT_ORDER, 2),
-    "cli_live": (layout.CLI_LIVE, 1),
-    "srv_live": (layout.SRV_LIVE, 1),
-    "cli_notify": (layout.CLI_NOTIFY, 1),
-    "srv_notify": (layout.SRV_NOTIFY, 1),
-}
+PAGE_FIELDS = layout.FIELDS
 
 
 @dataclass(frozen=True)
@@ -394,14 +414,19 @@ class RestartFault(Fault):
     def needs_process(self) -> bool:
         return self.how == "kill"
 
+    @property
+    def by_runner(self) -> bool:
+        return self.how == "kill" and self.trigger.at is not None
 
-EXHAUST_RESOURCES = ("grants", "xenstore")
+
+EXHAUST_RESOURCES = ("grants", "ports", "xenstore")
 
 
 @dataclass(frozen=True)
 class ExhaustFault(Fault):
-    """Before the endpoint sets up, something else in its domain takes all but ``leave``
-    of a per-domain resource: grant-table entries, or XenStore nodes (its node quota)."""
+    """The endpoint's domain has only ``leave`` of a per-domain resource to spend:
+    grant-table entries, event-channel ports, or XenStore nodes (its node quota).  The
+    runner sets the machine's limits so; the endpoint meets the real error."""
 
     resource: str = "grants"
     leave: int = 0
@@ -419,6 +444,10 @@ class ExhaustFault(Fault):
 
     def describe(self) -> str:
         return f"exhaust {self.resource} of {self.endpoint}'s domain (leave {self.leave})"
+
+    @property
+    def by_runner(self) -> bool:
+        return True
 
 
 FAULT_KINDS: dict[str, type[Fault]] = {
@@ -662,6 +691,21 @@ class Scenario:
     def receives(self, name: str) -> bool:
         return self.origin(name) is not None
 
+    def byte_stream(self, name: str) -> ByteStream | XorshiftStream:
+        """The bytes ``name`` sends of its own (vchan-pipe's data for a program)."""
+        return open_stream(self.seed, name, self.endpoint(name).kind)
+
+    def streams_of(self, name: str) -> list[str]:
+        """Whose streams ``name`` handles: its own if it sends, the one it receives."""
+        own = [name] if self.endpoint(name).workload.sends_own else []
+        origin = self.origin(name)
+        return own + ([origin] if origin is not None and origin not in own else [])
+
+    def receive_count(self, name: str) -> int | None:
+        """Bytes ``name`` receives in all (0 if nothing), if known in advance."""
+        origin = self.origin(name)
+        return 0 if origin is None else self.planned_send(origin)
+
     def planned_send(self, name: str) -> int | None:
         """Bytes of its own stream ``name`` will send in all, if known in advance."""
         work = self.endpoint(name).workload
@@ -770,18 +814,26 @@ def _parse_endpoints(table: _Table, default_backend: str) -> tuple[EndpointSpec,
 def _parse_endpoint(table: _Table, name: str, default_backend: str) -> EndpointSpec:
     role = table.text("role", None, ("server", "client"))
     server = role == "server"
+    kind = table.text("kind", "python", ENDPOINT_KINDS)
+    if kind == "program":
+        for key in PYTHON_ONLY:
+            if table.has(key):
+                table.fail(key, "is a setting of Python endpoints; a program endpoint takes none")
+    elif table.has("program"):
+        table.fail("program", 'only a program endpoint (kind = "program") runs a program')
     spec = EndpointSpec(
         name=name,
         role=role,
         domain=table.integer("domain", 1 if server else 0, 0, DOMID_MAX),
-        kind=table.text("kind", "python", ENDPOINT_KINDS),
+        kind=kind,
+        program=_program(table) if kind == "program" else (),
         backend=table.text("backend", default_backend),
         read_min=table.integer("read_min", 0, 0, layout.MAX_RING_SIZE),
         write_min=table.integer("write_min", 0, 0, layout.MAX_RING_SIZE),
         blocking=table.boolean("blocking", True),
         timeout=_optional_number(table, "timeout"),
         spin=_spin(table),
-        workload=_parse_workload(table.table("workload")),
+        workload=_parse_workload(table.table("workload"), kind),
     )
     if server:
         path = table.text("path", EndpointSpec.path)
@@ -803,6 +855,32 @@ def _parse_endpoint(table: _Table, name: str, default_backend: str) -> EndpointS
     return spec
 
 
+def _program(table: _Table) -> tuple[str, ...]:
+    """A program endpoint's command: a non-empty list of strings whose ``{placeholders}``
+    are known, ``{options}`` standing alone."""
+    command = table.raw("program", list(DEFAULT_PROGRAM))
+    if not isinstance(command, list) or not command:
+        table.fail("program", f"must be a non-empty list of strings, not {_show(command)}")
+    for arg in command:
+        if not isinstance(arg, str) or not arg:
+            table.fail("program", f"arguments must be non-empty strings, not {_show(arg)}")
+        if arg == OPTIONS_FIELD:
+            continue
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(arg) if name is not None}
+        except ValueError as exc:
+            table.fail("program", f"{arg!r}: {exc} (write a literal brace as {{{{ or }}}})")
+        unknown = sorted(fields - PROGRAM_FIELDS)
+        if unknown:
+            known = ", ".join(f"{{{f}}}" for f in sorted(PROGRAM_FIELDS | {"options"}))
+            table.fail(
+                "program",
+                f"{arg!r}: unknown placeholder {{{unknown[0]}}} (known: {known}; "
+                f"{OPTIONS_FIELD} only as a whole argument)",
+            )
+    return tuple(command)
+
+
 def _spin(table: _Table) -> str | float | None:
     """``"off"``, ``"adaptive"``, or a spin budget in microseconds (see Vchan.spin)."""
     if not table.has("spin"):
@@ -816,7 +894,15 @@ def _optional_number(table: _Table, key: str) -> float | None:
     return table.number(key, 0.0, 0.001) if table.has(key) else None
 
 
-def _parse_workload(table: _Table) -> Workload:
+def _parse_workload(table: _Table, kind: str) -> Workload:
+    if kind == "program":
+        for key in PYTHON_ONLY_WORKLOAD:
+            if table.has(key):
+                table.fail(
+                    key, "is not for a program endpoint: it sends its whole byte count at once"
+                )
+        if table.has("write_size") and table.raw("mode", "stream") != "packets":
+            table.fail("write_size", "a program endpoint chooses its own writes in stream mode")
     work = Workload(
         mode=table.text("mode", "stream", ("stream", "packets")),
         send=table.integer("send", 0, 0, 1 << 40),
@@ -873,6 +959,7 @@ class _Checker:
             self._orders,
             self._traffic,
             self._packets,
+            self._programs,
             self._faults,
             self._expectations,
         ]
@@ -951,6 +1038,43 @@ class _Checker:
                 f"{writer} writes into (send would raise MessageTooLarge)",
             )
 
+    def _programs(self) -> None:
+        """A program is told up front what it sends and receives, in a process of its own
+        on the emulator: whatever it cannot be told is refused here."""
+        for spec in self.s.endpoints:
+            if spec.is_program:
+                self._program(spec)
+
+    def _program(self, spec: EndpointSpec) -> None:
+        s, where = self.s, f"endpoints.{spec.name}"
+        if spec.backend != "shm":
+            self.fail(
+                f"{where}.backend",
+                f"a program endpoint runs on the shm emulator, not {spec.backend!r}",
+            )
+        origin = s.origin(spec.name)
+        if origin is not None and s.receive_count(spec.name) is None:
+            self.fail(
+                f"endpoints.{origin}.workload",
+                f"{spec.name} is a program, told how many bytes it receives: {origin} must "
+                "send a byte count (workload.send), not a duration",
+            )
+        if spec.workload.mode == "packets":
+            sizes = {s.endpoint(o).workload.write_size for o in s.streams_of(spec.name)}
+            if len(sizes) != 1 or not next(iter(sizes)).fixed:
+                shown = ", ".join(sorted(size.describe() for size in sizes))
+                self.fail(
+                    f"{where}.workload.write_size",
+                    f"a program sends and receives packets of one fixed size; {spec.name}'s "
+                    f"packets would be {shown}",
+                )
+        if spec.is_server and s.faults_of(s.client.name, RestartFault):
+            self.fail(
+                f"{where}.kind",
+                "a restarted client needs a persistent server, and a program server does "
+                "not persist",
+            )
+
     def _faults(self) -> None:
         for i, fault in enumerate(self.s.faults):
             self._fault(f"faults[{i}]", fault)
@@ -958,6 +1082,13 @@ class _Checker:
     def _fault(self, where: str, fault: Fault) -> None:
         s = self.s
         spec = s.endpoint(fault.endpoint)
+        if spec.is_program and (not fault.by_runner or isinstance(fault, RestartFault)):
+            self.fail(
+                where,
+                f"{fault.describe()}: a {fault.kind} fault with this trigger acts inside a "
+                f"Python endpoint, and {fault.endpoint} is a program; what applies to a "
+                "program is what the runner does from outside (kill at a time, exhaust)",
+            )
         if fault.needs_process and s.in_process:
             self.fail(
                 where,
@@ -977,6 +1108,11 @@ class _Checker:
                 where,
                 "only the server spends grants and XenStore nodes on a vchan; exhaust "
                 "the server's domain",
+            )
+        if isinstance(fault, ExhaustFault) and fault.resource == "ports" and s.in_process:
+            self.fail(
+                where,
+                f"backend {spec.backend!r} has no limit on event ports: exhaust ports on shm",
             )
         if isinstance(fault, ExhaustFault) and fault.resource == "xenstore" and not spec.domain:
             self.fail(

@@ -73,6 +73,7 @@ def _instance_dict(inst: Any) -> dict[str, Any]:
         "error": result.get("error"),
         "stopped": result.get("stopped"),
         "events": inst.events,
+        "program": result.get("program"),
     }
 
 
@@ -96,7 +97,13 @@ def trace_header(scenario: Scenario) -> dict[str, Any]:
             "start_index": scenario.server.start_index,
         },
         "endpoints": [
-            {"name": e.name, "role": e.role, "domain": e.domain, "backend": e.backend}
+            {
+                "name": e.name,
+                "role": e.role,
+                "domain": e.domain,
+                "backend": e.backend,
+                "kind": e.kind,
+            }
             for e in scenario.endpoints
         ],
         "faults": [f.describe() for f in scenario.faults],

@@ -9,12 +9,15 @@ ended, so results are collected even from endpoints that were killed.
 
 The in-process ``memory`` backend runs the same endpoint code as threads of this
 process: much faster to start, for property tests, but nothing can be killed there.
+
+The machine's limits (grants, ports, XenStore nodes per domain) are those of Xen unless
+an ``exhaust`` fault lowers one: the private hub, or the in-process hypervisor, is made
+with the scenario's limits, so the endpoint meets the real error where a guest would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import shutil
 import signal
@@ -22,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import multiprocess
@@ -31,24 +34,26 @@ from multiprocess.connection import wait as wait_connections
 from ..backends.base import Backend
 from ..backends.memory import MemoryBackend, MemoryHypervisor
 from ..backends.shm import ShmBackend
-from ..hub.events import STATS_SIZE
 from ..hub.launcher import ensure_hub, open_hub
-from ..hub.protocol import Op, Reply
+from ..hub.limits import HubLimits
+from ..hub.observe import PageView, StatsView, map_grant, map_stats
 from ..layout import PAGE_SIZE, PageState
-from ..leaks import find_leaks, stop_hub
+from ..leaks import Leak, LeakKind, find_leaks, memory_leaks, stop_hub
 from ..trace import TraceWriter
-from .model import RestartFault, Scenario
-from .workload import EndpointJob, endpoint_main, runner_side
+from ..xenstore.store import Store as XsStore
+from .model import ExhaustFault, Fault, RestartFault, Scenario
+from .program import ProgramEndpoint, program_commands
+from .workload import Endpoint, EndpointJob, Link
 
 #: How often the trace sampler looks at the control page (it records only changes).
 SAMPLE_PERIOD = 0.001
 #: Seconds the leak check waits for the hub to notice processes that just exited.
 LEAK_GRACE = 2.0
-LEAK_POLL = 0.01
-#: How the leak report names a XenStore node, and a descriptor of this process (see
-#: vchansim.leaks).
-XENSTORE_LEAK = "xenstore node "
-OWN_FD_LEAK = "fd "
+#: What the leak check looks for: not descriptors of this process, which are not the
+#: endpoints' (they ran elsewhere) and may belong to whoever called the runner.
+LEAK_KINDS = frozenset(LeakKind) - {LeakKind.FD}
+#: XenStore nodes a domain owns before it writes anything: its home's ``data``.
+HOME_NODES = 1
 
 ProgressFn = Callable[["Progress"], None]
 
@@ -99,6 +104,38 @@ class Instance:
         return dict(source.get("events") or {})
 
 
+def endpoint_main(job: EndpointJob, conn: Any) -> None:
+    """Entry point of an endpoint process or thread."""
+    kind = ProgramEndpoint if job.program else Endpoint
+    kind(job, Link(conn)).run()
+
+
+def hub_limits(scenario: Scenario) -> HubLimits:
+    """Xen's limits, except what the scenario's exhaust faults leave of a resource.
+
+    A limit holds for every domain, but of a vchan's two ends only the server spends
+    grants and XenStore nodes, and it binds its port first, so the server's domain is
+    the one that feels it.
+    """
+    limits = HubLimits()
+    for fault in scenario.faults:
+        if not isinstance(fault, ExhaustFault):
+            continue
+        if fault.resource == "grants":
+            limits = replace(limits, grants=fault.leave)
+        elif fault.resource == "ports":
+            limits = replace(limits, ports=fault.leave)
+        else:
+            quotas = replace(limits.xenstore, nodes=HOME_NODES + fault.leave)
+            limits = replace(limits, xenstore=quotas)
+    return limits
+
+
+def _timed_by_runner(fault: Fault) -> bool:
+    """Faults the runner commits at a time after the channel connected (a SIGKILL)."""
+    return fault.by_runner and fault.trigger.at is not None
+
+
 # -- where endpoints run ------------------------------------------------------------------------
 
 
@@ -122,32 +159,51 @@ class MemoryBackends:
         return MemoryBackend(domid, hypervisor=self.hypervisor)
 
 
-class Observer:
+class Observer(Protocol):
     """What the trace sampler watches, read-only: the control page, and the channel's
-    event counters where the backend keeps them (the hub's statistics page)."""
+    event counters where the backend keeps them."""
 
-    def __init__(
-        self, page: memoryview, stats: memoryview | None, close: Callable[[], None]
-    ) -> None:
+    def state(self) -> PageState: ...
+
+    def events(self) -> dict[str, int] | None:
+        """Events sent so far by each side, or None if only the endpoints know."""
+
+    def close(self) -> None: ...
+
+
+class HubObserver:
+    """The control page and the event statistics page, mapped read-only from the hub."""
+
+    def __init__(self, page: PageView, stats: StatsView) -> None:
         self._page = page
-        self._counters = stats[:16].cast("Q") if stats is not None else None
         self._stats = stats
-        self._close = close
+
+    def state(self) -> PageState:
+        return self._page.snapshot()
+
+    def events(self) -> dict[str, int]:
+        server, client = self._stats.counts()
+        return {"srv_to_cli": server, "cli_to_srv": client}
+
+    def close(self) -> None:
+        self._page.close()
+        self._stats.close()
+
+
+class MemoryObserver:
+    """The control page straight from the in-process hypervisor."""
+
+    def __init__(self, page: memoryview) -> None:
+        self._page = page
 
     def state(self) -> PageState:
         return PageState.decode(self._page)
 
-    def events(self) -> dict[str, int] | None:
-        """Events sent so far by each side, or None if only the endpoints know."""
-        if self._counters is None:
-            return None
-        return {"srv_to_cli": self._counters[0], "cli_to_srv": self._counters[1]}
+    def events(self) -> None:
+        """The hypervisor keeps no counts: the endpoints' reports say."""
 
     def close(self) -> None:
-        for view in (self._counters, self._stats, self._page):
-            if view is not None:
-                view.release()
-        self._close()
+        self._page.release()
 
 
 class Executor(Protocol):
@@ -167,7 +223,7 @@ class Executor(Protocol):
 
     def observe(self, domid: int, ref: int, port: int) -> Observer: ...
 
-    def leaks(self) -> list[str]: ...
+    def leaks(self) -> list[Leak]: ...
 
     def close(self) -> None: ...
 
@@ -175,14 +231,16 @@ class Executor(Protocol):
 class ProcessExecutor:
     """Endpoints as spawned processes on the hub of a private, short-named run directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: HubLimits) -> None:
         self.rundir = tempfile.mkdtemp(prefix="vs-")
+        self.limits = limits
         self._ctx = multiprocess.get_context("spawn")
         self.backends = ShmBackends(self.rundir)
 
     def prepare(self) -> None:
-        """Start the hub while the endpoint interpreters are still starting up."""
-        ensure_hub(self.rundir)
+        """Start the hub (with the scenario's limits) while the endpoint interpreters are
+        still starting up."""
+        ensure_hub(self.rundir, limits=self.limits)
 
     def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]:
         ours, theirs = self._ctx.Pipe()
@@ -204,65 +262,23 @@ class ProcessExecutor:
     def observe(self, domid: int, ref: int, port: int) -> Observer:
         """Map the control page (INSPECT) and the event counters (EVT_STATS) read-only."""
         with open_hub(self.rundir, 0) as conn:
-            page = _map_reply(conn.call(Op.INSPECT, domid, ref), PAGE_SIZE)
+            page = map_grant(conn, domid, ref)
             try:
-                stats = _map_reply(conn.call(Op.EVT_STATS, domid, port), STATS_SIZE, page=0)
+                return HubObserver(page, map_stats(conn, domid, port))
             except BaseException:
                 page.close()
                 raise
 
-        def close() -> None:
-            page.close()
-            stats.close()
-
-        return Observer(memoryview(page), memoryview(stats), close)
-
-    def leaks(self) -> list[str]:
+    def leaks(self) -> list[Leak]:
         """What the endpoints left in the hub or as processes, once the hub has caught
-        up with their exits.
-
-        Descriptors of this process are not the endpoints' (they ran elsewhere) and may
-        belong to whoever called the runner, so they are left out.  XenStore nodes are
-        not waited for: nothing removes them later but their owner, so a node still
-        there after its owner exited stays there.
-        """
-        deadline = time.monotonic() + LEAK_GRACE
-        while True:
-            found = [x for x in find_leaks(self.rundir) if not x.startswith(OWN_FD_LEAK)]
-            settling = [line for line in found if not line.startswith(XENSTORE_LEAK)]
-            if not settling or time.monotonic() >= deadline:
-                return found
-            time.sleep(LEAK_POLL)
+        up with their exits (see LEAK_KINDS)."""
+        return find_leaks(self.rundir, timeout=LEAK_GRACE, kinds=LEAK_KINDS)
 
     def close(self) -> None:
         try:
             stop_hub(self.rundir)
         finally:
             shutil.rmtree(self.rundir, ignore_errors=True)
-
-
-def _map_reply(reply: Reply, size: int, page: int | None = None) -> mmap.mmap:
-    """Map the read-only descriptor of a hub reply (at page ``r1``, or ``page``)."""
-    try:
-        number = reply.values[0] if page is None else page
-        return mmap.mmap(
-            reply.fds[0], size, mmap.MAP_SHARED, mmap.PROT_READ, offset=number * PAGE_SIZE
-        )
-    finally:
-        reply.close_fds()
-
-
-def memory_leaks(hv: MemoryHypervisor) -> list[str]:
-    """What an in-process hypervisor still holds: grants, ports, XenStore values (the
-    same categories, worded the same, as :func:`vchansim.leaks.find_leaks`)."""
-    with hv.lock:
-        found = [f"grant ref {ref} of dom{dom} still in the table" for dom, ref in hv.grants]
-        found += [f"event port {n} of dom{dom} still bound" for dom, n in hv.ports]
-        for path in hv.xenstore.paths():
-            node = hv.xenstore.node(path)
-            if node is not None and node.value and not path.endswith("/domid"):
-                found.append(f"{XENSTORE_LEAK}{path} = {node.value!r} left behind")
-    return found
 
 
 def _thread_main(job: EndpointJob, conn: Any) -> None:
@@ -273,10 +289,13 @@ def _thread_main(job: EndpointJob, conn: Any) -> None:
 
 
 class ThreadExecutor:
-    """Endpoints as threads over a private in-process hypervisor (``memory`` backend)."""
+    """Endpoints as threads over a private in-process hypervisor (``memory`` backend),
+    made with the scenario's grant and XenStore limits (it has no port limit)."""
 
-    def __init__(self) -> None:
-        self.hypervisor = MemoryHypervisor()
+    def __init__(self, limits: HubLimits) -> None:
+        self.hypervisor = MemoryHypervisor(
+            grant_limit=limits.grants, xenstore=XsStore(limits.xenstore)
+        )
         self.backends = MemoryBackends(self.hypervisor)
 
     def prepare(self) -> None:
@@ -302,9 +321,9 @@ class ThreadExecutor:
         with self.hypervisor.lock:
             grant = self.hypervisor.grants[(domid, ref)]
         view = memoryview(grant.pages)[grant.page * PAGE_SIZE : (grant.page + 1) * PAGE_SIZE]
-        return Observer(view.toreadonly(), None, lambda: None)
+        return MemoryObserver(view.toreadonly())
 
-    def leaks(self) -> list[str]:
+    def leaks(self) -> list[Leak]:
         return memory_leaks(self.hypervisor)
 
     def close(self) -> None:
@@ -375,7 +394,7 @@ class RunRecord:
     instances: list[Instance] = field(default_factory=list)
     duration: float = 0.0
     deadline_hit: bool = False
-    leaks: list[str] = field(default_factory=list)
+    leaks: list[Leak] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def of(self, name: str) -> list[Instance]:
@@ -396,6 +415,7 @@ class Run:
         self.executor = executor
         self.trace = trace
         self.progress = progress
+        self.programs = program_commands(scenario)
         self.record = RunRecord(scenario, time.monotonic())
         self.deadline = self.record.t0 + scenario.deadline
         self.live: dict[Any, Instance] = {}
@@ -416,7 +436,8 @@ class Run:
             self.trace.record(record_type, t - self.record.t0, **fields)
 
     def start(self, name: str, number: int) -> Instance:
-        job = EndpointJob(self.s, name, self.executor.backends, number)
+        program = self.programs.get(name, ())
+        job = EndpointJob(self.s, name, self.executor.backends, number, program)
         conn, handle, pid = self.executor.start(job)
         inst = Instance(name, number, conn, handle, time.monotonic(), pid=pid)
         self.record.instances.append(inst)
@@ -444,6 +465,7 @@ class Run:
             self.start(self.s.client.name, 1)
             self.executor.prepare()
             self.prepared = True
+            self.note_limits()
             for inst in list(self.live.values()):
                 self.release(inst)
             while self.live:
@@ -487,6 +509,7 @@ class Run:
         elif ev == "connected" and not self.connected and not self.s.endpoint(inst.name).is_server:
             self.connected = True
             self.schedule(t)
+            self.let_program_server_go()
         self.note(
             "endpoint", t, endpoint=inst.name, instance=inst.number, event=ev, **_without_t(msg)
         )
@@ -514,10 +537,31 @@ class Run:
 
         return {"srv_to_cli": sent(self.s.server.name), "cli_to_srv": sent(self.s.client.name)}
 
+    def note_fault(self, fault: Fault, t: float, **fields: Any) -> None:
+        """Trace a fault the runner committed."""
+        self.note(
+            "fault", t, endpoint=fault.endpoint, kind=fault.kind, fault=fault.describe(), **fields
+        )
+
+    def note_limits(self) -> None:
+        """Record the exhaust faults: the machine was made with their limits."""
+        now = time.monotonic()
+        for fault in self.s.faults:
+            if isinstance(fault, ExhaustFault):
+                self.note_fault(fault, now, limit=fault.leave)
+
+    def let_program_server_go(self) -> None:
+        """Its client has connected: a program server may now move data (see
+        vchansim.scenario.program)."""
+        if self.s.server.is_program:
+            for inst in self.live.values():
+                if inst.name == self.s.server.name:
+                    self.send(inst, "peer")
+
     def schedule(self, connected_at: float) -> None:
         """Runner-side faults are timed from the moment the channel connected."""
         for fault in self.s.faults:
-            if runner_side(fault):
+            if _timed_by_runner(fault):
                 self.pending.append((connected_at + (fault.trigger.at or 0.0), fault))
 
     def fire_due(self) -> None:
@@ -526,20 +570,21 @@ class Run:
         self.pending = [(when, f) for when, f in self.pending if when > now]
         for fault in due:
             target = next((i for i in self.live.values() if i.name == fault.endpoint), None)
-            self.note(
-                "fault",
-                now,
-                endpoint=fault.endpoint,
-                kind=fault.kind,
-                fault=fault.describe(),
-                skipped=target is None,
-            )
+            self.note_fault(fault, now, skipped=target is None)
             if target is None:
                 self.record.notes.append(f"{fault.describe()}: the endpoint had already ended")
                 continue
             target.killed = "fault"
             target.times["killed"] = now
-            self.executor.kill(target.handle)
+            self.kill(target)
+
+    def kill(self, inst: Instance) -> None:
+        """SIGKILL an endpoint as a fault.  A program endpoint's process kills its program
+        (it alone can do so without racing the program's exit) and reports how it ended."""
+        if self.s.endpoint(inst.name).is_program:
+            self.send(inst, "kill")
+        else:
+            self.executor.kill(inst.handle)
 
     def ended(self, inst: Instance) -> None:
         del self.live[inst.conn]
@@ -593,7 +638,7 @@ class Run:
         unfired = (
             [f for _, f in self.pending]
             if self.connected
-            else [f for f in self.s.faults if runner_side(f)]
+            else [f for f in self.s.faults if _timed_by_runner(f)]
         )
         why = "the run ended first" if self.connected else "the channel never connected"
         self.record.notes += [f"{f.describe()}: never fired, {why}" for f in unfired]
@@ -625,7 +670,8 @@ def _without_t(msg: dict[str, Any]) -> dict[str, Any]:
 
 def make_executor(scenario: Scenario) -> ProcessExecutor | ThreadExecutor:
     """Threads for in-process backends, processes (over a private hub) otherwise."""
-    return ThreadExecutor() if scenario.in_process else ProcessExecutor()
+    limits = hub_limits(scenario)
+    return ThreadExecutor(limits) if scenario.in_process else ProcessExecutor(limits)
 
 
 def execute(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Any
 
+from ..leaks import LeakKind
 from .model import (
     Clean,
     CloseSeen,
@@ -24,7 +25,7 @@ from .model import (
     RaisesError,
     Scenario,
 )
-from .runner import XENSTORE_LEAK, Instance, RunRecord
+from .runner import Instance, RunRecord
 from .streams import digest
 
 
@@ -80,14 +81,15 @@ class Segment:
 class _Digests:
     """Digests of stream ranges, recomputed from the seed (cached per range)."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
         self._cache: dict[tuple[str, int, int], str] = {}
 
     def of(self, stream: str, seg: Segment) -> str:
         key = (stream, seg.start, seg.count)
         if key not in self._cache:
-            self._cache[key] = digest(self.seed, stream, seg.start, seg.count)
+            kind = self.scenario.endpoint(stream).kind
+            self._cache[key] = digest(self.scenario.seed, stream, seg.start, seg.count, kind)
         return self._cache[key]
 
 
@@ -149,7 +151,7 @@ def _check_segments(
 
 @_judge.register
 def _delivered(expectation: Delivered, record: RunRecord) -> Verdict:
-    digests = _Digests(record.scenario.seed)
+    digests = _Digests(record.scenario)
     details = []
     for sender, receiver, stream in _directions(record.scenario):
         got, unknown = _segments(record.of(receiver), "received", stream)
@@ -176,7 +178,7 @@ def _delivered(expectation: Delivered, record: RunRecord) -> Verdict:
 
 @_judge.register
 def _integrity(expectation: Integrity, record: RunRecord) -> Verdict:
-    digests = _Digests(record.scenario.seed)
+    digests = _Digests(record.scenario)
     checked = 0
     for _, receiver, stream in _directions(record.scenario):
         for inst in record.of(receiver):
@@ -280,9 +282,9 @@ def _no_hang(expectation: NoHang, record: RunRecord) -> Verdict:
 def _no_leaks(expectation: NoLeaks, record: RunRecord) -> Verdict:
     leaks = record.leaks
     if expectation.allow_xenstore:
-        leaks = [line for line in leaks if not line.startswith(XENSTORE_LEAK)]
+        leaks = [leak for leak in leaks if leak.kind != LeakKind.XENSTORE]
     if leaks:
-        return _verdict(expectation, False, "; ".join(leaks))
+        return _verdict(expectation, False, "; ".join(map(str, leaks)))
     excused = len(record.leaks) - len(leaks)
     return _verdict(
         expectation,

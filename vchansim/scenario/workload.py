@@ -26,18 +26,10 @@ from .. import layout
 from ..backends.base import Backend
 from ..channel import LIVENESS_RECHECK, Vchan
 from ..errors import ChannelClosed
-from .faults import (
-    EventTap,
-    GrantHog,
-    NodeHog,
-    TappedBackend,
-    corrupt,
-    set_indices,
-)
+from .faults import EventTap, TappedBackend, corrupt, set_indices
 from .model import (
     CloseFault,
     CorruptFault,
-    ExhaustFault,
     Fault,
     KillFault,
     NotifyFault,
@@ -47,7 +39,7 @@ from .model import (
     Trigger,
     Workload,
 )
-from .streams import ByteStream, StreamCheck, sizes
+from .streams import StreamCheck, sizes
 
 U32 = 0xFFFFFFFF
 #: Seconds between progress reports while traffic flows.
@@ -64,6 +56,7 @@ class EndpointJob:
     name: str
     backends: Callable[[int], Backend]  # domid -> backend
     instance: int = 1
+    program: tuple[str, ...] = ()  # a program endpoint's command, ready to run
 
 
 class Link:
@@ -78,6 +71,7 @@ class Link:
             self._conn.send(fields)
 
     def command(self, timeout: float) -> str | None:
+        """The runner's next command, or None after ``timeout`` or once it is gone."""
         try:
             if self._conn.poll(max(0.0, timeout)):
                 return str(self._conn.recv())
@@ -85,10 +79,9 @@ class Link:
             pass
         return None
 
-
-def endpoint_main(job: EndpointJob, conn: Any) -> None:
-    """Entry point of an endpoint process or thread."""
-    Endpoint(job, Link(conn)).run()
+    def fileno(self) -> int:
+        """Readable when a command (or the runner's end-of-file) is waiting."""
+        return int(self._conn.fileno())
 
 
 def describe_error(exc: BaseException, phase: str) -> dict[str, Any]:
@@ -104,15 +97,31 @@ def describe_error(exc: BaseException, phase: str) -> dict[str, Any]:
     }
 
 
-def runner_side(fault: Fault) -> bool:
-    """Faults the runner commits from outside: a SIGKILL at a time."""
-    if fault.trigger.at is None:
-        return False
-    return isinstance(fault, KillFault) or (isinstance(fault, RestartFault) and fault.how == "kill")
-
-
-class _Aborted(Exception):
+class Aborted(Exception):
     """The endpoint is not to start (its server failed); the message says why."""
+
+
+def await_go(link: Link, timeout: float, is_server: bool) -> None:
+    """Wait for the runner: a client starts only once its server listens."""
+    command = link.command(timeout)
+    if command == "abort":
+        raise Aborted("its server failed" if not is_server else "aborted")
+    if command != "go":
+        raise Aborted(f"no word from the runner in {timeout:g} s")
+
+
+def channel_keys(backend: Backend, path: str) -> tuple[int, int]:
+    """The grant reference of the control page and the event port, as the server
+    published them under ``path``."""
+    store = backend.store()
+    try:
+        ring_ref, port = (
+            int(store.read(layout.key_path(path, key)))
+            for key in (layout.RING_REF_KEY, layout.EVENT_CHANNEL_KEY)
+        )
+    finally:
+        store.close()
+    return ring_ref, port
 
 
 # -- one-shot faults inside the endpoint ------------------------------------------------------
@@ -129,8 +138,7 @@ class Triggers:
         faults = [
             f
             for f in scenario.faults_of(name)
-            if not runner_side(f)
-            and not isinstance(f, ExhaustFault)
+            if not f.by_runner
             and (instance == 1 or isinstance(f, NotifyFault))
             and f.trigger != Trigger()  # untriggered notify faults act from the start
         ]
@@ -184,7 +192,7 @@ class OwnStream:
         work = scenario.endpoint(name).workload
         self.stream_name = name
         self.packets = packets
-        self._stream = ByteStream(scenario.seed, name)
+        self._stream = scenario.byte_stream(name)
         if packets:
             self._sizes = packet_sizes(scenario, name)
         else:
@@ -300,7 +308,7 @@ class Inbox:
         self.origin = origin
         self.packets = packets
         self.stop = scenario.rx_stop(name)
-        self.check = StreamCheck(ByteStream(scenario.seed, origin), start)
+        self.check = StreamCheck(scenario.byte_stream(origin), start)
         if packets:
             self._sizes = packet_sizes(scenario, origin, endless=True)
             skip_packets(self._sizes, start)
@@ -339,21 +347,28 @@ class Inbox:
 # -- the endpoint ---------------------------------------------------------------------------------
 
 
-class Endpoint:
-    """One endpoint instance: set-up, workload, faults, close, report."""
+class EndpointBase:
+    """What every endpoint instance has: its job, its line to the runner, its settings,
+    and the bound on its waits (its ``timeout``, else half the deadline)."""
 
     def __init__(self, job: EndpointJob, link: Link) -> None:
         self.job = job
         self.link = link
         self.scenario = job.scenario
         self.spec = job.scenario.endpoint(job.name)
+        self.timeout = self.spec.timeout or self.scenario.deadline / 2
+
+
+class Endpoint(EndpointBase):
+    """One endpoint instance: set-up, workload, faults, close, report."""
+
+    def __init__(self, job: EndpointJob, link: Link) -> None:
+        super().__init__(job, link)
         notify = [f for f in self.scenario.faults_of(job.name) if isinstance(f, NotifyFault)]
         self.tap = EventTap(notify, job.scenario.seed, job.name)
         self.triggers = Triggers(job.scenario, job.name, job.instance)
-        self.timeout = self.spec.timeout or self.scenario.deadline / 2
         self.chan: Vchan | None = None
         self.engine: Engine | None = None
-        self.hog: GrantHog | NodeHog | None = None
         self.connected_at = 0.0
         self.saw_close = False
         self.stopped: str | None = None
@@ -365,37 +380,18 @@ class Endpoint:
         error: dict[str, Any] | None = None
         phase = "setup"
         try:
-            self._await_go()
-            self._exhaust()
+            await_go(self.link, self.timeout, self.spec.is_server)
             backend = TappedBackend(self.job.backends(self.spec.domain), self.tap)
             self.chan = self._open(backend)
             phase = "io"
             self.engine = Engine(self)
             self.engine.run()
-        except _Aborted as exc:
+        except Aborted as exc:
             self.stopped = f"not started: {exc}"
         except BaseException as exc:  # every failure is a result to report, not a crash
             error = describe_error(exc, phase)
         error = self._close(error)
         self.link.emit("result", **self._result(error))
-
-    def _exhaust(self) -> None:
-        for fault in self.scenario.faults_of(self.spec.name, ExhaustFault):
-            assert isinstance(fault, ExhaustFault)
-            backend = self.job.backends(self.spec.domain)
-            if fault.resource == "grants":
-                self.hog = GrantHog.fill(backend, self.scenario.client.domain, fault.leave)
-            else:
-                self.hog = NodeHog.fill(backend, fault.leave)
-            self.link.emit("fault", fault=fault.describe(), kind=fault.kind, held=self.hog.held)
-
-    def _await_go(self) -> None:
-        """Wait for the runner: a client starts only once its server listens."""
-        command = self.link.command(self.timeout)
-        if command == "abort":
-            raise _Aborted("its server failed" if not self.spec.is_server else "aborted")
-        if command != "go":
-            raise _Aborted(f"no word from the runner in {self.timeout:g} s")
 
     def _open(self, backend: Backend) -> Vchan:
         spec, s = self.spec, self.scenario
@@ -420,12 +416,8 @@ class Endpoint:
         for fault in self.triggers.setup:
             self.fire(fault)
         if spec.is_server:
-            self.link.emit(
-                "listening",
-                ring_ref=_ring_ref(backend, spec.path),
-                port=chan.port,
-                orders=list(s.orders),
-            )
+            ring_ref, port = channel_keys(backend, spec.path)
+            self.link.emit("listening", ring_ref=ring_ref, port=port, orders=list(s.orders))
         self.connected_at = time.monotonic()
         return chan
 
@@ -436,8 +428,6 @@ class Endpoint:
                 self.chan.close()
             except BaseException as exc:
                 error = error or describe_error(exc, "close")
-        if self.hog is not None:
-            self.hog.release()
         return error
 
     def _result(self, error: dict[str, Any] | None) -> dict[str, Any]:
@@ -449,7 +439,6 @@ class Endpoint:
             "stopped": self.stopped,
             "unfired": [fault.describe() for fault in self.triggers.unfired()],
             "events": vars(self.tap.counts),
-            "hog": {"held": self.hog.held} if self.hog else None,
         }
 
     # -- faults --
@@ -491,15 +480,6 @@ class Endpoint:
         if not self.saw_close:
             self.saw_close = True
             self.link.emit("peer_closed")
-
-
-def _ring_ref(backend: Backend, path: str) -> int:
-    """The grant reference of the control page, as the server published it."""
-    store = backend.store()
-    try:
-        return int(store.read(layout.key_path(path, layout.RING_REF_KEY)))
-    finally:
-        store.close()
 
 
 class Engine:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import mmap
 import re
-import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -25,8 +23,9 @@ from typing import Any
 from .. import layout
 from ..errors import BackendError
 from ..hub.launcher import hub_running
+from ..hub.observe import PageView, StatsView, map_grant, map_stats
 from ..hub.protocol import HubConnection, Op
-from ..layout import PAGE_SIZE, PageState
+from ..layout import PageState
 from ..rundir import RunDir
 from .frames import (
     CLIENT_STATES,
@@ -41,8 +40,6 @@ from .frames import (
 INSPECTOR_DOMID = 0
 #: Seconds between checks that the watched channel still exists.
 GONE_CHECK = 0.5
-#: The statistics page: events sent by side 0, then by side 1 (docs/hub-protocol.md).
-_EVENT_COUNTERS = struct.Struct("<2Q")
 
 _HOME = re.compile(r"/local/domain/(\d+)/")
 
@@ -144,38 +141,6 @@ def select_channel(channels: Iterable[ChannelInfo], wanted: str) -> ChannelInfo:
     raise NoSuchChannel(f"no channel at {wanted!r} (live channels: {known})")
 
 
-class ReadOnlyMap:
-    """One page of a hub-owned object, mapped ``PROT_READ`` over a read-only descriptor."""
-
-    def __init__(self, fd: int, offset: int) -> None:
-        self._map = mmap.mmap(
-            fd, PAGE_SIZE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=offset
-        )
-
-    def close(self) -> None:
-        self._map.close()
-
-
-class PageView(ReadOnlyMap):
-    """A channel's control page."""
-
-    def snapshot(self) -> PageState:
-        """The header now: one 24-byte copy, so the fields are read together."""
-        return PageState.decode(self._map[: layout.HEADER_SIZE])
-
-
-class StatsView(ReadOnlyMap):
-    """A channel's event statistics page: a u64 count of events sent per side."""
-
-    def __init__(self, fd: int, server_side: int) -> None:
-        super().__init__(fd, 0)
-        self._server_side = server_side
-
-    def counts(self) -> EventCounts:
-        sent = _EVENT_COUNTERS.unpack_from(self._map)
-        return EventCounts(sent[self._server_side], sent[1 - self._server_side])
-
-
 class HubLink:
     """A dom0 connection to a run directory's hub, for looking only.
 
@@ -217,7 +182,7 @@ class HubLink:
     def map_page(self, info: ChannelInfo) -> PageView:
         """Map ``info``'s control page read-only (INSPECT); NoSuchChannel if it is gone."""
         try:
-            reply = self._conn.call(Op.INSPECT, info.server, info.ring_ref)
+            return map_grant(self._conn, info.server, info.ring_ref)
         except BackendError as exc:
             if exc.errno != errno.EINVAL:
                 raise
@@ -225,22 +190,14 @@ class HubLink:
                 f"channel {info.path} has gone: domain {info.server} no longer grants ref "
                 f"{info.ring_ref}"
             ) from None
-        try:
-            return PageView(reply.fds[0], reply.values[0] * PAGE_SIZE)
-        finally:
-            reply.close_fds()
 
     def map_stats(self, info: ChannelInfo) -> StatsView | None:
         """Map the event statistics of ``info``'s channel read-only (EVT_STATS), or None
         if the hub cannot say (its port is gone, or the hub predates the statistics)."""
         try:
-            reply = self._conn.call(Op.EVT_STATS, info.server, info.port)
+            return map_stats(self._conn, info.server, info.port)
         except BackendError:
             return None
-        try:
-            return StatsView(reply.fds[0], reply.values[0])
-        finally:
-            reply.close_fds()
 
     def grant_exists(self, domid: int, ref: int) -> bool:
         return any(g["domid"] == domid and g["ref"] == ref for g in self.state()["grants"])
@@ -284,7 +241,7 @@ class LiveSource:
             self._checked = now
             self._notice = self._check_gone()
         self.samples += 1
-        events = self._stats.counts() if self._stats is not None else None
+        events = EventCounts(*self._stats.counts()) if self._stats is not None else None
         return self._builder.feed(now - self._start, self._view.snapshot(), events)
 
     def _check_gone(self) -> str:
