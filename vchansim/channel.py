@@ -442,14 +442,17 @@ class Vchan:
         ready: Callable[[], object] = (
             rd.data_ready if need == 1 else lambda: rd.data_ready() >= need
         )
+        look = not self.blocking  # blocking, the fast path has just looked
         while True:
-            if not self.blocking:
-                self._fast_data_ready(n)
-            got = rd.get(dst, n, need)
-            if got:
-                if self._notify.take(layout.NOTIFY_READ):
-                    self._kick(got)
-                return got
+            if look:
+                if not self.blocking:
+                    self._fast_data_ready(n)
+                got = rd.get(dst, n, need)
+                if got:
+                    if self._notify.take(layout.NOTIFY_READ):
+                        self._kick(got)
+                    return got
+            look = True
             if not self._peer_open():
                 if rd.data_ready() >= need:
                     continue  # written just before the close: deliver it (unlike the C library)
@@ -510,7 +513,7 @@ class Vchan:
         """
         spin = self._spin
         started = time.perf_counter() if spin.adaptive else 0.0
-        if spin.budget_us and spin.spin(ready):
+        if (spin.budget_us or spin.adaptive) and spin.spin(ready):
             return
         self._notify.request(bit)
         if not ready() and self._peer_open():

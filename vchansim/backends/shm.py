@@ -269,6 +269,10 @@ def _check_count(count: int) -> None:
         raise ConfigError(f"cannot share or map {count} pages at once (1..{MAX_GRANT_PAGES})")
 
 
+#: How a port sits in the epoll set when unmasked (see ShmEvents).
+_ARMED = select.EPOLLIN | select.EPOLLET
+
+
 @dataclass
 class _BoundPort:
     """What this process holds for one bound port."""
@@ -278,6 +282,10 @@ class _BoundPort:
     side: int
     stats: mmap.mmap
     counters: AtomicCounters
+
+    def __post_init__(self) -> None:
+        #: Counts one event sent by this end (the hot half of notify).
+        self.count_sent = self.counters.incrementer(self.side)
 
     def close(self) -> None:
         self.counters.release()
@@ -291,8 +299,13 @@ class ShmEvents:
 
     A port fires at most once until unmasked: :meth:`pending` drains the port's eventfd
     and takes it out of the epoll set (``EPOLL_CTL_MOD`` with no events); :meth:`unmask`
-    puts it back, and since the epoll is level-triggered an event that came meanwhile
-    fires at once.  Every notify is counted in the channel's statistics page.
+    puts it back, and since re-arming makes epoll look at the eventfd again, an event
+    that came meanwhile fires at once.  Every notify is counted in the channel's
+    statistics page.
+
+    The ports are registered edge-triggered: every notify is an edge, so this behaves
+    as level-triggering would for callers of :meth:`pending`, which drains the eventfd
+    -- and it lets :meth:`consume` take an event with ``epoll_wait`` alone.
     """
 
     def __init__(self, conn: HubConnection) -> None:
@@ -316,7 +329,7 @@ class ShmEvents:
             incoming, outgoing, side, stats, AtomicCounters(memoryview(stats), 2)
         )
         self._by_fd[incoming] = port
-        self._epoll.register(incoming, select.EPOLLIN)
+        self._epoll.register(incoming, _ARMED)
         return port
 
     def bind_unbound(self, remote: int) -> int:
@@ -339,9 +352,9 @@ class ShmEvents:
             ) from None
 
     def notify(self, port: int) -> None:
-        """Ring the other end of ``port``: one eventfd write, no hub involved."""
-        bound = self._port(port)
-        bound.counters.add(bound.side)
+        """Ring the other end of ``port``: count it, then one eventfd write, no hub."""
+        bound = self._ports.get(port) or self._port(port)  # the second raises ENOTCONN
+        bound.count_sent()
         os.eventfd_write(bound.outgoing, 1)
 
     def events_sent(self, port: int) -> tuple[int, int]:
@@ -360,11 +373,24 @@ class ShmEvents:
         self._epoll.modify(fd, 0)
         return self._by_fd[fd]
 
+    def consume(self, timeout: float | None = None) -> int | None:
+        """:meth:`pending` and :meth:`unmask` of the port it returns, as one call.
+
+        Nobody can observe the port between the two (it is armed again when this
+        returns), so the mask and unmask are skipped, and so is draining the eventfd:
+        with edge-triggering, ``epoll_wait`` reports each burst of notifies once, and a
+        notify after it is a new edge.  Waking up thus costs one system call, as a pipe's
+        ``read`` does.  (The count left in the eventfd is at worst one spurious wake-up
+        for a later :meth:`unmask`, which the API allows.)
+        """
+        ready = self._epoll.poll(-1 if timeout is None else max(timeout, 0.0), 1)
+        return self._by_fd[ready[0][0]] if ready else None
+
     def unmask(self, port: int) -> None:
         """Re-arm ``port``; ports not bound here are ignored, as the evtchn device does."""
         bound = self._ports.get(port)
         if bound is not None:
-            self._epoll.modify(bound.incoming, select.EPOLLIN)
+            self._epoll.modify(bound.incoming, _ARMED)
 
     def unbind(self, port: int) -> None:
         """Close ``port``; the peer's end returns to waiting for our domain."""

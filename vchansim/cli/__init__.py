@@ -14,7 +14,7 @@ from importlib import import_module
 
 from ..errors import VchanError
 
-COMMANDS = ("exec", "hub", "inspect", "pipe", "run")
+COMMANDS = ("bench", "exec", "hub", "inspect", "pipe", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
