@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from vchansim.leaks import assert_no_leaks, own_descriptors, stop_hub
+from vchansim.leaks import wait_exit as _wait_exit
 from vchansim.rundir import RUNDIR_ENV, RunDir, prepare_rundir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,14 +127,7 @@ class Child:
 
 def wait_exit(pid: int, timeout: float = DEADLINE) -> bool:
     """Wait (with a deadline) for any process, child or not, to exit."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
+    return _wait_exit(pid, timeout)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = DEADLINE, what: str = "") -> object:

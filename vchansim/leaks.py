@@ -346,7 +346,7 @@ def assert_no_leaks(
         )
 
 
-def _wait_exit(pid: int, timeout: float) -> bool:
+def wait_exit(pid: int, timeout: float) -> bool:
     """Wait for process ``pid`` (not necessarily our child) to exit."""
     try:
         fd = os.pidfd_open(pid)
@@ -369,7 +369,7 @@ def stop_hub(rundir: RunDirLike = None, *, timeout: float = 5.0) -> int | None:
     with conn:
         pid = conn.hub_pid
         conn.call(Op.SHUTDOWN)
-    if not _wait_exit(pid, timeout):
+    if not wait_exit(pid, timeout):
         os.kill(pid, signal.SIGKILL)
         raise BackendError(
             f"hub pid {pid} of {checked.path} did not exit within {timeout:g} s; killed it",
