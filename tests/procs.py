@@ -125,6 +125,16 @@ class Child:
         self._stderr.close()
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, wait for it, and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def wait_exit(pid: int, timeout: float = DEADLINE) -> bool:
     """Wait (with a deadline) for any process, child or not, to exit."""
     return _wait_exit(pid, timeout)

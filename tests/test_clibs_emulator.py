@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import procs
 import pytest
 
 from vchansim import cbuild
@@ -221,12 +222,7 @@ def peers() -> Iterator[list[Peer]]:
     started: list[Peer] = []
     yield started
     for peer in started:
-        if peer.proc.poll() is None:
-            peer.proc.kill()
-        peer.proc.wait()
-        for stream in (peer.proc.stdin, peer.proc.stdout, peer.proc.stderr):
-            if stream is not None:
-                stream.close()
+        procs.reap(peer.proc)
 
 
 def channel(

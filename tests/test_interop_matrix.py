@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import procs
 import pytest
 from test_clibs_emulator import C_DIR, RINGS, private_hub, wait_released
 
@@ -128,12 +129,7 @@ def endpoints() -> Iterator[list[Endpoint]]:
     started: list[Endpoint] = []
     yield started
     for peer in started:
-        if peer.proc.poll() is None:
-            peer.proc.kill()
-        peer.proc.wait()
-        for stream in (peer.proc.stdin, peer.proc.stdout, peer.proc.stderr):
-            if stream is not None:
-                stream.close()
+        procs.reap(peer.proc)
 
 
 @dataclass
