@@ -8,6 +8,18 @@ from ..backends import available_backends, get_backend
 from ..backends.base import Backend
 
 
+def add_command(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, doc: str | None
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows its module's docstring as written."""
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--domid``: which emulation, and which domain this process plays."""
     parser.add_argument(

@@ -20,15 +20,15 @@ from ..backends.shm import STRICT_ENV, ShmBackend
 from ..cbuild import library_dir
 from ..errors import ConfigError
 from ..rundir import RUNDIR_ENV
-from .common import add_backend_options
+from .common import add_backend_options, add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "exec",
-        help="run a program (e.g. an unmodified libxenvchan binary) as emulated domain N",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a program (e.g. an unmodified libxenvchan binary) as emulated domain N",
+        __doc__,
     )
     add_backend_options(parser)
     parser.add_argument(

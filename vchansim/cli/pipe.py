@@ -15,17 +15,11 @@ from .. import layout
 from ..bridge import bridge
 from ..channel import Vchan
 from ..errors import StoreError
-from .common import add_backend_options, open_backend, size
+from .common import add_backend_options, add_command, open_backend, size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    serve = subparsers.add_parser(
-        "serve",
-        help="offer a vchan to PEER_DOMID at PATH and pipe stdin/stdout over it",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(serve)
+    serve = _command(subparsers, "serve", "offer a vchan to PEER_DOMID at PATH")
     serve.add_argument(
         "--read-min",
         type=size,
@@ -37,13 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--write-min", type=size, default=0, metavar="BYTES", help="smallest send ring (default 0)"
     )
     serve.set_defaults(func=_serve)
-    connect = subparsers.add_parser(
-        "connect",
-        help="connect to PEER_DOMID's vchan at PATH and pipe stdin/stdout over it",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(connect)
+    connect = _command(subparsers, "connect", "connect to PEER_DOMID's vchan at PATH")
     connect.add_argument(
         "--wait",
         type=float,
@@ -54,7 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     connect.set_defaults(func=_connect)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _command(
+    subparsers: argparse._SubParsersAction, name: str, what: str
+) -> argparse.ArgumentParser:
+    """serve/connect: the same peer, path and backend arguments."""
+    parser = add_command(subparsers, name, f"{what} and pipe stdin/stdout over it", __doc__)
     parser.add_argument("peer", type=int, metavar="PEER_DOMID", help="the other domain's id")
     parser.add_argument(
         "path",
@@ -62,6 +54,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="XenStore path: absolute, or relative to the serving domain's home",
     )
     add_backend_options(parser)
+    return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
