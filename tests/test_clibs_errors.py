@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_clibs_emulator import C_DIR, private_hub
+import test_interop_xenctrl as xenctrl_tests
+from test_clibs_emulator import private_hub
 
 from vchansim import cbuild, debian
 from vchansim.backends.shm import ShmBackend
@@ -30,16 +31,8 @@ NO_ENV_LINE = (
     "run this program under `vchansim exec --domid N -- PROGRAM`"
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CC") or "cc") is None
-    or not Path("/usr/include/xenctrl.h").exists(),
-    reason="needs a C compiler and Xen's headers (tools/install)",
-)
-
-
-@pytest.fixture(scope="module")
-def probe() -> Path:
-    return cbuild.build_program(C_DIR / "xc-probe.c", libs=("xenctrl", "xengnttab"))
+pytestmark = xenctrl_tests.NEEDS_XENCTRL_BUILD
+probe = xenctrl_tests.probe
 
 
 def plain_env(**settings: str) -> dict[str, str]:
