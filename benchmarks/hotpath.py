@@ -5,7 +5,7 @@
 Writes and reads alternate on one channel of the in-process ``memory`` backend, so no
 scheduler or cache-line transfer is involved: what is left is the interpreter's work per
 call (plus the copy, for large messages).  The primitives the calls are made of -- the
-ctypes fence, a locked RMW, a ring index read -- are timed alone for comparison.  Use it
+fence, the notify-bit test, a ring index read -- are timed alone for comparison.  Use it
 before and after a hot-path change; ``vchansim bench`` then shows what survives between
 processes.
 """
@@ -17,9 +17,11 @@ import mmap
 import timeit
 from collections.abc import Callable
 
-from vchansim.atomics import AtomicByte, full_fence
+from vchansim import layout
+from vchansim._fastpath import full_fence
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
+from vchansim.ring import Notifier, Ring
 
 
 def best_ns(step: Callable[[], object], calls: int) -> float:
@@ -66,17 +68,19 @@ def channel_costs(messages: list[int], calls: int) -> None:
 def primitive_costs(calls: int) -> None:
     page = mmap.mmap(-1, mmap.PAGESIZE)
     view = memoryview(page)
-    byte = AtomicByte(view, 0)
-    index = view[:16].cast("I")
+    notifier = Notifier(view, server=True)
+    notifier.request(layout.NOTIFY_WRITE)
+    ring = Ring.left(view, memoryview(mmap.mmap(-1, 1024)), 10)
     for name, step in (
-        ("full fence (ctypes)", full_fence),
-        ("locked RMW (ctypes)", lambda: byte.fetch_or(1)),
-        ("ring index read", lambda: index[1]),
+        ("full fence", full_fence),
+        ("notify take, not asked (fence + read)", lambda: notifier.take(layout.NOTIFY_READ)),
+        ("notify request, already set", lambda: notifier.request(layout.NOTIFY_WRITE)),
+        ("ring data_ready", ring.data_ready),
         ("empty lambda (call overhead)", lambda: None),
     ):
-        print(f"{name:30} {best_ns(step, calls):7.0f} ns")
-    byte.release()
-    index.release()
+        print(f"{name:40} {best_ns(step, calls):7.0f} ns")
+    ring.release()
+    notifier.release()
     view.release()
     page.close()
 

@@ -76,7 +76,9 @@ class RingModel(RuleBasedStateMachine):
         assert self.producer.buffer_space() == self.size - len(self.model)
 
     def teardown(self) -> None:
-        for view in (self.producer.buf, self.consumer.buf, self.indices, self.data):
+        self.producer.release()
+        self.consumer.release()
+        for view in (self.indices, self.data):
             view.release()
         self.page.close()
 

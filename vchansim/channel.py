@@ -281,16 +281,16 @@ class Vchan:
 
     def read_into(self, buf: Buffer, nbytes: int | None = None) -> int:
         """Stream read into ``buf`` without allocating; returns the count (see :meth:`read`)."""
-        dst, n = self._target(buf, nbytes)
-        if n == 0:
-            return 0
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
         # Non-blocking, a partial read takes the slow path, which arms an event.
-        got = self._rd.get(dst, n, 1 if self.blocking else n)
+        got = self._rd.get(buf, nbytes, 1 if self.blocking else None)
         if got:
             if self._notify.take(layout.NOTIFY_READ):
                 self._kick(got)
             return got
-        return self._read_slow(dst, n, 1)
+        dst, n = self._target(buf, nbytes)
+        return self._read_slow(dst, n, 1) if n else 0
 
     def recv(self, n: int) -> bytes:
         """Packet read: exactly n bytes, or ``b""`` if non-blocking and fewer are there."""
@@ -305,16 +305,19 @@ class Vchan:
         Raises :class:`MessageTooLarge` if the ring can never hold that many, and
         :class:`ChannelClosed` if the peer closed with fewer in the ring.
         """
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
+        got = self._rd.get(buf, nbytes, None)
+        if got:
+            if self._notify.take(layout.NOTIFY_READ):
+                self._kick(got)
+            return got
         dst, n = self._target(buf, nbytes)
         if n > self._rd.size:
             raise MessageTooLarge(
                 f"recv of {n} bytes can never complete: the read ring holds {self._rd.size}"
             )
-        if self._rd.get(dst, n, n) == n:
-            if self._notify.take(layout.NOTIFY_READ):
-                self._kick(n)
-            return n
-        return self._read_slow(dst, n, n)
+        return self._read_slow(dst, n, n) if n else 0
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield chunks as they arrive until the peer closes (blocking channels only)."""
@@ -335,29 +338,35 @@ class Vchan:
         as much as fits now (0..len).  Raises :class:`ChannelClosed` if the peer is closed;
         if it closes part-way through a blocking write, the exception's ``written`` says
         how many bytes went into the ring."""
-        src = self._source(data)
-        n = len(src)
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
         if not (self._page[self._live] or self._peer_open()):  # the first test is the common case
             raise ChannelClosed()
-        if n and self._wr.put(src, n):
+        n = self._wr.put(data)
+        if n > 0:
             if self._notify.take(layout.NOTIFY_WRITE):
                 self._kick(n)
             return n
-        return self._write_slow(src, n)
+        src = self._source(data)
+        return self._write_slow(src, len(src))
 
     def send(self, data: Buffer) -> int:
         """Packet write, all or nothing: ``len(data)``, or 0 if non-blocking and it does
         not fit yet.  Raises :class:`MessageTooLarge` if it can never fit."""
+        if self._closed:
+            raise ValueError("I/O operation on a closed vchan")
+        if self._page[self._live] or self._peer_open():
+            n = self._wr.put(data)
+            if n >= 0:
+                if self._notify.take(layout.NOTIFY_WRITE):
+                    self._kick(n)
+                return n
         src = self._source(data)
         n = len(src)
         if n > self._wr.size:
             raise MessageTooLarge(
                 f"send of {n} bytes can never complete: the write ring holds {self._wr.size}"
             )
-        if (self._page[self._live] or self._peer_open()) and self._wr.put(src, n):
-            if self._notify.take(layout.NOTIFY_WRITE):
-                self._kick(n)
-            return n
         return self._send_slow(src, n)
 
     # -- closing ----------------------------------------------------------------------------
@@ -552,10 +561,7 @@ class Vchan:
             raise ValueError("I/O operation on a closed vchan")
 
     def _target(self, buf: Buffer, nbytes: int | None) -> tuple[memoryview, int]:
-        """``buf`` as a writable byte view, and the count asked for.  A byte memoryview is
-        used as it is, so reading into one allocates nothing."""
-        if self._closed:
-            raise ValueError("I/O operation on a closed vchan")
+        """``buf`` as a writable byte view, and the count asked for (the slow paths)."""
         dst = buf if type(buf) is memoryview else memoryview(buf)
         if dst.format != "B" or dst.ndim != 1:
             dst = dst.cast("B")
@@ -567,8 +573,7 @@ class Vchan:
         return dst, n
 
     def _source(self, data: Buffer) -> memoryview:
-        if self._closed:
-            raise ValueError("I/O operation on a closed vchan")
+        """``data`` as a byte view (the slow paths)."""
         src = data if type(data) is memoryview else memoryview(data)
         return src if src.format == "B" and src.ndim == 1 else src.cast("B")
 

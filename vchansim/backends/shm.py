@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._fastpath import signal, wait_one
 from ..atomics import AtomicCounters
 from ..errors import BackendError, ConfigError, GrantError
 from ..hub.events import STATS_SIZE
@@ -284,8 +285,8 @@ class _BoundPort:
     counters: AtomicCounters
 
     def __post_init__(self) -> None:
-        #: Counts one event sent by this end (the hot half of notify).
-        self.count_sent = self.counters.incrementer(self.side)
+        #: Where notify counts the events this end sends.
+        self.sent_counter = self.counters.address(self.side)
 
     def close(self) -> None:
         self.counters.release()
@@ -354,8 +355,7 @@ class ShmEvents:
     def notify(self, port: int) -> None:
         """Ring the other end of ``port``: count it, then one eventfd write, no hub."""
         bound = self._ports.get(port) or self._port(port)  # the second raises ENOTCONN
-        bound.count_sent()
-        os.eventfd_write(bound.outgoing, 1)
+        signal(bound.outgoing, bound.sent_counter)
 
     def events_sent(self, port: int) -> tuple[int, int]:
         """Events sent so far by this end of ``port`` and by the other end."""
@@ -383,8 +383,8 @@ class ShmEvents:
         ``read`` does.  (The count left in the eventfd is at worst one spurious wake-up
         for a later :meth:`unmask`, which the API allows.)
         """
-        ready = self._epoll.poll(-1 if timeout is None else max(timeout, 0.0), 1)
-        return self._by_fd[ready[0][0]] if ready else None
+        fd = wait_one(self._epoll.fileno(), timeout)
+        return self._by_fd[fd] if fd >= 0 else None
 
     def unmask(self, port: int) -> None:
         """Re-arm ``port``; ports not bound here are ignored, as the evtchn device does."""
