@@ -88,13 +88,13 @@ fp_fetch_add_u64(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- the shm event channel's system calls ------------------------------------------- */
 
-/* signal(fd, counter_address): count one event (a locked add on the channel's
+/* eventfd_kick(fd, counter_address): count one event (a locked add on the channel's
  * statistics page, skipped for address 0), then write 1 to the peer's eventfd. */
 static PyObject *
-fp_signal(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+fp_eventfd_kick(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "signal(fd, counter_address)");
+        PyErr_SetString(PyExc_TypeError, "eventfd_kick(fd, counter_address)");
         return NULL;
     }
     int fd;
@@ -606,8 +606,8 @@ static PyMethodDef module_methods[] = {
      "A sequentially consistent fence: no store passes a later load."},
     {"fetch_add_u64", (PyCFunction)(void (*)(void))fp_fetch_add_u64, METH_FASTCALL,
      "fetch_add_u64(address, amount): locked add to the u64 at address; the old value."},
-    {"signal", (PyCFunction)(void (*)(void))fp_signal, METH_FASTCALL,
-     "signal(fd, counter_address): count one event (0: no counter), write 1 to eventfd fd."},
+    {"eventfd_kick", (PyCFunction)(void (*)(void))fp_eventfd_kick, METH_FASTCALL,
+     "eventfd_kick(fd, counter_address): count one event (0: no counter), write 1 to eventfd fd."},
     {"wait_one", (PyCFunction)(void (*)(void))fp_wait_one, METH_FASTCALL,
      "wait_one(epfd, timeout): the next ready descriptor of epoll epfd, or -1 on timeout."},
     {NULL},

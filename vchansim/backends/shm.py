@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._fastpath import signal, wait_one
+from .._fastpath import eventfd_kick, wait_one
 from ..atomics import AtomicCounters
 from ..errors import BackendError, ConfigError, GrantError
 from ..hub.events import STATS_SIZE
@@ -355,7 +355,7 @@ class ShmEvents:
     def notify(self, port: int) -> None:
         """Ring the other end of ``port``: count it, then one eventfd write, no hub."""
         bound = self._ports.get(port) or self._port(port)  # the second raises ENOTCONN
-        signal(bound.outgoing, bound.sent_counter)
+        eventfd_kick(bound.outgoing, bound.sent_counter)
 
     def events_sent(self, port: int) -> tuple[int, int]:
         """Events sent so far by this end of ``port`` and by the other end."""
