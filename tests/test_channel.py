@@ -11,11 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vchansim import layout
+from vchansim.backends.base import UnmapNotify
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
 from vchansim.errors import (
     ChannelClosed,
     ConfigError,
+    GrantError,
     MessageTooLarge,
     ProtocolError,
     StoreError,
@@ -384,3 +386,12 @@ def test_a_refused_publish_reports_the_store_error_and_releases_everything(sizes
         Vchan.server(MemoryBackend(1, hypervisor=hv), 0, "/local/domain/0/data/x", *sizes)
     assert info.value.errno == 13  # EACCES: domain 1 may not write under dom0's home
     assert hv.grants == {} and hv.ports == {}
+
+
+def test_a_refused_unmap_notify_leaves_no_grant_behind():
+    hv = MemoryHypervisor()
+    grants = MemoryBackend(1, hypervisor=hv).grants()
+    with pytest.raises(GrantError, match="port 99 is not bound"):
+        grants.share(0, 1, notify=UnmapNotify(0, 99))
+    assert hv.grants == {}
+    grants.close()

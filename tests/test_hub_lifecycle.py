@@ -18,7 +18,7 @@ import pytest
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.channel import Vchan
-from vchansim.errors import BackendError
+from vchansim.errors import BackendError, StoreError
 from vchansim.hub import Op, hub_running, open_hub
 from vchansim.rundir import RunDir
 
@@ -204,3 +204,22 @@ def test_state_describes_the_hub(rundir: RunDir) -> None:
     assert state["hub"]["rundir"] == str(rundir.path)
     assert [c["domid"] for c in state["connections"]] == [1]
     assert state["you"] == state["connections"][0]["id"]
+
+
+def test_store_needs_only_the_domains_socket_and_outlives_a_dead_hubs_files(
+    rundir: RunDir,
+) -> None:
+    hub = _foreground_hub(rundir)
+    backend = ShmBackend(5)
+    with backend.store() as store:  # the hub has not served domain 5 yet: asked, it listens
+        store.write("data/x", "1")
+    os.unlink(rundir.hub)  # with no control socket, the domain's own socket still serves
+    with backend.store() as store:
+        assert store.read("data/x") == b"1"
+    hub.kill()
+    hub.communicate(timeout=5.0)
+    assert (rundir.xs_dir / "5").exists()  # the killed hub's leftover refuses connections,
+    with backend.store() as store:  # so the backend starts a new hub and asks it
+        assert store.read("domid") == b"5"
+        with pytest.raises(StoreError):
+            store.read("data/x")  # a new hub, a new store

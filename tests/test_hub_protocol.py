@@ -17,8 +17,11 @@ import procs
 import pytest
 
 from vchansim.backends.shm import ShmBackend
+from vchansim.errors import BackendError
 from vchansim.hub import open_hub
 from vchansim.hub.protocol import (
+    HubConnection,
+    HubGoneError,
     Op,
     RequestError,
     decode_reply,
@@ -27,6 +30,7 @@ from vchansim.hub.protocol import (
     encode_reply,
     encode_request,
 )
+from vchansim.hub.protocol import dial as dial_hub
 from vchansim.rundir import RunDir
 
 rundir = procs.rundir
@@ -44,6 +48,8 @@ def _u32s(*values: int) -> bytes:
         (_u32s(99), errno.EINVAL, "unknown op 99"),
         (_u32s(Op.HELLO, 1, 2), errno.EINVAL, "HELLO takes 4 arguments, the request has 2"),
         (_u32s(Op.GNT_MAP, 1, 1, 3, 7, 8), errno.EINVAL, "GNT_MAP takes 6 arguments"),
+        (_u32s(Op.GNT_MAP, 1, 3, 1, 7, 0), errno.EINVAL, "GNT_MAP takes 6 arguments"),
+        (_u32s(Op.GNT_SHARE, 1, 1, 3, 21), errno.EINVAL, "GNT_SHARE takes 5 arguments"),
     ],
 )
 def test_bad_requests_are_named(data: bytes, err: int, words: str) -> None:
@@ -252,3 +258,56 @@ def test_bad_clients_do_not_disturb_good_ones(rundir: RunDir) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_requests_sent_together_are_answered_in_order(raw: socket.socket) -> None:
+    for request in (
+        _hello(),
+        _u32s(Op.GNT_SHARE, 2, 1, 1),
+        _u32s(Op.GNT_SET_NOTIFY, 1, 0, 99),
+        _u32s(Op.STATE),
+    ):
+        raw.send(request)
+    answers = []
+    for _ in range(4):
+        data, fds, _, _ = socket.recv_fds(raw, 1 << 20, 4)
+        for fd in fds:
+            os.close(fd)
+        answers.append((struct.unpack_from("<I", data)[0], len(fds)))
+    assert answers == [(0, 0), (0, 1), (errno.EINVAL, 0), (0, 0)]
+
+
+def test_a_refused_hello_is_reported_by_the_first_call(rundir: RunDir) -> None:
+    conn = open_hub(rundir, 0x8000)  # HELLO goes out at once, its reply comes with a call's
+    try:
+        with pytest.raises(BackendError, match="HELLO: domain id 32768") as info:
+            conn.call(Op.STATE)
+        assert info.value.errno == errno.EINVAL
+    finally:
+        conn.close()
+
+
+def _dropped_then(rundir: RunDir, dialled: list[socket.socket]) -> socket.socket:
+    """The first time, a connection whose far end is gone, as an exiting hub leaves it;
+    then a real one."""
+    if dialled:
+        sock = dial_hub(rundir.hub)
+    else:
+        sock, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        far.close()
+    dialled.append(sock)
+    return sock
+
+
+def test_a_hello_the_hub_drops_is_repeated_on_a_new_connection(rundir: RunDir) -> None:
+    open_hub(rundir, 0).close()  # a hub is running
+    dialled: list[socket.socket] = []
+    with HubConnection.greet(lambda: _dropped_then(rundir, dialled), 3, redials=1) as conn:
+        state = json.loads(conn.call(Op.STATE).text)
+        assert len(dialled) == 2 and conn.hub_pid == state["hub"]["pid"]
+        assert [c["domid"] for c in state["connections"] if c["id"] == state["you"]] == [3]
+    with (
+        HubConnection.greet(lambda: _dropped_then(rundir, []), 3) as conn,
+        pytest.raises(HubGoneError),
+    ):
+        conn.call(Op.STATE)

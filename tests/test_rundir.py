@@ -72,6 +72,20 @@ def test_directory_open_to_others_is_refused(scratch: Path, mode: int) -> None:
     assert str(scratch) in str(info.value) and "owner uid" in str(info.value)
 
 
+def test_a_prepared_directory_removed_since_is_made_again(scratch: Path) -> None:
+    prepared = prepare_rundir(scratch / "run")
+    shutil.rmtree(prepared.path)
+    assert prepare_rundir(prepared) == prepared
+    assert stat.S_IMODE(os.lstat(prepared.path).st_mode) == 0o700
+
+
+def test_a_prepared_directory_opened_to_others_since_is_refused(scratch: Path) -> None:
+    prepared = prepare_rundir(scratch / "run")
+    os.chmod(prepared.path, 0o755)
+    with pytest.raises(ConfigError, match="mode 0755"):
+        prepare_rundir(prepared)
+
+
 def test_symlink_is_refused(scratch: Path) -> None:
     target = scratch / "real"
     target.mkdir(mode=0o700)

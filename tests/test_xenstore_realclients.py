@@ -280,6 +280,30 @@ def test_client_operations_and_fd_transport(daemon: Daemon) -> None:
         assert info.value.errno_name == "E2BIG"  # refused locally, like libxenstore
 
 
+def test_a_pipeline_returns_each_result_in_order(daemon: Daemon) -> None:
+    with daemon.client(1) as dom1, daemon.client(0) as dom0:
+        dom1.write("data/a", "1")
+        dom1.watch("data/a", "tok")
+        assert dom1.read_watch(TIMEOUT) == ("data/a", "tok")
+        dom0.write("/local/domain/1/data/a", "2")  # its event reaches dom1 inside the pipeline
+        value, tx = dom1.pipeline().read("data/a").transaction_start().execute()
+        assert value == b"2" and isinstance(tx, int) and tx != 0
+        done = dom1.pipeline().write("data/b", "3", tx).set_perms("data/b", [Perm("n", 1)], tx)
+        assert done.execute() == [None, None]
+        dom1.transaction_end(tx)
+        assert dom1.read("data/b") == b"3"
+        assert dom1.read_watch(0) == ("data/a", "tok")
+
+
+def test_a_pipeline_raises_its_first_failure_once_all_are_answered(daemon: Daemon) -> None:
+    with daemon.client(1) as dom1:
+        pipeline = dom1.pipeline().read("data/none").write("data/c", "4").read("/local/domain/0")
+        with pytest.raises(XenstoreError) as info:
+            pipeline.execute()
+        assert (info.value.errno, info.value.filename) == (errno.ENOENT, "data/none")
+        assert dom1.read("data/c") == b"4"  # the others took effect; the stream is in step
+
+
 # --- bytes on the wire -----------------------------------------------------------------------
 
 

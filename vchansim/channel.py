@@ -18,7 +18,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import layout
-from .backends.base import Backend, Events, Grants, Mapping, Perm, check_domid
+from .backends.base import (
+    Backend,
+    Events,
+    Grants,
+    Mapping,
+    Perm,
+    Store,
+    UnmapNotify,
+    check_domid,
+)
 from .errors import (
     ChannelClosed,
     ConfigError,
@@ -133,12 +142,14 @@ class Vchan:
         layout.check_xs_path(path)
         res = _Resources()
         chan: Vchan | None = None
+        # All three connections are opened before the first request, so that the hub
+        # takes them in with one wake-up, not one each.
+        store = backend.store()
         try:
             res.events = backend.events()
-            res.port = res.events.bind_unbound(domain)
             res.grants = backend.grants()
-            res.ctrl = res.grants.share(domain, 1)
-            res.grants.set_unmap_notify(res.ctrl, layout.SRV_LIVE, res.port)
+            res.port = res.events.bind_unbound(domain)
+            res.ctrl = res.grants.share(domain, 1, notify=UnmapNotify(layout.SRV_LIVE, res.port))
             geometry = _init_page(res.ctrl.buf, left_order, right_order)
             rings = [
                 _server_ring_buffer(res, domain, placement, geometry)
@@ -146,12 +157,14 @@ class Vchan:
             ]
             chan = cls(backend, res, server=True, peer=domain, xs_path=path, blocking=blocking)
             chan._attach_rings(read_buf=rings[0], write_buf=rings[1], geometry=geometry)
-            _publish(backend, path, domain, res.ctrl.refs[0], res.port)
+            _publish(store, path, domain, res.ctrl.refs[0], res.port)
         except BaseException:
             if chan is not None:
                 chan._drop_views()
             _release(res, server=True)
             raise
+        finally:
+            store.close()
         return chan
 
     @classmethod
@@ -163,15 +176,18 @@ class Vchan:
         """
         check_domid(domain, "server domain id")
         layout.check_xs_path(path)
-        ring_ref, remote_port = _lookup(backend, domain, path)
         res = _Resources()
         chan: Vchan | None = None
         try:
+            # Both handles are opened before the lookup, so that the hub takes their
+            # connections in while it answers it.
             res.grants = backend.grants()
             res.events = backend.events()
+            ring_ref, remote_port = _lookup(backend, domain, path)
             res.port = res.events.bind_interdomain(domain, remote_port)
-            res.ctrl = res.grants.map(domain, [ring_ref], writable=True)
-            res.grants.set_unmap_notify(res.ctrl, layout.CLI_LIVE, res.port)
+            res.ctrl = res.grants.map(
+                domain, [ring_ref], notify=UnmapNotify(layout.CLI_LIVE, res.port)
+            )
             page = res.ctrl.buf
             with page[layout.LEFT_ORDER : layout.LEFT_ORDER + 4].cast("H") as orders:
                 left_order, right_order = orders  # read once, kept locally (§2.4)
@@ -634,27 +650,30 @@ def _client_ring_buffer(
     return mapping.buf
 
 
-def _publish(backend: Backend, path: str, client: int, ring_ref: int, port: int) -> None:
-    """Write ring-ref and event-channel in one transaction, retrying on EAGAIN (§7.9)."""
-    store = backend.store()
-    try:
-        own = _atoi(store.read("domid"))
-        perms = [Perm("n", own), Perm("r", client)]
-        values = ((layout.RING_REF_KEY, ring_ref), (layout.EVENT_CHANNEL_KEY, port))
-        while True:
-            tx = store.transaction_start()
-            for key, value in values:
-                node = layout.key_path(path, key)
-                store.write(node, str(value).encode(), tx)
-                store.set_perms(node, perms, tx)
-            try:
-                store.transaction_end(tx, commit=True)
-                return
-            except StoreError as exc:
-                if exc.errno != errno.EAGAIN:
-                    raise
-    finally:
-        store.close()
+def _publish(store: Store, path: str, client: int, ring_ref: int, port: int) -> None:
+    """Write ring-ref and event-channel in one transaction, retrying on EAGAIN (§7.9).
+
+    Requests that do not wait for each other's answers go out together: reading our
+    domid with starting the transaction, then the writes with their permissions.  The
+    transaction still commits only once every one of them succeeded."""
+    nodes = [
+        (layout.key_path(path, key), str(value).encode())
+        for key, value in ((layout.RING_REF_KEY, ring_ref), (layout.EVENT_CHANNEL_KEY, port))
+    ]
+    own, tx = store.pipeline().read("domid").transaction_start().execute()
+    perms = [Perm("n", _atoi(own)), Perm("r", client)]
+    while True:
+        writes = store.pipeline()
+        for node, value in nodes:
+            writes.write(node, value, tx).set_perms(node, perms, tx)
+        writes.execute()
+        try:
+            store.transaction_end(tx, commit=True)
+            return
+        except StoreError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+        tx = store.transaction_start()
 
 
 def _unpublish(backend: Backend, path: str) -> None:
@@ -672,27 +691,29 @@ def _unpublish(backend: Backend, path: str) -> None:
 
 
 def _lookup(backend: Backend, domain: int, path: str) -> tuple[int, int]:
-    """Read and check the server's ring-ref and event-channel keys."""
+    """Read (in one round trip) and check the server's ring-ref and event-channel keys."""
+    nodes = [layout.key_path(path, key) for key in (layout.RING_REF_KEY, layout.EVENT_CHANNEL_KEY)]
     store = backend.store()
     try:
-        values = []
-        for key in (layout.RING_REF_KEY, layout.EVENT_CHANNEL_KEY):
-            node = layout.key_path(path, key)
-            try:
-                raw = store.read(node)
-            except StoreError as exc:
-                raise StoreError(
-                    f"no vchan server for domain {domain} at {path!r}: reading {node} "
-                    f"failed ({errno.errorcode.get(exc.errno or 0, exc.errno)})",
-                    err=exc.errno,
-                ) from exc
-            value = _atoi(raw)
-            if value <= 0:
-                raise ProtocolError(f"{node} holds {raw!r}, not a positive number")
-            values.append(value)
+        raws = store.pipeline().read(nodes[0]).read(nodes[1]).execute()
+    except StoreError as exc:
+        raise StoreError(
+            f"no vchan server for domain {domain} at {path!r}: reading {exc.filename} "
+            f"failed ({errno.errorcode.get(exc.errno or 0, exc.errno)})",
+            err=exc.errno,
+        ) from exc
     finally:
         store.close()
-    return values[0], values[1]
+    ring_ref, port = (_positive(node, raw) for node, raw in zip(nodes, raws, strict=True))
+    return ring_ref, port
+
+
+def _positive(node: str, raw: bytes) -> int:
+    """``raw`` read as libxenvchan does (atoi); anything below 1 breaks the protocol."""
+    value = _atoi(raw)
+    if value <= 0:
+        raise ProtocolError(f"{node} holds {raw!r}, not a positive number")
+    return value
 
 
 def _release(res: _Resources, *, server: bool) -> None:

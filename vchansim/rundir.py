@@ -56,7 +56,8 @@ def check_socket_path(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class RunDir:
-    """A checked run directory and the well-known paths inside it."""
+    """A checked run directory (see :func:`prepare_rundir`) and the well-known paths
+    inside it."""
 
     path: Path
 
@@ -117,20 +118,33 @@ def verify_private_dir(path: Path) -> None:
         )
 
 
+def _checked_names(path: str | os.PathLike[str] | None) -> RunDir:
+    """The run directory ``path`` (default: the environment's) names, made absolute, once
+    its socket names are known to fit."""
+    rundir = RunDir(Path(os.path.abspath(path if path is not None else default_rundir())))
+    check_socket_path(rundir.hub)
+    rundir.xs_socket(DOMID_MAX)  # the longest xenstore socket name
+    return rundir
+
+
 def prepare_rundir(path: str | os.PathLike[str] | RunDir | None = None) -> RunDir:
     """Resolve, create (0700) and verify the run directory; return its paths.
 
     ``path`` overrides the environment.  Socket names are checked first, so a too-long
     path creates nothing; then the directory is created if missing (its parents with the
-    default mode) and checked whether we created it or not.
+    default mode) and checked whether we created it or not.  A :class:`RunDir` (made
+    here, so its names were checked) is only verified, or created again if it is gone.
     """
-    if isinstance(path, RunDir):
-        chosen = path.path
-    else:
-        chosen = Path(path) if path is not None else default_rundir()
-    rundir = RunDir(Path(os.path.abspath(chosen)))
-    check_socket_path(rundir.hub)
-    rundir.xs_socket(DOMID_MAX)  # the longest xenstore socket name
+    rundir = path if isinstance(path, RunDir) else _checked_names(path)
+    # Backends come back here before every hub connection, so the usual case -- it is
+    # there already -- costs a single lstat.
+    try:
+        verify_private_dir(rundir.path)
+        return rundir
+    except ConfigError:
+        raise
+    except OSError:
+        pass  # not there, or not reachable: create it, or say why that fails
     try:
         os.makedirs(rundir.path.parent, exist_ok=True)
         with contextlib.suppress(FileExistsError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
 from ..xenstore.wire import Perm
@@ -46,19 +46,40 @@ class Mapping(Protocol):
         """Unmap (and, for shared pages, revoke).  Fires a registered unmap-notify."""
 
 
+class UnmapNotify(NamedTuple):
+    """What :meth:`Grants.set_unmap_notify` sets: clear byte ``offset`` of the mapping and
+    send an event on local ``port`` when the mapping goes away."""
+
+    offset: int
+    port: int
+
+
 class Grants(Protocol):
     """A grant-table handle (Linux: one open ``gntalloc`` or ``gntdev`` file).
 
     Xen's rules: only the grantee domain may map a grant; a read-only grant cannot be
     mapped writable; an unknown or revoked reference fails; references are small non-zero
     integers, per granting domain.
+
+    ``share`` and ``map`` take an optional ``notify``: the mapping's unmap-notify, set in
+    the same call (libxengnttab's ``xengntshr_share_page_notify`` and
+    ``xengnttab_map_grant_ref_notify``); if it is refused, nothing is shared or mapped.
     """
 
-    def share(self, peer: int, count: int, *, writable: bool = True) -> Mapping:
+    def share(
+        self, peer: int, count: int, *, writable: bool = True, notify: UnmapNotify | None = None
+    ) -> Mapping:
         """Allocate ``count`` zeroed pages and grant them to domain ``peer``."""
         ...
 
-    def map(self, peer: int, refs: Sequence[int], *, writable: bool = True) -> Mapping:
+    def map(
+        self,
+        peer: int,
+        refs: Sequence[int],
+        *,
+        writable: bool = True,
+        notify: UnmapNotify | None = None,
+    ) -> Mapping:
         """Map the pages domain ``peer`` granted us under ``refs``, contiguously."""
         ...
 
@@ -116,6 +137,25 @@ class Events(Protocol):
         ...
 
 
+class StorePipeline(Protocol):
+    """XenStore requests queued to go out together.  Each method queues one and returns
+    the pipeline; :meth:`execute` sends them all."""
+
+    def read(self, path: str, tx: int = 0) -> StorePipeline: ...
+
+    def write(self, path: str, value: bytes, tx: int = 0) -> StorePipeline: ...
+
+    def set_perms(self, path: str, perms: Sequence[Perm], tx: int = 0) -> StorePipeline: ...
+
+    def transaction_start(self) -> StorePipeline: ...
+
+    def execute(self) -> list[Any]:
+        """Each request's result, in order: a read's bytes, a started transaction's id,
+        None for the others.  The first failure raises (StoreError, its ``filename``
+        naming the node) once all are answered; the others took effect."""
+        ...
+
+
 class Store(Protocol):
     """A XenStore connection, as libxenstore's ``xs_open`` gives one.
 
@@ -142,6 +182,10 @@ class Store(Protocol):
 
     def transaction_end(self, tx: int, commit: bool = True) -> None:
         """Commit (or abort) ``tx``; a conflicting commit raises StoreError(EAGAIN)."""
+        ...
+
+    def pipeline(self) -> StorePipeline:
+        """Queue requests to send together, one round trip for all."""
         ...
 
     def watch(self, path: str, token: str) -> None: ...
@@ -193,6 +237,22 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} domid={self.domid}>"
+
+
+_M = TypeVar("_M", bound=Mapping)
+
+
+def with_unmap_notify(grants: Grants, mapping: _M, notify: UnmapNotify | None) -> _M:
+    """``mapping`` with ``notify`` set on it, if given: ``share`` and ``map`` of backends
+    that set it with a call of its own.  If that call fails, the mapping is closed, so
+    that the failed share or map leaves nothing behind."""
+    if notify is not None:
+        try:
+            grants.set_unmap_notify(mapping, notify.offset, notify.port)
+        except BaseException:
+            mapping.close()
+            raise
+    return mapping
 
 
 def default_domid() -> int:

@@ -26,7 +26,7 @@ from ..xenstore.client import XsClient
 from ..xenstore.store import Store as XsStore
 from ..xenstore.store import XsConnection
 from ..xenstore.wire import XsProtocolError
-from .base import Backend, check_domid
+from .base import Backend, UnmapNotify, check_domid, with_unmap_notify
 
 #: gntalloc's default limit on grants a domain may have outstanding.
 GRANT_LIMIT = 1024
@@ -200,7 +200,9 @@ class MemoryGrants:
         self._domid = domid
         self._open: list[MemoryMapping] = []
 
-    def share(self, peer: int, count: int, *, writable: bool = True) -> MemoryMapping:
+    def share(
+        self, peer: int, count: int, *, writable: bool = True, notify: UnmapNotify | None = None
+    ) -> MemoryMapping:
         check_domid(peer, "peer domain id")
         if not 1 <= count <= 256:
             raise ConfigError(f"cannot share {count} pages at once (1..256)")
@@ -210,15 +212,22 @@ class MemoryGrants:
             memoryview(pages), refs, [lambda: self._hv.revoke(self._domid, refs)]
         )
         self._open.append(mapping)
-        return mapping
+        return with_unmap_notify(self, mapping, notify)
 
-    def map(self, peer: int, refs: Sequence[int], *, writable: bool = True) -> MemoryMapping:
+    def map(
+        self,
+        peer: int,
+        refs: Sequence[int],
+        *,
+        writable: bool = True,
+        notify: UnmapNotify | None = None,
+    ) -> MemoryMapping:
         if not refs:
             raise ConfigError("map needs at least one grant reference")
         buf = self._hv.lookup(self._domid, peer, refs, writable)
         mapping = MemoryMapping(buf, refs, [])
         self._open.append(mapping)
-        return mapping
+        return with_unmap_notify(self, mapping, notify)
 
     def set_unmap_notify(self, mapping: MemoryMapping, offset: int, port: int) -> None:
         if mapping.buf.readonly:

@@ -26,11 +26,18 @@ from ..atomics import AtomicCounters
 from ..errors import BackendError, ConfigError, GrantError
 from ..hub.events import STATS_SIZE
 from ..hub.launcher import open_hub
-from ..hub.protocol import GNT_WRITABLE, MAX_GRANT_PAGES, HubConnection, HubGoneError, Op
+from ..hub.protocol import (
+    GNT_NOTIFY,
+    GNT_WRITABLE,
+    MAX_GRANT_PAGES,
+    HubConnection,
+    HubGoneError,
+    Op,
+)
 from ..layout import PAGE_SIZE
 from ..rundir import RunDir, prepare_rundir
 from ..xenstore.client import XsClient
-from .base import Backend, check_domid
+from .base import Backend, UnmapNotify, check_domid
 
 STRICT_ENV = "VCHANSIM_STRICT"
 
@@ -207,27 +214,36 @@ class ShmGrants:
         self._mappings[handle] = mapping
         return mapping
 
-    def share(self, peer: int, count: int, *, writable: bool = True) -> ShmMapping:
-        """Allocate ``count`` zeroed pages and grant them to domain ``peer``."""
+    def share(
+        self, peer: int, count: int, *, writable: bool = True, notify: UnmapNotify | None = None
+    ) -> ShmMapping:
+        """Allocate ``count`` zeroed pages and grant them to domain ``peer``; ``notify``
+        goes in the same hub request."""
         check_domid(peer, "peer domain id")
         _check_count(count)
-        reply = self._conn.call(
-            Op.GNT_SHARE, peer, count, GNT_WRITABLE if writable else 0, error=GrantError
-        )
+        flags, extra = _notify_args(GNT_WRITABLE if writable else 0, notify)
+        reply = self._conn.call(Op.GNT_SHARE, peer, count, flags, *extra, error=GrantError)
         refs = reply.values[2:]
         layout = [(0, page) for page in range(count)]
         return self._adopt(reply.values[0], reply.fds, refs, layout, writable=True)
 
-    def map(self, peer: int, refs: Sequence[int], *, writable: bool = True) -> ShmMapping:
-        """Map the pages domain ``peer`` granted us under ``refs``, contiguously."""
+    def map(
+        self,
+        peer: int,
+        refs: Sequence[int],
+        *,
+        writable: bool = True,
+        notify: UnmapNotify | None = None,
+    ) -> ShmMapping:
+        """Map the pages domain ``peer`` granted us under ``refs``, contiguously;
+        ``notify`` goes in the same hub request."""
         check_domid(peer, "peer domain id")
         _check_count(len(refs))
         for ref in refs:
             if isinstance(ref, bool) or not isinstance(ref, int) or not 0 <= ref < 1 << 32:
                 raise ConfigError(f"grant ref {ref!r} is not a u32")
-        reply = self._conn.call(
-            Op.GNT_MAP, peer, GNT_WRITABLE if writable else 0, len(refs), *refs, error=GrantError
-        )
+        flags, extra = _notify_args(GNT_WRITABLE if writable else 0, notify)
+        reply = self._conn.call(Op.GNT_MAP, peer, flags, len(refs), *refs, *extra, error=GrantError)
         pairs = reply.values[2:]
         layout = list(zip(pairs[0::2], pairs[1::2], strict=True))
         return self._adopt(reply.values[0], reply.fds, refs, layout, writable)
@@ -236,8 +252,7 @@ class ShmGrants:
         """Clear byte ``offset`` and signal local ``port`` when ``mapping`` goes away."""
         if not isinstance(mapping, ShmMapping) or self._mappings.get(mapping.handle) is not mapping:
             raise GrantError(f"{mapping!r} was not opened through this handle", err=errno.EINVAL)
-        if not 0 <= offset < 1 << 32 or not 0 <= port < 1 << 32:
-            raise ConfigError(f"unmap-notify offset {offset} or port {port} is out of range")
+        _check_notify(offset, port)
         self._call(Op.GNT_SET_NOTIFY, mapping.handle, offset, port)
 
     def _release_handle(self, handle: int) -> None:
@@ -268,6 +283,19 @@ class ShmGrants:
 def _check_count(count: int) -> None:
     if not 1 <= count <= MAX_GRANT_PAGES:
         raise ConfigError(f"cannot share or map {count} pages at once (1..{MAX_GRANT_PAGES})")
+
+
+def _check_notify(offset: int, port: int) -> None:
+    if not 0 <= offset < 1 << 32 or not 0 <= port < 1 << 32:
+        raise ConfigError(f"unmap-notify offset {offset} or port {port} is out of range")
+
+
+def _notify_args(flags: int, notify: UnmapNotify | None) -> tuple[int, tuple[int, ...]]:
+    """GNT_SHARE's or GNT_MAP's flags, and the arguments to add for ``notify``."""
+    if notify is None:
+        return flags, ()
+    _check_notify(*notify)
+    return flags | GNT_NOTIFY, tuple(notify)
 
 
 #: How a port sits in the epoll set when unmasked (see ShmEvents).
@@ -437,6 +465,7 @@ class ShmBackend(Backend):
     ) -> None:
         super().__init__(domid)
         self.rundir = prepare_rundir(rundir)
+        self._xs_path = os.fspath(self.rundir.xs_socket(self.domid))
         self.strict = strict or os.environ.get(STRICT_ENV, "") == "1"
         # Per instance: strictness is chosen per backend, not per class.
         self.supports_loopback = not self.strict  # type: ignore[misc]
@@ -453,8 +482,19 @@ class ShmBackend(Backend):
         return ShmEvents(self._connect())
 
     def store(self) -> XsClient:
-        """Open a XenStore connection acting as this domain."""
-        return XsClient.connect(self.xenstore_socket())
+        """Open a XenStore connection acting as this domain.
+
+        The socket's name follows from the run directory and the domain
+        (docs/hub-protocol.md), so this connects to it straight away, without a hub
+        request.  Only when nobody serves it -- no hub yet, a hub that has not served this
+        domain yet, a dead hub's leftover -- is the hub asked for it, which starts a hub
+        if need be and makes it listen there.
+        """
+        prepare_rundir(self.rundir)  # still ours and private?
+        try:
+            return XsClient.connect_socket(self._xs_path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return XsClient.connect_socket(self.xenstore_socket())
 
     def xenstore_socket(self) -> Path:
         """This domain's xenstore socket (for ``XENSTORED_PATH`` and the real tools)."""

@@ -27,7 +27,7 @@ from typing import Protocol
 from ..errors import BackendError, ConfigError, GrantError, StoreError
 from ..xenstore.client import XsClient
 from . import xen_abi as abi
-from .base import Backend, check_domid
+from .base import Backend, UnmapNotify, check_domid, with_unmap_notify
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CLOEXEC
 _PORT = struct.Struct("<I")
@@ -179,7 +179,9 @@ class XenGrants:
             raise _failed(what, exc, GrantError) from exc
 
     # -- sharing (gntalloc) ---------------------------------------------------------------
-    def share(self, peer: int, count: int, *, writable: bool = True) -> XenMapping:
+    def share(
+        self, peer: int, count: int, *, writable: bool = True, notify: UnmapNotify | None = None
+    ) -> XenMapping:
         """ALLOC_GREF ``count`` pages for ``peer`` and mmap them at the returned index.
 
         libxenvchan drops its allocation reference (DEALLOC_GREF) right after mapping --
@@ -212,7 +214,7 @@ class XenGrants:
             raise _failed(f"mmap of shared grants {list(refs)}", exc, GrantError) from exc
         mapping = XenMapping(self, region, refs, index, shared=True)
         self._open.append(mapping)
-        return mapping
+        return with_unmap_notify(self, mapping, notify)
 
     def _dealloc(self, index: int, count: int) -> None:
         self._ioctl(
@@ -223,7 +225,14 @@ class XenGrants:
         )
 
     # -- mapping (gntdev) -----------------------------------------------------------------
-    def map(self, peer: int, refs: Sequence[int], *, writable: bool = True) -> XenMapping:
+    def map(
+        self,
+        peer: int,
+        refs: Sequence[int],
+        *,
+        writable: bool = True,
+        notify: UnmapNotify | None = None,
+    ) -> XenMapping:
         """MAP_GRANT_REF the refs, then mmap at the returned index (read-only with
         PROT_READ alone: gntdev decides the grant mapping's mode at the first mmap)."""
         check_domid(peer, "peer domain id")
@@ -251,7 +260,7 @@ class XenGrants:
             raise _failed(what, exc, GrantError) from exc
         mapping = XenMapping(self, region, refs, index, shared=False)
         self._open.append(mapping)
-        return mapping
+        return with_unmap_notify(self, mapping, notify)
 
     def _mmap_foreign(self, length: int, index: int, writable: bool) -> mmap.mmap:
         deadline = time.monotonic() + _MMAP_EAGAIN_WINDOW

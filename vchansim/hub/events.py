@@ -47,18 +47,36 @@ class EventPair:
             stats = os.memfd_create("vchansim-evtchn-stats", os.MFD_CLOEXEC)
             opened.append(stats)
             os.ftruncate(stats, STATS_SIZE)
-            self._stats_map = mmap.mmap(stats, STATS_SIZE)
         except OSError:
             for fd in opened:
                 os.close(fd)
             raise
         self.fds = (opened[0], opened[1])
         self.stats_fd = stats
-        # Observers get a descriptor that cannot write: reopened read-only through /proc.
-        self.stats_ro_fd = os.open(f"/proc/self/fd/{stats}", os.O_RDONLY | os.O_CLOEXEC)
-        self._stats_view = memoryview(self._stats_map)
-        self.counters = AtomicCounters(self._stats_view, 2)
+        # What only observers and the hub's own events need is made on first use, so
+        # that binding a port -- on every channel's setup path -- does not pay for it.
+        self._stats_ro_fd: int | None = None
+        self._stats: tuple[mmap.mmap, memoryview, AtomicCounters] | None = None
         self._refs = 1
+
+    @property
+    def stats_ro_fd(self) -> int:
+        """A descriptor of the statistics page for observers, which cannot write: the
+        page reopened read-only through /proc."""
+        if self._stats_ro_fd is None:
+            self._stats_ro_fd = os.open(
+                f"/proc/self/fd/{self.stats_fd}", os.O_RDONLY | os.O_CLOEXEC
+            )
+        return self._stats_ro_fd
+
+    @property
+    def counters(self) -> AtomicCounters:
+        """The hub's own mapping of the statistics page."""
+        if self._stats is None:
+            page = mmap.mmap(self.stats_fd, STATS_SIZE)
+            view = memoryview(page)
+            self._stats = (page, view, AtomicCounters(view, 2))
+        return self._stats[2]
 
     def acquire(self) -> EventPair:
         """Take another reference (a second port, or an unmap-notify)."""
@@ -68,11 +86,15 @@ class EventPair:
     def release(self) -> None:
         """Drop a reference; the eventfds close with the last one."""
         self._refs -= 1
-        if self._refs == 0:
-            self.counters.release()
-            self._stats_view.release()
-            self._stats_map.close()
-            for fd in (*self.fds, self.stats_fd, self.stats_ro_fd):
+        if self._refs:
+            return
+        if self._stats is not None:
+            page, view, counters = self._stats
+            counters.release()
+            view.release()
+            page.close()
+        for fd in (*self.fds, self.stats_fd, self._stats_ro_fd):
+            if fd is not None:
                 os.close(fd)
 
     def ring(self, fd_index: int) -> None:

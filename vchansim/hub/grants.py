@@ -50,13 +50,17 @@ class SharedObject:
     def __init__(self, pages: int) -> None:
         self.pages = pages
         self.fd = _create_shm(pages * PAGE_SIZE)
-        try:
-            # Reopening through /proc gives a new, read-only open file description.
-            self.ro_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            os.close(self.fd)
-            raise
+        self._ro_fd: int | None = None
         self._refs = 1
+
+    @property
+    def ro_fd(self) -> int:
+        """A read-only descriptor of the pages, opened on first use (read-only maps and
+        observers): reopening through /proc gives a new, read-only open file
+        description."""
+        if self._ro_fd is None:
+            self._ro_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        return self._ro_fd
 
     def acquire(self) -> SharedObject:
         """Take another reference (a MAP handle using these pages)."""
@@ -68,7 +72,8 @@ class SharedObject:
         self._refs -= 1
         if self._refs == 0:
             os.close(self.fd)
-            os.close(self.ro_fd)
+            if self._ro_fd is not None:
+                os.close(self._ro_fd)
 
     def clear_byte(self, offset: int) -> None:
         """Write 0 at ``offset``: the same page cache every mapping sees."""

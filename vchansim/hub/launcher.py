@@ -31,7 +31,7 @@ from pathlib import Path
 from ..errors import BackendError, ConfigError
 from ..rundir import RunDir, prepare_rundir
 from .limits import HubLimits, limit_options, parse_limits
-from .protocol import HubConnection, HubGoneError
+from .protocol import HubConnection, dial
 
 #: Seconds to wait for a new hub to say it is ready (a cold interpreter start).
 START_TIMEOUT = 10.0
@@ -204,18 +204,30 @@ def ensure_hub(
 
 
 def open_hub(rundir: RunDirLike, domid: int, *, strict: bool = False) -> HubConnection:
-    """A HELLOed connection to ``rundir``'s hub, starting the hub if needed."""
+    """A connection to ``rundir``'s hub as ``domid``, starting the hub if needed.
+
+    HELLO is sent at once; its reply comes with the first call's (see
+    :meth:`~.protocol.HubConnection.greet`), which dials again if the hub turns out to
+    have been exiting.
+    """
     checked = prepare_rundir(rundir)
+    return HubConnection.greet(
+        lambda: _dial(checked), domid, strict=strict, redials=_CONNECT_ATTEMPTS - 1
+    )
+
+
+def _dial(rundir: RunDir) -> socket.socket:
+    """A socket connected to ``rundir``'s hub, starting one when nobody listens."""
     # Only the text is kept: a kept exception's traceback would pin our callers' frames
     # (and any memoryviews in them) in a reference cycle.
     reason = ""
     for _ in range(_CONNECT_ATTEMPTS):
         try:
-            return HubConnection.connect(checked.hub, domid, strict=strict)
-        except (FileNotFoundError, ConnectionRefusedError, HubGoneError) as exc:
+            return dial(rundir.hub)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
             reason = str(exc)
-        ensure_hub(checked)
+        ensure_hub(rundir)
     raise BackendError(
-        f"cannot reach the hub at {checked.hub} after {_CONNECT_ATTEMPTS} attempts: {reason}",
+        f"cannot reach the hub at {rundir.hub} after {_CONNECT_ATTEMPTS} attempts: {reason}",
         err=errno.ECONNREFUSED,
     )

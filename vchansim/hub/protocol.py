@@ -10,11 +10,13 @@ the same table from the document.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -45,12 +47,16 @@ VERSION = 1
 HELLO_STRICT = 0x1
 #: GNT_SHARE / GNT_MAP flag: read-write.
 GNT_WRITABLE = 0x1
+#: GNT_SHARE / GNT_MAP flag: two more arguments, byte offset and port, set the handle's
+#: unmap-notify in the same request.
+GNT_NOTIFY = 0x2
 #: Pages one SHARE or MAP may cover: a ring of the largest order (2**20 bytes).
 MAX_GRANT_PAGES = 256
 #: The kernel passes at most this many descriptors in one message (SCM_MAX_FD).
 MAX_FDS = 253
 
-#: Fixed argument counts; GNT_MAP adds ``count`` refs to its 3.
+#: Fixed argument counts; GNT_MAP adds ``count`` refs to its 3, and GNT_SHARE and GNT_MAP
+#: with GNT_NOTIFY add 2.
 ARG_COUNTS = {
     Op.HELLO: 4,
     Op.GNT_SHARE: 3,
@@ -66,6 +72,8 @@ ARG_COUNTS = {
     Op.SHUTDOWN: 0,
     Op.EVT_STATS: 2,
 }
+#: Where the flags are among the arguments of the ops that take GNT_NOTIFY.
+_FLAGS_AT = {Op.GNT_SHARE: 2, Op.GNT_MAP: 1}
 #: Replies whose payload after ``status`` is text rather than u32s.
 TEXT_REPLIES = frozenset({Op.STATE, Op.XS_SOCKET})
 
@@ -124,6 +132,9 @@ def decode_request(data: bytes) -> tuple[Op, tuple[int, ...]]:
     expected = ARG_COUNTS[op]
     if op is Op.GNT_MAP and len(args) >= expected:
         expected += args[2]
+    flags_at = _FLAGS_AT.get(op)
+    if flags_at is not None and len(args) > flags_at and args[flags_at] & GNT_NOTIFY:
+        expected += 2
     if len(args) != expected:
         raise RequestError(
             errno.EINVAL, f"{op.name} takes {expected} arguments, the request has {len(args)}"
@@ -197,6 +208,35 @@ def recv_message(sock: socket.socket, bufsize: int, maxfds: int = 0) -> tuple[by
     return data, list(fds)
 
 
+#: Opens a socket to the hub (see :func:`dial`).
+Dial = Callable[[], socket.socket]
+
+
+def dial(path: Path) -> socket.socket:
+    """A socket connected to the hub socket at ``path``; FileNotFoundError or
+    ConnectionRefusedError when no hub listens there."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(CALL_TIMEOUT)
+        sock.connect(os.fspath(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _io_failure(op: Op, exc: OSError) -> BackendError:
+    """What a socket error during ``op`` means to the caller."""
+    if isinstance(exc, TimeoutError):
+        return BackendError(
+            f"the hub did not answer {op.name} within {CALL_TIMEOUT:g} s", err=errno.ETIMEDOUT
+        )
+    if isinstance(exc, ConnectionError):
+        return HubGoneError(f"lost the hub connection during {op.name}: {exc}")
+    # e.g. the handle was already closed
+    return BackendError(f"hub connection unusable for {op.name}: {exc.strerror}", err=exc.errno)
+
+
 class HubConnection:
     """One client connection to the hub -- a handle, like an open gntalloc or evtchn file.
 
@@ -208,27 +248,62 @@ class HubConnection:
     def __init__(self, sock: socket.socket, hub_pid: int) -> None:
         self._sock = sock
         self._lock = threading.Lock()
-        self.hub_pid = hub_pid
+        self._hub_pid = hub_pid
+        #: HELLO, while its reply is still to be read (see :meth:`greet`).
+        self._hello: bytes | None = None
+        self._dial: Dial | None = None
+        self._redials = 0
 
     @classmethod
     def connect(cls, path: Path, domid: int, *, strict: bool = False) -> HubConnection:
-        """Connect to the hub socket at ``path`` and introduce ourselves as ``domid``.
+        """Connect to the hub socket at ``path``, introduce ourselves as ``domid`` and wait
+        for the hub's answer.
 
         Raises FileNotFoundError / ConnectionRefusedError when no hub listens there, and
-        HubGoneError if it closes on us during HELLO (it was exiting) -- both mean "start
-        or find a hub and try again" to :func:`~.launcher.open_hub`.
+        HubGoneError if it closes on us during HELLO (it was exiting).
         """
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        conn = cls.greet(lambda: dial(path), domid, strict=strict)
         try:
-            sock.settimeout(CALL_TIMEOUT)
-            sock.connect(os.fspath(path))
-            conn = cls(sock, hub_pid=0)
-            flags = HELLO_STRICT if strict else 0
-            (conn.hub_pid,) = conn.call(Op.HELLO, VERSION, domid, os.getpid(), flags).values
+            conn._await_hello()
         except BaseException:
-            sock.close()
+            conn.close()
             raise
         return conn
+
+    @classmethod
+    def greet(
+        cls, dial: Dial, domid: int, *, strict: bool = False, redials: int = 0
+    ) -> HubConnection:
+        """Connect with ``dial`` and send HELLO as ``domid``, without waiting for the reply.
+
+        The hub answers a connection's requests in order, so the first :meth:`call` (or
+        :attr:`hub_pid`) reads HELLO's reply just before its own: introducing ourselves
+        costs no round trip of its own.  A refused HELLO raises BackendError from that
+        call.  A hub that closes the connection before answering HELLO was exiting and did
+        nothing for us, so the call dials again -- at most ``redials`` times -- and
+        repeats HELLO and itself.
+        """
+        hello = encode_request(Op.HELLO, VERSION, domid, os.getpid(), HELLO_STRICT if strict else 0)
+        conn = cls(dial(), hub_pid=0)
+        conn._hello, conn._dial, conn._redials = hello, dial, redials
+        try:
+            with contextlib.suppress(HubGoneError):  # the first call finds out, and redials
+                conn._send(hello, Op.HELLO)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @property
+    def hub_pid(self) -> int:
+        """The hub's process id, as its answer to HELLO gave it."""
+        self._await_hello()
+        return self._hub_pid
+
+    def _await_hello(self) -> None:
+        with self._lock:
+            if self._hello is not None:
+                self._finish_hello(None, Op.HELLO)
 
     def call(self, op: Op, *args: int, error: type[VchanError] = BackendError) -> Reply:
         """Send one request and return its reply; an error status raises ``error``."""
@@ -238,29 +313,57 @@ class HubConnection:
             raise ConfigError(f"{op.name}: {exc.message}") from None
         bufsize = STATE_REPLY_MAX if op is Op.STATE else REPLY_MAX
         with self._lock:
-            try:
-                send_message(self._sock, request)
-                data, fds = recv_message(self._sock, bufsize, MAX_FDS)
-            except TimeoutError:
-                raise BackendError(
-                    f"the hub did not answer {op.name} within {CALL_TIMEOUT:g} s",
-                    err=errno.ETIMEDOUT,
-                ) from None
-            except (ConnectionError, BrokenPipeError) as exc:
-                raise HubGoneError(f"lost the hub connection during {op.name}: {exc}") from None
-            except RequestError as exc:
-                raise BackendError(f"bad reply to {op.name}: {exc.message}", err=exc.err) from None
-            except OSError as exc:  # e.g. the handle was already closed
-                raise BackendError(
-                    f"hub connection unusable for {op.name}: {exc.strerror}", err=exc.errno
-                ) from None
-        if not data and not fds:
-            raise HubGoneError(f"the hub closed the connection during {op.name}")
+            if self._hello is not None:
+                self._finish_hello(request, op)
+            else:
+                self._send(request, op)
+            data, fds = self._receive(op, bufsize)
         reply = decode_reply(op, data, fds)
         if reply.status:
             reply.close_fds()
             raise error(f"{op.name}: {reply.text}", err=reply.status)
         return reply
+
+    def _finish_hello(self, request: bytes | None, op: Op) -> None:
+        """Send ``request`` (for ``op``), if any, behind the pending HELLO and read HELLO's
+        reply, dialling again while the hub drops us unanswered (see :meth:`greet`)."""
+        assert self._hello is not None and self._dial is not None
+        for attempt in range(self._redials + 1):
+            try:
+                if attempt:
+                    self._sock.close()
+                    self._sock = self._dial()
+                    self._send(self._hello, Op.HELLO)
+                if request is not None:
+                    self._send(request, op)
+                data, fds = self._receive(Op.HELLO, REPLY_MAX)
+                break
+            except HubGoneError:
+                if attempt == self._redials:
+                    raise
+        self._hello = None
+        reply = decode_reply(Op.HELLO, data, fds)
+        if reply.status:
+            reply.close_fds()
+            raise BackendError(f"HELLO: {reply.text}", err=reply.status)
+        (self._hub_pid,) = reply.values
+
+    def _send(self, request: bytes, op: Op) -> None:
+        try:
+            send_message(self._sock, request)
+        except OSError as exc:
+            raise _io_failure(op, exc) from None
+
+    def _receive(self, op: Op, bufsize: int) -> tuple[bytes, list[int]]:
+        try:
+            data, fds = recv_message(self._sock, bufsize, MAX_FDS)
+        except OSError as exc:
+            raise _io_failure(op, exc) from None
+        except RequestError as exc:
+            raise BackendError(f"bad reply to {op.name}: {exc.message}", err=exc.err) from None
+        if not data and not fds:
+            raise HubGoneError(f"the hub closed the connection during {op.name}")
+        return data, fds
 
     def close(self) -> None:
         """Close the connection; the hub releases everything it holds for us."""

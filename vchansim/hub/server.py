@@ -38,6 +38,7 @@ from .events import Port, PortTable
 from .grants import GrantHandle, GrantTable
 from .limits import HubLimits
 from .protocol import (
+    GNT_NOTIFY,
     GNT_WRITABLE,
     HELLO_STRICT,
     MAX_FDS,
@@ -53,6 +54,8 @@ from .protocol import (
     send_message,
 )
 
+#: The flags GNT_SHARE and GNT_MAP know.
+_GNT_FLAGS = GNT_WRITABLE | GNT_NOTIFY
 #: Seconds an embedded hub lingers with no connection before exiting.
 DEFAULT_IDLE = 5.0
 #: Requests served from one client per wakeup, so a chatty client cannot starve others.
@@ -72,6 +75,11 @@ def _check_flags(flags: int, known: int, what: str) -> int:
     if flags & ~known:
         raise RequestError(errno.EINVAL, f"unknown {what} flags {flags:#x}")
     return flags
+
+
+def _notify_note(notify: list[int]) -> str:
+    """The log's words for a GNT_NOTIFY request's unmap-notify."""
+    return f", unmap-notify byte {notify[0]} port {notify[1]}" if notify else ""
 
 
 def _check_count(count: int) -> int:
@@ -101,6 +109,8 @@ class Client:
         self.strict = False
         self.handles: dict[int, GrantHandle] = {}
         self.ports: dict[int, Port] = {}
+        #: Replies waiting until the requests at hand are served (see Hub._reply).
+        self.held: list[bytes] = []
         self._handle_ids = itertools.count(1)
 
     def add_handle(self, handle: GrantHandle) -> int:
@@ -153,6 +163,8 @@ class Hub:
         self.idle = idle
         self.limits = limits if limits is not None else HubLimits()
         self._log_stream = log
+        self._log_queue: list[tuple[float, str]] = []
+        self._serving = False
         self.grants = GrantTable(self.limits.grants)
         self.ports = PortTable(self.limits.ports)
         self.store = Store(self.limits.xenstore)
@@ -160,7 +172,8 @@ class Hub:
         self.selector = selectors.DefaultSelector()
         self.clients: dict[int, Client] = {}
         self._client_ids = itertools.count(1)
-        self._xs_domains: set[int] = set()
+        #: Domains whose xenstore socket is served, and its path.
+        self._xs_domains: dict[int, Path] = {}
         self._listener: socket.socket | None = None
         self._listener_inode: tuple[int, int] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -185,10 +198,24 @@ class Hub:
     # -- logging --
 
     def log(self, line: str) -> None:
-        """Write one timestamped line to the log."""
-        stamp = datetime.now().isoformat(sep=" ", timespec="milliseconds")
+        """Log one line, stamped now.  While :meth:`serve` runs, lines wait in memory until
+        the loop has nothing ready: writing costs a system call that a client waiting for
+        its next reply should not pay for."""
+        self._log_queue.append((time.time(), line))
+        if not self._serving:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        """Write the lines logged so far."""
+        if not self._log_queue:
+            return
+        text = "".join(
+            f"{datetime.fromtimestamp(stamp).isoformat(sep=' ', timespec='milliseconds')} {line}\n"
+            for stamp, line in self._log_queue
+        )
+        self._log_queue.clear()
         with contextlib.suppress(OSError, ValueError):
-            self._log_stream.write(f"{stamp} {line}\n")
+            self._log_stream.write(text)
             self._log_stream.flush()
 
     # -- sockets --
@@ -238,23 +265,33 @@ class Hub:
             )[0]
             self.clients[client.id] = client
             self.selector.register(sock, selectors.EVENT_READ, lambda m, c=client: self._read(c))
+            self._read(client)  # a client's HELLO usually follows its connect at once
 
     def ensure_xenstore(self, domid: int) -> Path:
         """Domain ``domid``'s xenstore socket, listening from now on."""
-        path = self.rundir.xs_socket(domid)
-        if domid not in self._xs_domains:
+        path = self._xs_domains.get(domid)  # every HELLO asks: the common case is quick
+        if path is None:
+            path = self.rundir.xs_socket(domid)
             try:
                 self.xenstore.listen(domid, path)
             except OSError as exc:
                 raise RequestError(
                     exc.errno or errno.EEXIST, f"cannot serve xenstore socket {path}: {exc}"
                 ) from None
-            self._xs_domains.add(domid)
+            self._xs_domains[domid] = path
         return path
 
     # -- requests --
 
     def _read(self, client: Client) -> None:
+        """Serve the requests waiting on ``client``'s socket, then send the replies held
+        meanwhile."""
+        try:
+            self._serve_waiting(client)
+        finally:
+            self._send_held(client)
+
+    def _serve_waiting(self, client: Client) -> None:
         for _ in range(_REQUESTS_PER_WAKEUP):
             if client.id not in self.clients:
                 return
@@ -290,19 +327,36 @@ class Hub:
             self.log(f"{client.who} {op_name} crashed:\n{traceback.format_exc().rstrip()}")
             self._reply(client, encode_error(errno.EIO, f"internal hub error in {op_name}"))
             return
+        # Reply first, log after: the client is waiting, the log is not.
+        self._reply(client, encode_reply(outcome.values, outcome.text), outcome.fds)
         if outcome.note:
             self.log(f"{client.who} {op_name} {outcome.note}")
-        self._reply(client, encode_reply(outcome.values, outcome.text), outcome.fds)
 
     def _refuse(self, client: Client, op_name: str, exc: RequestError) -> None:
         """Answer with the error; a client that has not said a valid HELLO is dropped."""
+        self._reply(client, encode_error(exc.err, exc.message))
         name = errno.errorcode.get(exc.err, str(exc.err))
         self.log(f"{client.who} {op_name} -> {name}: {exc.message}")
-        self._reply(client, encode_error(exc.err, exc.message))
         if client.domid is None:
             self.drop(client, "no valid HELLO")
 
     def _reply(self, client: Client, data: bytes, fds: tuple[int, ...] = ()) -> None:
+        """Answer ``client``.  A reply without descriptors is held until the requests the
+        client sent together are all served (see :meth:`_read`): replies then go out back
+        to back, and the client wakes up once for them, not once each.  A reply with
+        descriptors is sent at once, since a later request may close them."""
+        if fds:
+            self._send_held(client)
+            self._send(client, data, fds)
+        else:
+            client.held.append(data)
+
+    def _send_held(self, client: Client) -> None:
+        held, client.held = client.held, []
+        for data in held:
+            self._send(client, data)
+
+    def _send(self, client: Client, data: bytes, fds: tuple[int, ...] = ()) -> None:
         if client.id not in self.clients:
             return
         try:
@@ -311,7 +365,7 @@ class Hub:
             self.drop(client, "not reading its replies")
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE and not fds:
-                self._reply(
+                self._send(
                     client,
                     encode_error(
                         errno.E2BIG, f"reply of {len(data)} bytes is too large for one message"
@@ -322,8 +376,13 @@ class Hub:
 
     def drop(self, client: Client, reason: str) -> None:
         """End a connection: fire its unmap-notifies, then release its grants and ports."""
-        if self.clients.pop(client.id, None) is None:
+        if client.id not in self.clients:
             return
+        with contextlib.suppress(OSError):  # e.g. the error that refused its HELLO
+            for data in client.held:
+                send_message(client.sock, data)
+        client.held.clear()
+        del self.clients[client.id]
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(client.sock)
         client.sock.close()
@@ -372,26 +431,30 @@ class Hub:
             )
 
     def _gnt_share(self, client: Client, args: tuple[int, ...]) -> Outcome:
-        peer, count, flags = args
+        peer, count, flags, *notify = args
         _check_domid(peer, "peer domain")
         _check_count(count)
-        writable = bool(_check_flags(flags, GNT_WRITABLE, "GNT_SHARE") & GNT_WRITABLE)
+        writable = bool(_check_flags(flags, _GNT_FLAGS, "GNT_SHARE") & GNT_WRITABLE)
         self._refuse_loopback(client, peer)
         assert client.domid is not None
-        handle = self.grants.share(client.domid, peer, count, writable)
+        handle = self._notified(
+            client, self.grants.share(client.domid, peer, count, writable), notify
+        )
         number = client.add_handle(handle)
         access = "rw" if writable else "ro"
         return Outcome(
             (number, count, *handle.refs),
             fds=(handle.objects[0].fd,),
-            note=f"to dom{peer} {count} page(s) {access} -> handle {number} refs {handle.refs}",
+            note=f"to dom{peer} {count} page(s) {access} -> handle {number} refs {handle.refs}"
+            + _notify_note(notify),
         )
 
     def _gnt_map(self, client: Client, args: tuple[int, ...]) -> Outcome:
-        peer, flags, count, *refs = args
+        peer, flags, count, *rest = args
+        refs, notify = rest[:count], rest[count:]
         _check_domid(peer, "peer domain")
         _check_count(count)
-        writable = bool(_check_flags(flags, GNT_WRITABLE, "GNT_MAP") & GNT_WRITABLE)
+        writable = bool(_check_flags(flags, _GNT_FLAGS, "GNT_MAP") & GNT_WRITABLE)
         self._refuse_loopback(client, peer)
         assert client.domid is not None
         handle = self.grants.map(client.domid, peer, tuple(refs), writable)
@@ -400,6 +463,7 @@ class Hub:
             raise RequestError(
                 errno.EINVAL, f"refs span {len(handle.objects)} shared objects; at most {MAX_FDS}"
             )
+        handle = self._notified(client, handle, notify)
         index = {obj: i for i, obj in enumerate(handle.objects)}
         layout = [n for grant in handle.grants for n in (index[grant.obj], grant.page)]
         fds = tuple(obj.fd if writable else obj.ro_fd for obj in handle.objects)
@@ -408,8 +472,24 @@ class Hub:
         return Outcome(
             (number, len(fds), *layout),
             fds=fds,
-            note=f"from dom{peer} refs {list(refs)} {access} -> handle {number}",
+            note=f"from dom{peer} refs {refs} {access} -> handle {number}" + _notify_note(notify),
         )
+
+    def _notified(self, client: Client, handle: GrantHandle, notify: list[int]) -> GrantHandle:
+        """``handle`` with the unmap-notify ``notify`` (offset, port; empty without
+        GNT_NOTIFY) set; if that is refused, the handle is released: nothing was shared
+        or mapped."""
+        if notify:
+            try:
+                self._set_notify(client, handle, *notify)
+            except RequestError:
+                self.grants.release(handle)
+                raise
+        return handle
+
+    def _set_notify(self, client: Client, handle: GrantHandle, offset: int, port: int) -> None:
+        assert client.domid is not None
+        handle.set_notify(offset, self.ports.lookup(client.domid, port))
 
     def _gnt_unmap(self, client: Client, args: tuple[int, ...]) -> Outcome:
         (number,) = args
@@ -423,10 +503,7 @@ class Hub:
 
     def _gnt_set_notify(self, client: Client, args: tuple[int, ...]) -> Outcome:
         number, offset, port_number = args
-        handle = client.handle(number)
-        assert client.domid is not None
-        port = self.ports.lookup(client.domid, port_number)
-        handle.set_notify(offset, port)
+        self._set_notify(client, client.handle(number), offset, port_number)
         return Outcome(note=f"handle {number} byte {offset} port {port_number}")
 
     def _bound(self, client: Client, port: Port, what: str) -> Outcome:
@@ -467,7 +544,7 @@ class Hub:
         domains = (
             self.grants.domains()
             | self.ports.domains()
-            | self._xs_domains
+            | self._xs_domains.keys()
             | {c.domid for c in self.clients.values() if c.domid is not None}
         )
         nodes = {}
@@ -547,6 +624,14 @@ class Hub:
 
     def serve(self) -> str:
         """Run until stopped or (embedded) idle; return why it stopped."""
+        self._serving = True
+        try:
+            return self._loop()
+        finally:
+            self._serving = False
+            self.flush_log()
+
+    def _loop(self) -> str:
         idle_since: float | None = None
         while not self._stopping:
             timeout = None
@@ -557,7 +642,12 @@ class Hub:
                     return f"idle for {self.idle:g} s"
             else:
                 idle_since = None
-            for key, mask in self.selector.select(timeout):
+            # The log is written when nothing else is ready, before sleeping.
+            ready = self.selector.select(0) if self._log_queue else []
+            if not ready:
+                self.flush_log()
+                ready = self.selector.select(timeout)
+            for key, mask in ready:
                 key.data(mask)
         return "asked to stop"
 

@@ -16,9 +16,9 @@ import socket
 import stat
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from . import wire
@@ -71,10 +71,10 @@ class _Transport:
         chunks: list[bytes] = []
         missing = count
         while missing:
-            timeout = None if deadline is None or chunks else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-            if not ready:
-                return None
+            if deadline is not None and not chunks:  # else a blocking read is the wait
+                timeout = max(0.0, deadline - time.monotonic())
+                if not select.select([self.fd], [], [], timeout)[0]:
+                    return None
             chunk = os.read(self.fd, missing)
             if not chunk:
                 raise ConnectionResetError(errno.ECONNRESET, "xenstore connection closed")
@@ -87,6 +87,80 @@ class _Transport:
             self.sock.close()
         else:
             os.close(self.fd)
+
+
+#: One request as :meth:`XsClient._pipeline` takes it: type, payload, transaction, and
+#: the path an error names.
+_Request = tuple[XsType, bytes, int, str | None]
+
+
+def _on_path(msg_type: XsType, path: str, tx: int, extra: bytes = b"") -> _Request:
+    """A request whose payload is ``path``, a NUL, then ``extra``."""
+    return (msg_type, path.encode() + b"\0" + extra, tx, path)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _perms_arg(perms: Sequence[_PermLike]) -> bytes:
+    return wire.format_perms([Perm(perm.access, perm.domid) for perm in perms])
+
+
+_TX_START: _Request = (XsType.TRANSACTION_START, b"\0", 0, None)
+
+
+def _tx_id(payload: bytes) -> int:
+    """The id in a TRANSACTION_START reply."""
+    return int(payload.rstrip(b"\0"))
+
+
+def _nothing(payload: bytes) -> None:
+    """The result of a request that answers only OK."""
+
+
+def _payload(payload: bytes) -> bytes:
+    return payload
+
+
+class XsPipeline:
+    """XenStore requests queued to go out together, so that they cost one round trip.
+
+    Each method queues one request and returns the pipeline, so calls chain;
+    :meth:`execute` sends them and returns their results in order.  Only requests that
+    do not need an earlier one's answer belong together: a transaction's writes need its
+    id, so they go in a pipeline after the one that started it.
+    """
+
+    def __init__(self, client: XsClient) -> None:
+        self._client = client
+        self._requests: list[_Request] = []
+        self._results: list[Callable[[bytes], object]] = []
+
+    def _queue(self, request: _Request, result: Callable[[bytes], object]) -> XsPipeline:
+        self._requests.append(request)
+        self._results.append(result)
+        return self
+
+    def read(self, path: str, tx: int = 0) -> XsPipeline:
+        return self._queue(_on_path(XsType.READ, path, tx), _payload)
+
+    def write(self, path: str, value: bytes | str, tx: int = 0) -> XsPipeline:
+        return self._queue(_on_path(XsType.WRITE, path, tx, _as_bytes(value)), _nothing)
+
+    def set_perms(self, path: str, perms: Sequence[_PermLike], tx: int = 0) -> XsPipeline:
+        return self._queue(_on_path(XsType.SET_PERMS, path, tx, _perms_arg(perms)), _nothing)
+
+    def transaction_start(self) -> XsPipeline:
+        return self._queue(_TX_START, _tx_id)
+
+    def execute(self) -> list[Any]:
+        """Send the queued requests and return each one's result, in order: a read's
+        bytes, a started transaction's id, None for the others.  If any failed, the first
+        failure raises once all are answered; the others took effect (queue them inside a
+        transaction to have all or nothing)."""
+        replies = self._client._pipeline(self._requests)
+        return [result(reply) for result, reply in zip(self._results, replies, strict=True)]
 
 
 class XsClient:
@@ -112,14 +186,21 @@ class XsClient:
         as a device (``/dev/xen/xenbus``)."""
         path = os.fspath(path)
         if stat.S_ISSOCK(os.stat(path).st_mode):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(path)
-            except OSError:
-                sock.close()
-                raise
-            return cls(sock)
+            return cls.connect_socket(path)
         return cls(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+
+    @classmethod
+    def connect_socket(cls, path: str | os.PathLike[str]) -> XsClient:
+        """Connect to the daemon's UNIX socket at ``path``.  Anything else there (no file,
+        a file that is not a socket, a socket nobody listens on) raises the ``connect``
+        error -- FileNotFoundError or ConnectionRefusedError -- never opens it as a device."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(os.fspath(path))
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock)
 
     def close(self) -> None:
         if not self._closed:
@@ -148,16 +229,40 @@ class XsClient:
     ) -> bytes:
         """Send one request and return the reply payload, queueing watch events met on the
         way.  An ERROR reply raises XenstoreError naming ``path``."""
-        if len(payload) > wire.PAYLOAD_MAX:
-            raise XenstoreError("E2BIG", path)
-        self._io.write(Message(msg_type, payload, 0, tx).encode())
+        return self._pipeline([(msg_type, payload, tx, path)])[0]
+
+    def _pipeline(self, requests: Sequence[_Request]) -> list[bytes]:
+        """Send ``requests`` back to back, then read their replies: one round trip for
+        all, since xenstored answers a connection's requests in order.  Each message is
+        its own write, as ``/dev/xen/xenbus`` wants.  The first ERROR reply raises, once
+        every reply is in, so the connection stays in step for the next request."""
+        for _, payload, _, path in requests:
+            if len(payload) > wire.PAYLOAD_MAX:
+                raise XenstoreError("E2BIG", path)
+        for msg_type, payload, tx, _ in requests:
+            self._io.write(Message(msg_type, payload, 0, tx).encode())
+        replies: list[bytes] = []
+        failure: XenstoreError | None = None
+        for msg_type, _, _, path in requests:
+            reply = self._reply(msg_type, path)
+            if isinstance(reply, XenstoreError):
+                failure = failure or reply
+            else:
+                replies.append(reply)
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _reply(self, msg_type: XsType, path: str | None) -> bytes | XenstoreError:
+        """The next reply's payload, or the error it reports; watch events met on the way
+        are queued.  A reply of another type raises: the connection is out of step."""
         while True:
             reply = self._receive(None)
             assert reply is not None  # no deadline
             if reply.type == XsType.WATCH_EVENT:
                 self._queue_event(reply.payload)
             elif reply.type == XsType.ERROR:
-                raise XenstoreError(reply.payload.rstrip(b"\0").decode("latin-1"), path)
+                return XenstoreError(reply.payload.rstrip(b"\0").decode("latin-1"), path)
             elif reply.type == msg_type:
                 return reply.payload
             else:  # libxenstore gives up on such a connection the same way
@@ -180,7 +285,7 @@ class XsClient:
             self._events.append((fields[0].decode("latin-1"), fields[1].decode("latin-1")))
 
     def _call(self, msg_type: XsType, path: str, tx: int, extra: bytes = b"") -> bytes:
-        return self.request(msg_type, path.encode() + b"\0" + extra, tx, path)
+        return self._pipeline([_on_path(msg_type, path, tx, extra)])[0]
 
     # -- operations --
 
@@ -188,8 +293,7 @@ class XsClient:
         return self._call(XsType.READ, path, tx)
 
     def write(self, path: str, value: bytes | str, tx: int = 0) -> None:
-        data = value.encode() if isinstance(value, str) else value
-        self.request(XsType.WRITE, path.encode() + b"\0" + data, tx, path)
+        self._call(XsType.WRITE, path, tx, _as_bytes(value))
 
     def mkdir(self, path: str, tx: int = 0) -> None:
         self._call(XsType.MKDIR, path, tx)
@@ -233,11 +337,14 @@ class XsClient:
         return wire.parse_perms(wire.split_strings(self._call(XsType.GET_PERMS, path, tx)))
 
     def set_perms(self, path: str, perms: Sequence[_PermLike], tx: int = 0) -> None:
-        entries = [Perm(perm.access, perm.domid) for perm in perms]
-        self._call(XsType.SET_PERMS, path, tx, wire.format_perms(entries))
+        self._call(XsType.SET_PERMS, path, tx, _perms_arg(perms))
 
     def transaction_start(self) -> int:
-        return int(self.request(XsType.TRANSACTION_START, b"\0").rstrip(b"\0"))
+        return _tx_id(self.request(*_TX_START))
+
+    def pipeline(self) -> XsPipeline:
+        """Queue requests to send together, one round trip for all (see XsPipeline)."""
+        return XsPipeline(self)
 
     def transaction_end(self, tx: int, commit: bool = True) -> None:
         """Commit (or abort) ``tx``; a conflicting commit raises XenstoreError(EAGAIN)."""

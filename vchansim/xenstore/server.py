@@ -73,6 +73,8 @@ class _Client:
         self.events = selectors.EVENT_READ
         self.doomed: str | None = None
         self.alive = True
+        #: Inside :meth:`handle`'s read, whose replies it sends itself.
+        self._reading = False
         self.xs = XsConnection(service.store, domid, self._queue, service._log_fn)
 
     def handle(self, mask: int) -> None:
@@ -80,7 +82,11 @@ class _Client:
             self.drop(self.doomed)
             return
         if mask & selectors.EVENT_READ:
-            self._read()
+            self._reading = True
+            try:
+                self._read()
+            finally:
+                self._reading = False
         if self.alive and self.out:
             self._flush()
 
@@ -104,14 +110,17 @@ class _Client:
             self.drop("internal error while handling its request")
 
     def _queue(self, data: bytes) -> None:
-        """``send`` callback of the XsConnection; may be called while another client's
-        request runs (watch events), so it only buffers and asks for a write wakeup."""
+        """``send`` callback of the XsConnection: buffer ``data``.  Replies to what we are
+        reading go out together when the read is done (:meth:`handle`), in one send, with
+        no change to the selector.  Anything else -- a watch event fired by another
+        client's request, which may be running now -- asks for a write wakeup."""
         if not self.alive or self.doomed is not None:
             return
         self.out += data
         if len(self.out) > _OUTPUT_LIMIT_BYTES:
             self.doomed = f"more than {_OUTPUT_LIMIT_BYTES} bytes left unread"
-        self._update_interest()
+        if not self._reading:
+            self._update_interest()
 
     def _flush(self) -> None:
         while self.out:

@@ -23,7 +23,6 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import IntFlag
 
 from ..errors import ConfigError
 from . import wire
@@ -137,7 +136,10 @@ class Node:
         return 16 + 8 * len(self.perms) + len(self.value) + names
 
 
-class _Access(IntFlag):
+class _Access:
+    """Access rights, as bits of a plain int: every request checks some, and enum flag
+    arithmetic is slow enough to show in what each request costs."""
+
     READ = 1
     WRITE = 2
     OWNER = 8
@@ -146,13 +148,11 @@ class _Access(IntFlag):
 _FULL = _Access.READ | _Access.WRITE | _Access.OWNER
 
 
-def _letter_access(perm: Perm) -> _Access:
-    return (_Access.READ if perm.can_read else _Access(0)) | (
-        _Access.WRITE if perm.can_write else _Access(0)
-    )
+def _letter_access(perm: Perm) -> int:
+    return (_Access.READ if perm.can_read else 0) | (_Access.WRITE if perm.can_write else 0)
 
 
-def _access(domid: int, perms: Sequence[Perm]) -> _Access:
+def _access(domid: int, perms: Sequence[Perm]) -> int:
     """What ``domid`` may do to a node with ``perms``: the owner and dom0 everything, a
     listed domain its own letter, anyone else the owner entry's letter."""
     if domid == PRIVILEGED_DOMID or perms[0].domid == domid:
@@ -324,7 +324,7 @@ class _Actor:
                 raise XsError("EINVAL")
         return name
 
-    def lookup(self, path: str, need: _Access) -> Node:
+    def lookup(self, path: str, need: int) -> Node:
         """The node, if it exists and we may do ``need`` to it.  Otherwise ENOENT or EACCES,
         chosen as xenstored does so as not to reveal nodes we could not see anyway: ENOENT
         only if the nearest existing ancestor grants us ``need``."""
@@ -549,7 +549,7 @@ class Store:
     def _fire(self, path: str, exact: bool, node: Node | None, old_perms: _OldPerms) -> None:
         """Deliver an event for ``path`` to every matching watch whose domain may see it."""
         for conn in list(self._connections):
-            if self._watch_permitted(conn.domid, path, node, old_perms):
+            if conn.watch_count and self._watch_permitted(conn.domid, path, node, old_perms):
                 conn._fire(path, exact)
 
     def _watch_permitted(self, domid: int, path: str, node: Node | None, old: _OldPerms) -> bool:

@@ -61,12 +61,12 @@ class XsType(IntEnum):
     INVALID = 0xFFFF
 
 
+_TYPE_NAMES = {member.value: member.name for member in XsType}
+
+
 def type_name(value: int) -> str:
     """A readable name for a type number, including numbers no enum member has."""
-    try:
-        return XsType(value).name
-    except ValueError:
-        return f"TYPE{value}"
+    return _TYPE_NAMES.get(value) or f"TYPE{value}"
 
 
 #: xenstored's error table (``xsd_errors``), in its order: the daemon sends the *name*,
