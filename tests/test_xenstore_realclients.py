@@ -304,6 +304,51 @@ def test_a_pipeline_raises_its_first_failure_once_all_are_answered(daemon: Daemo
         assert dom1.read("data/c") == b"4"  # the others took effect; the stream is in step
 
 
+def _read_message(sock: socket.socket) -> tuple[int, int, bytes]:
+    """One whole message from ``sock``: type, transaction, payload."""
+    header = b""
+    while len(header) < wire.HEADER_SIZE:
+        header += sock.recv(wire.HEADER_SIZE - len(header))
+    msg_type, _req, tx, length = wire.decode_header(header)
+    payload = b""
+    while len(payload) < length:
+        payload += sock.recv(length - len(payload))
+    return msg_type, tx, payload
+
+
+def test_over_a_device_each_request_waits_for_its_reply() -> None:
+    """A descriptor that is not a socket (``/dev/xen/xenbus``) gets no pipelining: while a
+    reply is outstanding nothing more is written.  Here the test plays the device."""
+    device, kernel = socket.socketpair()
+    client = XsClient(os.dup(device.fileno()))  # an int: used as a device would be
+    device.close()
+    results: list[object] = []
+    worker = threading.Thread(
+        target=lambda: results.extend(
+            client.pipeline().read("a").transaction_start().write("b", "1", 7).execute()
+        )
+    )
+    worker.start()
+    seen = []
+    replies = [b"x", b"7\0", b"OK\0"]
+    for reply in replies:
+        msg_type, tx, payload = _read_message(kernel)
+        with pytest.raises(BlockingIOError):
+            kernel.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)  # the next waits for us
+        seen.append((XsType(msg_type), tx, payload))
+        kernel.sendall(wire.encode(msg_type, reply, tx_id=tx))
+    worker.join(TIMEOUT)
+    assert not worker.is_alive()
+    assert seen == [
+        (XsType.READ, 0, b"a\0"),
+        (XsType.TRANSACTION_START, 0, b"\0"),
+        (XsType.WRITE, 7, b"b\x001"),
+    ]
+    assert results == [b"x", 7, None]
+    client.close()
+    kernel.close()
+
+
 # --- bytes on the wire -----------------------------------------------------------------------
 
 

@@ -104,6 +104,7 @@ def test_the_kernel_xenbus_device_carries_xenstore_too(monkeypatch, start, recor
         assert xs.read("domid") == b"0"
     client = start("c", "-w", 30, "client", 0, xs_path, "ping", 20, 1)
     with Vchan.server(backend, 0, xs_path) as chan:
+        chan.timeout = 60  # a client that never comes fails the test instead of hanging it
         served = 0
         for data in chan:
             chan.write(data)

@@ -232,23 +232,33 @@ class XsClient:
         return self._pipeline([(msg_type, payload, tx, path)])[0]
 
     def _pipeline(self, requests: Sequence[_Request]) -> list[bytes]:
-        """Send ``requests`` back to back, then read their replies: one round trip for
-        all, since xenstored answers a connection's requests in order.  Each message is
-        its own write, as ``/dev/xen/xenbus`` wants.  The first ERROR reply raises, once
-        every reply is in, so the connection stays in step for the next request."""
+        """Send ``requests`` and return their replies' payloads.  The first ERROR reply
+        raises, once every reply is in, so the connection stays in step for the next
+        request.
+
+        Over a socket the requests go back to back and the replies are read after them:
+        one round trip for all, since xenstored answers a connection's requests in order.
+        Over ``/dev/xen/xenbus`` each request waits for its reply before the next goes
+        out: the Linux device, which carries all its users over the kernel's one xenstore
+        connection, was seen to lose a transaction's effect when its requests were
+        pipelined (Xen 4.17, Linux 6.1 dom0: after a few channels published that way, a
+        client no longer found the keys).  Each message is its own write, as the device
+        wants."""
         for _, payload, _, path in requests:
             if len(payload) > wire.PAYLOAD_MAX:
                 raise XenstoreError("E2BIG", path)
-        for msg_type, payload, tx, _ in requests:
-            self._io.write(Message(msg_type, payload, 0, tx).encode())
+        batches = [requests] if self._io.sock is not None else [[one] for one in requests]
         replies: list[bytes] = []
         failure: XenstoreError | None = None
-        for msg_type, _, _, path in requests:
-            reply = self._reply(msg_type, path)
-            if isinstance(reply, XenstoreError):
-                failure = failure or reply
-            else:
-                replies.append(reply)
+        for batch in batches:
+            for msg_type, payload, tx, _ in batch:
+                self._io.write(Message(msg_type, payload, 0, tx).encode())
+            for msg_type, _, _, path in batch:
+                reply = self._reply(msg_type, path)
+                if isinstance(reply, XenstoreError):
+                    failure = failure or reply
+                else:
+                    replies.append(reply)
         if failure is not None:
             raise failure
         return replies
