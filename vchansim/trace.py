@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import VchanError
+from .layout import PageState
 
 FORMAT = "vchansim-trace"
 VERSION = 1
@@ -77,20 +78,11 @@ class TraceWriter:
 
 
 @dataclass(frozen=True)
-class RingSample:
-    """The control page at one instant, decoded."""
+class RingSample(PageState):
+    """The control page at one instant, decoded: a :class:`~vchansim.layout.PageState`
+    with its time and the event counts seen with it."""
 
-    t: float
-    left_cons: int
-    left_prod: int
-    right_cons: int
-    right_prod: int
-    left_order: int
-    right_order: int
-    cli_live: int
-    srv_live: int
-    cli_notify: int
-    srv_notify: int
+    t: float = 0.0
     #: Events sent server->client and client->server so far (None where unknown).
     events_srv_to_cli: int | None = None
     events_cli_to_srv: int | None = None
@@ -98,12 +90,12 @@ class RingSample:
     @property
     def left_fill(self) -> int:
         """Bytes in flight client -> server, as the indices say (unsanitised)."""
-        return (self.left_prod - self.left_cons) & _U32
+        return self.fill("left")
 
     @property
     def right_fill(self) -> int:
         """Bytes in flight server -> client, as the indices say (unsanitised)."""
-        return (self.right_prod - self.right_cons) & _U32
+        return self.fill("right")
 
 
 @dataclass

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..layout import PageState
 from ..trace import RingSample, Trace, TraceError, read_trace
 from .frames import EventCounts, Frame, FrameBuilder
 
@@ -29,21 +28,6 @@ class Mark:
     #: "fault" (an injected fault) or "endpoint" (an endpoint's life: connected, killed...).
     kind: str
     text: str
-
-
-def _page(sample: RingSample) -> PageState:
-    return PageState(
-        sample.left_cons,
-        sample.left_prod,
-        sample.right_cons,
-        sample.right_prod,
-        sample.left_order,
-        sample.right_order,
-        sample.cli_live,
-        sample.srv_live,
-        sample.cli_notify,
-        sample.srv_notify,
-    )
 
 
 def _events(sample: RingSample) -> EventCounts | None:
@@ -98,7 +82,7 @@ class ReplaySource:
         if not samples:
             raise TraceError(f"{name}: the trace has no ring records: nothing to replay")
         builder = FrameBuilder()
-        self.frames = [builder.feed(s.t, _page(s), _events(s)) for s in samples]
+        self.frames = [builder.feed(s.t, s, _events(s)) for s in samples]
         self.times = [frame.time for frame in self.frames]
         self.marks = _marks(trace)
         self.title = _title(trace, name)
