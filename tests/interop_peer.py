@@ -1,4 +1,4 @@
-"""One Python vchan endpoint, with the command line and output of ``tests/c/vchan-pipe.c``.
+"""One Python vchan endpoint, with the command line and output of ``csrc/programs/vchan-pipe.c``.
 
 The interop tests start either program for either end, so every pairing of Python and
 Debian's libxenvchan is driven and checked the same way.  Usage (run with the emulator's

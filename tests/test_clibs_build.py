@@ -192,7 +192,7 @@ def test_foreign_run_directory_is_refused(probe: Path, empty_rundir: Path) -> No
 
 @needs_xen_headers
 def test_vchan_program_outside_emulator_fails_fast() -> None:
-    program = cbuild.build_program(C_DIR / "vchan-pipe.c")
+    program = cbuild.build_program(cbuild.program_source("vchan-pipe.c"))
     env = c_env(None)
     for role in ("server", "client"):
         result = subprocess.run(

@@ -89,7 +89,7 @@ def probe() -> Path:
 
 @pytest.fixture(scope="module")
 def pipe_program() -> Path:
-    return cbuild.build_program(C_DIR / "vchan-pipe.c")
+    return cbuild.build_program(cbuild.program_source("vchan-pipe.c"))
 
 
 def env_of(domid: int, rundir: Path) -> dict[str, str]:

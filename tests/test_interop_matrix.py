@@ -1,7 +1,7 @@
 """Byte compatibility of the Python ring and Debian's libxenvchan, cell by cell.
 
 Every pairing of a Python endpoint (``tests/interop_peer.py``) and a C endpoint
-(``tests/c/vchan-pipe.c`` on Debian's libxenvchan with the drop-in libraries) is run as
+(``csrc/programs/vchan-pipe.c`` on Debian's libxenvchan with the drop-in libraries) is run as
 server and client, over each of libxenvchan's ring placements, in stream and packet mode:
 64 MiB of seeded random data each way at once, each endpoint its own process in its own
 emulated domain.  Each side hashes what it sends and what it receives; the cell passes
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import procs
 import pytest
-from test_clibs_emulator import C_DIR, RINGS, private_hub, wait_released
+from test_clibs_emulator import RINGS, private_hub, wait_released
 
 from vchansim import cbuild
 from vchansim.backends.shm import ShmBackend
@@ -120,7 +120,7 @@ def hub_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def pipe_program() -> Path:
-    return cbuild.build_program(C_DIR / "vchan-pipe.c")
+    return cbuild.build_program(cbuild.program_source("vchan-pipe.c"))
 
 
 @pytest.fixture

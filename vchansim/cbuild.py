@@ -48,6 +48,16 @@ def source_dir() -> Path:
     return packaged
 
 
+def program_source(name: str) -> Path:
+    """The source of a C program shipped with vchansim (``csrc/programs``): vchan-pipe,
+    the default program of scenario endpoints, and vchan-bench, the benchmark's C
+    endpoint.  Build it with :func:`build_program`."""
+    path = source_dir() / "programs" / name
+    if not path.is_file():
+        raise BuildError(f"the C program {path} is missing; reinstall vchansim")
+    return path
+
+
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/vchansim``, else ``~/.cache/vchansim``: per user, never shared."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -168,8 +178,8 @@ def library_dir() -> Path:
 def build_program(source: Path, *, libs: Sequence[str] = ("xenvchan",)) -> Path:
     """Compile the one-file C program ``source`` against ``libs``; return the executable.
 
-    Used for the test programs (tests/c): they link against Xen's real libxenvchan, whose
-    headers come with Debian's libxen-dev.
+    Used for the shipped programs (:func:`program_source`) and the test probes: they link
+    against Xen's real libxenvchan, whose headers come with Debian's libxen-dev.
     """
     compiler = _compiler()
     flags = [f"-l{lib}" for lib in libs]

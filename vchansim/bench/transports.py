@@ -7,7 +7,7 @@ Every endpoint is its own process, speaking the line protocol of
   shm emulator, spin policy ``off`` (the library default) or the plan's (``adaptive``);
 * ``pipe`` -- two ``os.pipe`` (one per direction) inherited by two Python processes;
 * ``socketpair`` -- one ``socket.socketpair`` likewise;
-* ``libxenvchan`` -- Debian's C libxenvchan on the emulator: ``tests/c/vchan-bench.c``,
+* ``libxenvchan`` -- Debian's C libxenvchan on the emulator: ``csrc/programs/vchan-bench.c``,
   compiled on first use and run as two emulated domains with the environment
   ``vchansim exec`` gives a program (:func:`~vchansim.cli.exec.emulator_env`), started
   directly so that no wrapper interpreter shares the CPUs with it.
@@ -37,8 +37,6 @@ TRANSPORTS = ("vchansim", "vchansim-spin", "pipe", "socketpair", "libxenvchan")
 KERNEL_TRANSPORTS = ("pipe", "socketpair")
 #: Most concurrent pairs of one transport (each pair is two emulated domains).
 PAIRS_MAX = 64
-#: Where the C endpoint's source lives in a checkout.
-C_SOURCE = Path(__file__).resolve().parents[2] / "tests" / "c" / "vchan-bench.c"
 #: How long an endpoint may take to start (interpreter, imports, hub, compiler cache).
 START_DEADLINE = 60.0
 
@@ -145,12 +143,7 @@ class Pair:
 
 def c_program() -> Path:
     """The C endpoint, compiled against Debian's libxenvchan (cached after the first time)."""
-    if not C_SOURCE.is_file():
-        raise cbuild.BuildError(
-            f"the C benchmark endpoint {C_SOURCE} is missing (it ships with the source "
-            "checkout, in tests/c)"
-        )
-    return cbuild.build_program(C_SOURCE)
+    return cbuild.build_program(cbuild.program_source("vchan-bench.c"))
 
 
 def _python_worker(*args: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 ``python -m vchansim.bench.worker TRANSPORT [--domid N] [--peer N] [--spin S] [--fds ...]``
 
-It speaks the same protocol as the C endpoint (``tests/c/vchan-bench.c``), so the runner
+It speaks the same protocol as the C endpoint (``csrc/programs/vchan-bench.c``), so the runner
 drives every transport alike.  It prints ``ready``, then answers each command with one
 line, ``ok ...`` or ``error CAUSE``.  Times are ``CLOCK_MONOTONIC`` seconds, which every
 process on the machine shares, so the runner can time a transfer from the sender's first

@@ -39,7 +39,7 @@ ERROR_NAMES = frozenset(
     for name, obj in vars(errors).items()
     if isinstance(obj, type) and issubclass(obj, BaseException)
 ) | {"OSError", "TimeoutError", "ValueError", PROGRAM_ERROR}
-#: The command of a program endpoint unless it gives one: vchan-pipe (tests/c), with
+#: The command of a program endpoint unless it gives one: vchan-pipe (csrc/programs), with
 #: the arguments that make it play the endpoint.  ``{options}`` stands for several.
 DEFAULT_PROGRAM = ("{pipe}", "{role}", "{peer}", "{path}", "{options}")
 #: What a program endpoint's command may say in braces (docs/scenarios.md).

@@ -8,7 +8,7 @@ runner's process for the endpoint does not touch the channel: it starts the prog
 turns its output into the reports a Python endpoint makes, passes the runner's kill on,
 and reports how the program ended.
 
-The contract is vchan-pipe's (the header of tests/c/vchan-pipe.c, the default program):
+The contract is vchan-pipe's (the header of csrc/programs/vchan-pipe.c, the default program):
 its command line; its data, xorshift64 from ``--seed``; its output lines ``ready``,
 ``sent N SHA256 SECONDS``, ``received N SHA256 SECONDS`` and ``closed``; and its exit
 status, 0 when done.  A server is started with ``--wait-go`` and given its line once
@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from ..backends.base import Backend
 from ..backends.shm import ShmBackend
-from ..cbuild import build_program
+from ..cbuild import build_program, program_source
 from ..cli.exec import emulator_env
 from ..errors import ConfigError
 from .model import OPTIONS_FIELD, PROGRAM_ERROR, Scenario
@@ -47,8 +47,6 @@ from .workload import (
     describe_error,
 )
 
-#: The default program's source: in the project's tree, not in an installed package.
-PIPE_SOURCE = Path(__file__).resolve().parents[2] / "tests" / "c" / "vchan-pipe.c"
 #: Bytes of a program's standard error kept for the report.
 STDERR_TAIL = 2000
 #: What vchan-pipe's exit statuses mean.
@@ -69,13 +67,7 @@ _STRERRORS = {os.strerror(code): name for code, name in errno.errorcode.items()}
 
 def pipe_program() -> Path:
     """vchan-pipe, built (once, then cached) against the system's libxenvchan."""
-    if not PIPE_SOURCE.is_file():
-        raise ConfigError(
-            f"the default program's source {PIPE_SOURCE} is missing (it is part of the "
-            "vchansim source tree, not of an installed package): give the endpoint a "
-            "program = [...]"
-        )
-    return build_program(PIPE_SOURCE)
+    return build_program(program_source("vchan-pipe.c"))
 
 
 def _fields(scenario: Scenario, name: str, pipe: str) -> dict[str, str]:

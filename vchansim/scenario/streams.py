@@ -5,7 +5,7 @@ receiver can check each byte as it arrives, a restarted endpoint can resume mid-
 and the runner can recompute any range's digest without having seen the traffic.  A
 Python endpoint's stream is cut into blocks seeded independently, which makes random
 access cheap: no endpoint ever has to generate what it skips.  A program endpoint sends
-vchan-pipe's data (tests/c/vchan-pipe.c): xorshift64 from a seed drawn from the
+vchan-pipe's data (csrc/programs/vchan-pipe.c): xorshift64 from a seed drawn from the
 scenario's, which can only be produced in order; blocks are remembered by the
 generator's state at their start, so each is made once per reader.
 """
