@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from vchansim import cbuild
+from vchansim.scenario.program import pipe_program
 
 C_DIR = Path(__file__).parent / "c"
 SYSTEM_LIBS = Path("/usr/lib/x86_64-linux-gnu")
@@ -192,7 +193,7 @@ def test_foreign_run_directory_is_refused(probe: Path, empty_rundir: Path) -> No
 
 @needs_xen_headers
 def test_vchan_program_outside_emulator_fails_fast() -> None:
-    program = cbuild.build_program(cbuild.program_source("vchan-pipe.c"))
+    program = pipe_program()
     env = c_env(None)
     for role in ("server", "client"):
         result = subprocess.run(

@@ -33,6 +33,7 @@ from vchansim import cbuild
 from vchansim.backends.shm import ShmBackend
 from vchansim.cli.exec import emulator_env
 from vchansim.hub.protocol import HubConnection, Op
+from vchansim.scenario.program import pipe_program as build_pipe_program
 
 C_DIR = Path(__file__).parent / "c"
 DEADLINE = 20.0
@@ -89,7 +90,7 @@ def probe() -> Path:
 
 @pytest.fixture(scope="module")
 def pipe_program() -> Path:
-    return cbuild.build_program(cbuild.program_source("vchan-pipe.c"))
+    return build_pipe_program()
 
 
 def env_of(domid: int, rundir: Path) -> dict[str, str]:

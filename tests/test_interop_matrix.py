@@ -28,9 +28,9 @@ import procs
 import pytest
 from test_clibs_emulator import RINGS, private_hub, wait_released
 
-from vchansim import cbuild
 from vchansim.backends.shm import ShmBackend
 from vchansim.cli.exec import emulator_env
+from vchansim.scenario.program import pipe_program as build_pipe_program
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_SCRIPT = Path(__file__).with_name("interop_peer.py")
@@ -120,7 +120,7 @@ def hub_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def pipe_program() -> Path:
-    return cbuild.build_program(cbuild.program_source("vchan-pipe.c"))
+    return build_pipe_program()
 
 
 @pytest.fixture
