@@ -18,9 +18,9 @@ import timeit
 from collections.abc import Callable
 
 from vchansim import layout
-from vchansim._fastpath import full_fence
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
+from vchansim.core import full_fence
 from vchansim.ring import Notifier, Ring
 
 

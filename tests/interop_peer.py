@@ -7,10 +7,11 @@ environment, as ``vchansim exec`` gives it: ``VCHANSIM_DOMID``, ``VCHANSIM_RUNDI
     python tests/interop_peer.py server|client PEER_DOMID PATH [--send N] [--recv N]
         [--packet SIZE] [--read-min N] [--write-min N] [--seed N] [--hold | --linger]
 
-Output, one flushed line per event: ``ready``; ``sent N SHA256 SECONDS``; ``received N
-SHA256 SECONDS``; ``closed`` (the peer closed or died; then ``is_open()`` is 0 and a read
-raises ChannelClosed, which the line confirms).  Exit status as vchan-pipe's: 0 done,
-2 init failed, 3 the peer closed before all bytes moved.
+Output, one flushed line per event: ``ready core=NAME`` (the core the ring runs on,
+``c`` or ``python``: ``VCHANSIM_PURE=1`` selects the latter); ``sent N SHA256
+SECONDS``; ``received N SHA256 SECONDS``; ``closed`` (the peer closed or died; then
+``is_open()`` is 0 and a read raises ChannelClosed, which the line confirms).  Exit
+status as vchan-pipe's: 0 done, 2 init failed, 3 the peer closed before all bytes moved.
 
 ``--linger`` (not in vchan-pipe): when done, keep the channel open until standard input
 reaches end-of-file, then close it -- so a test decides when the close happens, e.g.
@@ -30,6 +31,7 @@ import select
 import sys
 import time
 
+from vchansim import core
 from vchansim.backends.shm import ShmBackend
 from vchansim.channel import Vchan
 from vchansim.errors import ChannelClosed, VchanError
@@ -190,7 +192,7 @@ def main(argv: list[str]) -> int:
         return EXIT_INIT
     seed = args.seed or (1 if args.role == "server" else 2)
     with chan:
-        print("ready", flush=True)
+        print("ready", f"core={core.NAME}", flush=True)
         status = run(
             chan, Sender(args.send, seed, args.packet), Receiver(args.recv, args.packet), args.hold
         )

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from cores import CORES, channels_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from vchansim import layout
 from vchansim.backends.base import UnmapNotify
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
+from vchansim.core import load
 from vchansim.errors import (
     ChannelClosed,
     ConfigError,
@@ -345,9 +347,12 @@ OPS = st.sampled_from(["read", "recv", "write", "send", "data_ready", "buffer_sp
         st.tuples(FIELDS, st.integers(0, 0xFFFFFFFF), OPS, st.integers(0, 70000)), max_size=25
     ),
 )
-def test_hostile_peer_never_breaks_the_local_side(sizes, server_side, pokes):
-    _, srv, cli = make_pair(*sizes, blocking=False)
+@pytest.mark.parametrize("core", CORES)
+def test_hostile_peer_never_breaks_the_local_side(core, sizes, server_side, pokes):
+    with channels_on(core):
+        _, srv, cli = make_pair(*sizes, blocking=False)
     local = srv if server_side else cli
+    assert isinstance(local.read_ring, load(core).RingCore)
     local.timeout = 0.0  # any attempt to block would raise TimeoutError and fail the test
     page = local._page
     try:

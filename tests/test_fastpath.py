@@ -1,4 +1,4 @@
-"""The C core of the hot path at its edges: released memory, read-only mappings, bad
+"""Both cores of the hot path at their edges: released memory, read-only mappings, bad
 counts, descriptors that fail, and waits interrupted by signals.  (The ring's index
 arithmetic and copies are covered by tests/test_ring.py's model.)"""
 
@@ -9,14 +9,36 @@ import mmap
 import os
 import select
 import signal
+from types import ModuleType
 
 import pytest
+from cores import CORES, faces
 
+from vchansim import core as cores
 from vchansim import layout
-from vchansim._fastpath import eventfd_kick, fetch_add_u64, wait_one
 from vchansim.atomics import AtomicCounters
 from vchansim.errors import VchanError
-from vchansim.ring import Notifier, Ring
+from vchansim.ring import NotifierFace, RingFace
+
+
+@pytest.fixture(params=CORES)
+def core(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def ops(core: str) -> ModuleType:
+    return cores.load(core)
+
+
+@pytest.fixture
+def Ring(core: str) -> type[RingFace]:
+    return faces(core)[0]
+
+
+@pytest.fixture
+def Notifier(core: str) -> type[NotifierFace]:
+    return faces(core)[1]
 
 
 @pytest.fixture
@@ -24,12 +46,12 @@ def page() -> memoryview:
     return memoryview(mmap.mmap(-1, layout.PAGE_SIZE))
 
 
-def _ring(page: memoryview, *, readonly: bool = False) -> Ring:
+def _ring(Ring: type[RingFace], page: memoryview, *, readonly: bool = False) -> RingFace:
     data = memoryview(mmap.mmap(-1, 1024))
     return Ring.left(page, data.toreadonly() if readonly else data, 10)
 
 
-def test_a_released_ring_refuses_every_operation_and_frees_the_mapping(page):
+def test_a_released_ring_refuses_every_operation_and_frees_the_mapping(Ring, page):
     region = mmap.mmap(-1, 1024)
     ring = Ring.left(page, memoryview(region), 10)
     ring.release()
@@ -43,15 +65,15 @@ def test_a_released_ring_refuses_every_operation_and_frees_the_mapping(page):
     region.close()  # no export is left behind
 
 
-def test_a_read_only_ring_can_be_read_but_not_written(page):
-    ring = _ring(page, readonly=True)
+def test_a_read_only_ring_can_be_read_but_not_written(Ring, page):
+    ring = _ring(Ring, page, readonly=True)
     with pytest.raises(TypeError, match="read-only"):
         ring.put(b"x")
     assert ring.get(bytearray(4)) == 0
 
 
-def test_counts_are_checked_against_the_buffer(page):
-    ring = _ring(page)
+def test_counts_are_checked_against_the_buffer(Ring, page):
+    ring = _ring(Ring, page)
     with pytest.raises(ValueError, match="nbytes=5 does not fit a 4-byte buffer"):
         ring.put(b"abcd", 5)
     with pytest.raises(ValueError, match="nbytes=-1"):
@@ -64,20 +86,20 @@ def test_counts_are_checked_against_the_buffer(page):
     assert ring.get(out) == 2 and out[:2] == b"ab"
 
 
-def test_a_packet_larger_than_the_ring_is_never_ready(page):
-    ring = _ring(page)
+def test_a_packet_larger_than_the_ring_is_never_ready(Ring, page):
+    ring = _ring(Ring, page)
     assert ring.put(bytes(1024)) == 1024
     assert ring.put(b"x") == -1  # full: nothing done
     assert ring.get(bytearray(2048), None, None) == 0
     assert ring.data_ready() == 1024
 
 
-def test_a_ring_needs_a_buffer_of_its_size(page):
+def test_a_ring_needs_a_buffer_of_its_size(Ring, page):
     with pytest.raises(ValueError, match="needs 4096 bytes"):
         Ring.left(page, memoryview(bytearray(1024)), 12)
 
 
-def test_a_released_notifier_refuses_to_touch_the_page(page):
+def test_a_released_notifier_refuses_to_touch_the_page(Notifier, page):
     notifier = Notifier(page, server=True)
     notifier.release()
     with pytest.raises(ValueError, match="released"):
@@ -86,12 +108,12 @@ def test_a_released_notifier_refuses_to_touch_the_page(page):
         notifier.take(layout.NOTIFY_READ)
 
 
-def test_counters_add_locked_and_read_only_ones_refuse(page):
+def test_counters_add_locked_and_read_only_ones_refuse(ops, page):
     counters = AtomicCounters(page, 2)
     counters.add(1, 5)
     counters.add(1)
     assert (counters[0], counters[1]) == (0, 6)
-    assert fetch_add_u64(counters.address(0), 3) == 0
+    assert ops.fetch_add_u64(counters.address(0), 3) == 0
     assert counters[0] == 3
     with pytest.raises(IndexError):
         counters.address(2)
@@ -99,7 +121,7 @@ def test_counters_add_locked_and_read_only_ones_refuse(page):
     with pytest.raises(VchanError, match="read-only"):
         counters.add(0)
     with pytest.raises(ValueError, match="released"):
-        fetch_add_u64(0, 1)
+        ops.fetch_add_u64(0, 1)
     viewer = AtomicCounters(page.toreadonly(), 2)
     assert viewer[0] == 3
     with pytest.raises(VchanError, match="read-only"):
@@ -117,37 +139,37 @@ def eventfd_in_epoll():
     os.close(fd)
 
 
-def test_a_kick_counts_and_wakes_the_waiter(eventfd_in_epoll, page):
+def test_a_kick_counts_and_wakes_the_waiter(ops, eventfd_in_epoll, page):
     fd, epoll = eventfd_in_epoll
     counters = AtomicCounters(page, 1)
-    assert wait_one(epoll.fileno(), 0) == -1
-    eventfd_kick(fd, counters.address(0))
-    eventfd_kick(fd, 0)  # no counter
-    assert wait_one(epoll.fileno(), None) == fd
+    assert ops.wait_one(epoll.fileno(), 0) == -1
+    ops.eventfd_kick(fd, counters.address(0))
+    ops.eventfd_kick(fd, 0)  # no counter
+    assert ops.wait_one(epoll.fileno(), None) == fd
     assert counters[0] == 1
     assert os.eventfd_read(fd) == 2
     counters.release()
 
 
-def test_kick_and_wait_report_bad_descriptors(page):
+def test_kick_and_wait_report_bad_descriptors(ops, page):
     reader, writer = os.pipe()
     os.close(reader)
     os.close(writer)
     with pytest.raises(OSError) as raised:
-        eventfd_kick(writer, 0)
+        ops.eventfd_kick(writer, 0)
     assert raised.value.errno == errno.EBADF
     with pytest.raises(OSError) as raised:
-        wait_one(reader, 0)
+        ops.wait_one(reader, 0)
     assert raised.value.errno == errno.EBADF
     with pytest.raises(ValueError, match="not a file descriptor"):
-        wait_one(-1, 0)
+        ops.wait_one(-1, 0)
 
 
 class _Interrupted(Exception):
     pass
 
 
-def test_a_wait_interrupted_by_a_raising_handler_raises(eventfd_in_epoll):
+def test_a_wait_interrupted_by_a_raising_handler_raises(ops, eventfd_in_epoll):
     _fd, epoll = eventfd_in_epoll
 
     def handler(signum: int, frame: object) -> None:
@@ -157,13 +179,15 @@ def test_a_wait_interrupted_by_a_raising_handler_raises(eventfd_in_epoll):
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.01)
         with pytest.raises(_Interrupted):
-            wait_one(epoll.fileno(), 30)  # returns only through the handler
+            ops.wait_one(epoll.fileno(), 30)  # returns only through the handler
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
-def test_a_wait_resumes_after_a_quiet_handler_and_still_sees_the_event(eventfd_in_epoll):
+def test_a_wait_resumes_after_a_quiet_handler_and_still_sees_the_event(
+    ops, eventfd_in_epoll
+):
     fd, epoll = eventfd_in_epoll
     seen: list[int] = []
 
@@ -174,7 +198,7 @@ def test_a_wait_resumes_after_a_quiet_handler_and_still_sees_the_event(eventfd_i
     previous = signal.signal(signal.SIGALRM, handler)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.01)
-        assert wait_one(epoll.fileno(), 30) == fd
+        assert ops.wait_one(epoll.fileno(), 30) == fd
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

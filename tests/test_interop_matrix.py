@@ -7,6 +7,9 @@ server and client, over each of libxenvchan's ring placements, in stream and pac
 emulated domain.  Each side hashes what it sends and what it receives; the cell passes
 when both directions' SHA-256 agree.  The throughput of every cell is printed at the end.
 
+A Python endpoint on the Python core (``VCHANSIM_PURE=1``) is paired the same way with one
+on the C accelerator and with libxenvchan.
+
 Then a SIGKILL of either language's endpoint must be seen by the other: ``closed``, with
 ``is_open() == 0`` and a read raising ChannelClosed on the Python side, within a bound.
 """
@@ -30,6 +33,7 @@ from test_clibs_emulator import RINGS, private_hub, wait_released
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.cli.exec import emulator_env
+from vchansim.core import PURE_ENV
 from vchansim.scenario.program import pipe_program as build_pipe_program
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,8 +170,12 @@ def summary(request: pytest.FixtureRequest) -> Iterator[Summary]:
 
 
 def peer_command(kind: str, pipe_program: Path) -> list[str]:
-    """How to run an endpoint of ``kind``: the C program, or the Python script."""
-    return [str(pipe_program)] if kind == "c" else list(PYTHON_PEER)
+    """How to run an endpoint of ``kind``: the C program, or the Python script (on the
+    Python core for ``pure``)."""
+    if kind == "c":
+        return [str(pipe_program)]
+    pure = ["env", f"{PURE_ENV}=1"] if kind == "pure" else []
+    return [*pure, *PYTHON_PEER]
 
 
 def start(command: Sequence[str], hub_dir: Path, domid: int, args: Sequence[str]) -> Endpoint:
@@ -262,6 +270,42 @@ def test_cell(
     summary.throughput[f"{server_kind} {client_kind} {ring} {mode}"] = (
         SIZE / 1e6 / at_client["received"][2],
         SIZE / 1e6 / at_server["received"][2],
+    )
+
+
+@pytest.mark.parametrize("mode", ["stream", "packet"])
+@pytest.mark.parametrize("other", ["python", "c"])
+@pytest.mark.parametrize("pure_role", ["server", "client"])
+def test_python_core_cell(
+    hub_dir: Path,
+    pipe_program: Path,
+    endpoints: list[Endpoint],
+    summary: Summary,
+    pure_role: str,
+    other: str,
+    mode: str,
+) -> None:
+    """The Python core against the accelerator and libxenvchan, over a multi-page ring."""
+    _ring, read_min, write_min, packet = RINGS[2]
+    framing = ["--packet", str(packet)] if mode == "packet" else []
+    both_ways = ["--send", str(SIZE // 4), "--recv", str(SIZE // 4), *framing]
+    kinds = ("pure", other) if pure_role == "server" else (other, "pure")
+    name = f"{kinds[0]}-{kinds[1]}-{mode}"
+    rings = ["--read-min", str(read_min), "--write-min", str(write_min)]
+    server, client = open_channel(
+        kinds, hub_dir, pipe_program, endpoints, name, [*rings, *both_ways], both_ways
+    )
+    pure, peer = (server, client) if pure_role == "server" else (client, server)
+    assert pure.lines[0] == "ready core=python"
+    if other == "python":
+        assert peer.lines[0] == "ready core=c"
+    at_server, at_client = checked_transfers(server, client, SIZE // 4)
+    assert server.finish() == 0, server.stderr()
+    assert client.finish() == 0, client.stderr()
+    assert_released(hub_dir, name)
+    summary.throughput[f"{kinds[0]} {kinds[1]} multi-page {mode} 16MiB"] = (
+        SIZE / 4e6 / at_client["received"][2],
+        SIZE / 4e6 / at_server["received"][2],
     )
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import mmap
 from collections import deque
 
+import pytest
+from cores import CORES, faces
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from vchansim import layout
-from vchansim.ring import U32, Notifier, Ring
+from vchansim.ring import U32
 
 
 def _page_and_ring(order: int, start: int) -> tuple[mmap.mmap, memoryview, memoryview]:
@@ -25,14 +27,17 @@ def _page_and_ring(order: int, start: int) -> tuple[mmap.mmap, memoryview, memor
 class RingModel(RuleBasedStateMachine):
     """Producer and consumer are two Ring objects over the same memory, as two peers are."""
 
+    core = "python"
+
     @initialize(
         order=st.integers(layout.MIN_ORDER, layout.MAX_ORDER),
         start=st.one_of(st.integers(U32 - 64, U32), st.integers(0, U32)),
     )
     def setup(self, order: int, start: int) -> None:
         self.page, self.indices, self.data = _page_and_ring(order, start)
-        self.producer = Ring.left(self.indices, self.data, order)
-        self.consumer = Ring.left(self.indices, self.data, order)
+        ring = faces(self.core)[0]
+        self.producer = ring.left(self.indices, self.data, order)
+        self.consumer = ring.left(self.indices, self.data, order)
         self.model: deque[int] = deque()
         self.size = layout.ring_size(order)
 
@@ -83,15 +88,20 @@ class RingModel(RuleBasedStateMachine):
         self.page.close()
 
 
-TestRingModel = RingModel.TestCase
-TestRingModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+for _core in CORES:
+    _model = type(f"RingModel_{_core}", (RingModel,), {"core": _core})
+    _case = _model.TestCase
+    _case.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+    globals()[f"TestRingModel_{_core}"] = _case
+del _core, _model, _case
 
 
+@pytest.mark.parametrize("core", CORES)
 @given(prod=st.integers(0, U32), cons=st.integers(0, U32), order=st.integers(10, 20))
-def test_corrupt_indices_are_sanitised_never_out_of_range(prod, cons, order):
+def test_corrupt_indices_are_sanitised_never_out_of_range(core, prod, cons, order):
     _page, indices, data = _page_and_ring(order, 0)
     indices[0], indices[1] = cons, prod
-    ring = Ring.left(indices, data, order)
+    ring = faces(core)[0].left(indices, data, order)
     size = layout.ring_size(order)
     in_flight = (prod - cons) & U32
     assert ring.data_ready() == (in_flight if in_flight <= size else 0)
@@ -100,9 +110,10 @@ def test_corrupt_indices_are_sanitised_never_out_of_range(prod, cons, order):
     assert 0 <= ring.buffer_space() <= size
 
 
-def test_wraparound_copy_splits_at_the_ring_end():
+@pytest.mark.parametrize("core", CORES)
+def test_wraparound_copy_splits_at_the_ring_end(core):
     _page, indices, data = _page_and_ring(10, U32 - 99)  # 100 bytes before the u32 wraps
-    ring = Ring.left(indices, data, 10)
+    ring = faces(core)[0].left(indices, data, 10)
     ring.copy_in(memoryview(b"x" * 1000), 1000)
     ring.copy_out(memoryview(bytearray(1000)), 1000)
     payload = bytes(range(256)) * 3
@@ -115,11 +126,13 @@ def test_wraparound_copy_splits_at_the_ring_end():
     assert bytes(out) == payload
 
 
-def test_notify_bits_are_one_shot_and_touch_only_their_bit():
+@pytest.mark.parametrize("core", CORES)
+def test_notify_bits_are_one_shot_and_touch_only_their_bit(core):
+    notifier = faces(core)[1]
     page = mmap.mmap(-1, layout.PAGE_SIZE)
     view = memoryview(page)
-    server = Notifier(view, server=True)
-    client = Notifier(view, server=False)
+    server = notifier(view, server=True)
+    client = notifier(view, server=False)
     server.request(layout.NOTIFY_WRITE)  # server: "kick me when you write"
     assert view[layout.CLI_NOTIFY] == layout.NOTIFY_WRITE
     client.request(layout.NOTIFY_READ)

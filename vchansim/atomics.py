@@ -2,7 +2,7 @@
 
 The per-channel event statistics live in a page every end of the channel maps: each end
 counts the events it sends, so an observer (the inspector, a trace) sees both directions
-without being on the path.  The adds are locked RMWs (``vchansim/_fastpath.c``): the
+without being on the path.  The adds are locked RMWs (from :mod:`vchansim.core`): the
 other end, possibly C in another process, bumps the same page concurrently.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 
-from ._fastpath import fetch_add_u64
+from .core import fetch_add_u64
 from .errors import VchanError
 
 

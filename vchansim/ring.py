@@ -13,13 +13,19 @@ what libxenvchan's do.  This module gives them their Python shape.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
 from . import layout
-from ._fastpath import NotifyCore, RingCore
+from .core import NotifyCore, RingCore
 
-U32 = 0xFFFFFFFF
+if TYPE_CHECKING:
+    _RingBase = RingCore
+    _NotifyBase = NotifyCore
+else:
+    _RingBase = _NotifyBase = object
 
 
-class Ring(RingCore):
+class RingFace(_RingBase):
     """A power-of-two byte ring with free-running u32 ``cons``/``prod`` indices.
 
     ``indices`` is a buffer whose first 16 bytes are the control page's four u32
@@ -28,7 +34,7 @@ class Ring(RingCore):
     every shared index is read exactly once per computation, so a hostile peer can stall
     the ring but never make us touch memory outside it (XSA-86, XSA-155).
 
-    Inherited from the C core: ``put(src, n=None)`` copies n bytes (None: all of src) in
+    Inherited from the core: ``put(src, n=None)`` copies n bytes (None: all of src) in
     and publishes them if they all fit now (returns n, or -1 having done nothing);
     ``get(dst, n=None, need=1)`` moves up to n bytes (None: ``len(dst)``) out if at least
     ``need`` (None: n) are ready (returns the count, 0 if too few); ``data_ready()``,
@@ -36,7 +42,9 @@ class Ring(RingCore):
     ``cons``, ``prod``, ``size``, ``order``.
     """
 
-    __slots__ = ("buf", "mask")
+    __slots__ = ()
+    buf: memoryview
+    mask: int
 
     def __init__(
         self, indices: memoryview, cons_slot: int, prod_slot: int, buf: memoryview, order: int
@@ -50,12 +58,12 @@ class Ring(RingCore):
         super().__init__(indices, cons_slot, prod_slot, self.buf, order)
 
     @classmethod
-    def left(cls, indices: memoryview, buf: memoryview, order: int) -> Ring:
+    def left(cls, indices: memoryview, buf: memoryview, order: int) -> Self:
         """The client -> server ring."""
         return cls(indices, 0, 1, buf, order)
 
     @classmethod
-    def right(cls, indices: memoryview, buf: memoryview, order: int) -> Ring:
+    def right(cls, indices: memoryview, buf: memoryview, order: int) -> Self:
         """The server -> client ring."""
         return cls(indices, 2, 3, buf, order)
 
@@ -75,8 +83,8 @@ class Ring(RingCore):
         self.buf.release()
 
 
-class Notifier(NotifyCore):
-    """The notify bytes as one endpoint uses them (PROTOCOL.md §4.1-§4.2).
+class NotifierFace(_NotifyBase):
+    """The notify bytes as one endpoint uses them (docs/protocol.md §4.1-§4.2).
 
     ``request(bit)`` sets a bit in the byte the peer tests ("kick me when you …"); the
     caller re-reads the ring afterwards.  ``take(bit)``, called after publishing an
@@ -98,3 +106,15 @@ class Notifier(NotifyCore):
         if not server:
             own, peer = peer, own
         super().__init__(page, own, peer)
+
+
+class Ring(RingFace, RingCore):
+    """A ring over the selected core."""
+
+    __slots__ = ("buf", "mask")
+
+
+class Notifier(NotifierFace, NotifyCore):
+    """A notifier over the selected core."""
+
+    __slots__ = ()

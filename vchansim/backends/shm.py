@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._fastpath import eventfd_kick, wait_one
 from ..atomics import AtomicCounters
+from ..core import eventfd_kick, wait_one
 from ..errors import BackendError, ConfigError, GrantError
 from ..hub.events import STATS_SIZE
 from ..hub.launcher import open_hub

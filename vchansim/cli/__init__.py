@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib import import_module
 
+from .. import __version__, core
 from ..errors import VchanError
 
 COMMANDS = ("bench", "exec", "hub", "inspect", "pipe", "run")
@@ -21,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vchansim",
         description="Xen vchan (libxenvchan) emulator and test harness — no hypervisor needed.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"vchansim {__version__} (ring core: {core.NAME})",
+        help="print the version and the ring core in use (c or python), then exit",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

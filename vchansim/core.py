@@ -1,0 +1,76 @@
+"""Which implementation of the per-message operations this process runs.
+
+Two implementations share one interface: :mod:`vchansim.pycore`, plain Python and the
+readable specification, and ``vchansim._fastpath``, the same operations in C, built at
+install when a compiler is there.  The C one is used when it was built, because in Python
+a small message costs about ten times what it costs libxenvchan; ``VCHANSIM_PURE=1``
+asks for the Python one (to test it, or to rule the accelerator out).  Endpoints running
+either interoperate: both follow the same protocol on the same shared memory.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+#: The environment variable that selects the Python core.
+PURE_ENV = "VCHANSIM_PURE"
+#: The import path of each core, by the name :data:`NAME` reports.
+MODULES = {"c": "vchansim._fastpath", "python": "vchansim.pycore"}
+
+
+def load(name: str) -> ModuleType:
+    """The core called ``name`` ("c" or "python"); ImportError if it is not available
+    here (the C core was not built, or libatomic is missing for the Python one)."""
+    return import_module(MODULES[name])
+
+
+def available() -> list[str]:
+    """The cores this installation can run, the accelerator first."""
+    names = []
+    for name in MODULES:
+        try:
+            load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def _select() -> tuple[str, ModuleType]:
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return "python", load("python")
+    try:
+        return "c", load("c")
+    except ImportError:
+        return "python", load("python")
+
+
+#: "c" or "python": the core this process uses.
+NAME, _module = _select()
+
+if TYPE_CHECKING:
+    from .pycore import NotifyCore, RingCore, eventfd_kick, fetch_add_u64, full_fence, wait_one
+else:
+    RingCore = _module.RingCore
+    NotifyCore = _module.NotifyCore
+    full_fence = _module.full_fence
+    fetch_add_u64 = _module.fetch_add_u64
+    eventfd_kick = _module.eventfd_kick
+    wait_one = _module.wait_one
+
+__all__ = [
+    "MODULES",
+    "NAME",
+    "PURE_ENV",
+    "NotifyCore",
+    "RingCore",
+    "available",
+    "eventfd_kick",
+    "fetch_add_u64",
+    "full_fence",
+    "load",
+    "wait_one",
+]
