@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from vchansim import layout
-from vchansim.ring import U32
+from vchansim.pycore import U32
 
 
 def _page_and_ring(order: int, start: int) -> tuple[mmap.mmap, memoryview, memoryview]:
