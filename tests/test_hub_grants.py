@@ -6,6 +6,11 @@ import ctypes
 import errno
 import mmap
 import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import procs
@@ -339,3 +344,92 @@ def test_everything_is_released_after_close(rundir: RunDir) -> None:
     one.close()
     two.close()
     assert_no_leaks(rundir)
+
+
+def test_a_failing_unmap_notify_still_releases_everything(
+    rundir: RunDir, handles: tuple[ShmGrants, ShmGrants]
+) -> None:
+    """The event of an unmap-notify cannot be sent (a hostile peer saturated its eventfd):
+    the byte is still cleared, the refs revoked and the pages closed, and the failure is
+    reported, not swallowed."""
+    one, two = handles
+    sharer, mapper = ShmBackend(1).events(), ShmBackend(2).events()
+    try:
+        sharer_port = sharer.bind_unbound(2)
+        mapper_port = mapper.bind_interdomain(1, sharer_port)
+        shared = one.share(2, 1, notify=UnmapNotify(21, sharer_port))
+        watcher = two.map(1, shared.refs, writable=False)
+        shared.buf[21] = 1
+        os.eventfd_write(mapper._ports[mapper_port].incoming, 2**64 - 2)  # full: EAGAIN
+        with pytest.raises(GrantError, match=f"the event on port {sharer_port} failed") as info:
+            shared.close()
+        assert info.value.errno == errno.EIO
+        assert "cleared byte 21" in str(info.value)
+        assert watcher.buf[21] == 0
+        assert one.share(2, 1).refs == shared.refs  # the ref was revoked: free again
+        watcher.close()
+    finally:
+        sharer.close()
+        mapper.close()
+    one.close()
+    two.close()
+    assert_no_leaks(rundir)
+
+
+_FULL_DEV_SHM = "mount -t tmpfs -o size=64k vchansim-test /dev/shm && exec {}"
+
+
+def _in_tiny_dev_shm(rundir: RunDir, *command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` (and the hub it starts) in a private mount namespace whose
+    /dev/shm is a 64 KiB tmpfs: the real one is never touched."""
+    script = _FULL_DEV_SHM.format(" ".join(map(shlex.quote, command)))
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        env=procs.child_env(rundir),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a private /dev/shm needs root and unshare(1)",
+)
+
+
+@needs_root
+def test_full_dev_shm_is_an_enospc_error_at_share_time(rundir: RunDir) -> None:
+    """Without reserving the pages at creation, the first touch of a page the tmpfs
+    cannot supply kills the endpoint with SIGBUS."""
+    code = textwrap.dedent(
+        """
+        import errno
+        from vchansim.backends.shm import ShmBackend
+        from vchansim.errors import GrantError
+        grants = ShmBackend(1).grants()
+        try:
+            grants.share(2, 64)
+        except GrantError as exc:
+            print(errno.errorcode[exc.errno], exc)
+        small = grants.share(2, 1)
+        small.buf[:] = b"x" * len(small.buf)  # what fits is usable
+        grants.close()
+        """
+    )
+    done = _in_tiny_dev_shm(rundir, sys.executable, "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(
+        "ENOSPC GNT_SHARE: cannot reserve 262144 bytes of shared memory in /dev/shm: No space left"
+    ), done.stdout
+
+
+@needs_root
+def test_serve_on_a_full_dev_shm_says_so_in_one_line(rundir: RunDir) -> None:
+    done = _in_tiny_dev_shm(
+        rundir, "vchansim", "serve", "--domid", "1", "--read-min", "1M", "0", "data/full"
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("vchansim serve: ")
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import posix_ipc
@@ -33,15 +34,39 @@ _names = itertools.count(1)
 
 
 def _create_shm(size: int) -> int:
-    """A fresh shm object of ``size`` zero bytes, already unlinked; returns its fd."""
+    """A fresh shm object of ``size`` zero bytes, already unlinked; returns its fd.
+
+    The pages are reserved now (``posix_fallocate``), not on first touch: a full
+    ``/dev/shm`` must be an ENOSPC answer to SHARE naming the cause, not a SIGBUS in
+    whichever endpoint first writes to a page the kernel cannot supply.
+    """
     while True:
         name = f"{SHM_PREFIX}{os.getpid()}-{next(_names)}"
         try:
-            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
         except posix_ipc.ExistentialError:
             continue  # left behind by a hub that died mid-create and had our pid
         shm.unlink()
-        return shm.fd
+        break
+    try:
+        os.posix_fallocate(shm.fd, 0, size)
+    except OSError as exc:
+        os.close(shm.fd)
+        raise RequestError(
+            exc.errno or errno.ENOSPC,
+            f"cannot reserve {size} bytes of shared memory in /dev/shm: {exc.strerror or exc}",
+        ) from exc
+    return shm.fd
+
+
+def _attempt(failures: list[str], what: str, action: Callable[..., object], *args: object) -> bool:
+    """Run one cleanup step; on OSError note ``what`` failed and go on.  True if it ran."""
+    try:
+        action(*args)
+    except OSError as exc:
+        failures.append(f"{what} failed: {exc.strerror or exc}")
+        return False
+    return True
 
 
 class SharedObject:
@@ -68,12 +93,15 @@ class SharedObject:
         return self
 
     def release(self) -> None:
-        """Drop a reference; the descriptors close with the last one."""
+        """Drop a reference; the descriptors close with the last one (both, even if
+        closing the first fails)."""
         self._refs -= 1
         if self._refs == 0:
-            os.close(self.fd)
-            if self._ro_fd is not None:
-                os.close(self._ro_fd)
+            try:
+                os.close(self.fd)
+            finally:
+                if self._ro_fd is not None:
+                    os.close(self._ro_fd)
 
     def clear_byte(self, offset: int) -> None:
         """Write 0 at ``offset``: the same page cache every mapping sees."""
@@ -132,16 +160,28 @@ class GrantHandle:
             self.notify[1].release()
             self.notify = None
 
-    def fire_notify(self) -> str | None:
-        """Perform the unmap-notify, if any: byte first, then event (gntalloc's order)."""
+    def fire_notify(self, failures: list[str]) -> str | None:
+        """Perform the unmap-notify, if any: byte first, then event (gntalloc's order).
+
+        Each step is attempted even when the one before failed -- a peer whose live byte
+        could not be cleared must still be woken -- and a failure is appended to
+        ``failures`` rather than raised, so the caller can finish releasing."""
         if self.notify is None:
             return None
         offset, doorbell = self.notify
         grant = self.grants[offset // PAGE_SIZE]
-        grant.obj.clear_byte(grant.page * PAGE_SIZE + offset % PAGE_SIZE)
-        doorbell.ring()
+        done = []
+        if _attempt(
+            failures,
+            f"clearing byte {offset}",
+            grant.obj.clear_byte,
+            grant.page * PAGE_SIZE + offset % PAGE_SIZE,
+        ):
+            done.append(f"cleared byte {offset}")
+        if _attempt(failures, f"the event on port {doorbell.port}", doorbell.ring):
+            done.append(f"event on port {doorbell.port}")
         self._drop_notify()
-        return f"cleared byte {offset}, event on port {doorbell.port}"
+        return ", ".join(done) or None
 
     def describe(self) -> dict[str, object]:
         """The handle as the STATE reply shows it."""
@@ -212,18 +252,30 @@ class GrantTable:
     def release(self, handle: GrantHandle) -> str | None:
         """Unmap ``handle``: fire its notify, revoke a SHARE's refs, drop the pages.
 
-        Returns what the notify did, for the log.  Existing foreign mappings of revoked
-        pages stay valid: their holders have their own descriptors, as on Xen.
+        Returns what the notify did, for the log.  Every step runs even when an earlier
+        one failed, so a failing notify leaks no ref and no descriptor; the failures are
+        then raised together as one EIO :class:`RequestError`.  Existing foreign
+        mappings of revoked pages stay valid: their holders have their own descriptors,
+        as on Xen.
         """
-        fired = handle.fire_notify()
+        failures: list[str] = []
+        fired = handle.fire_notify(failures)
         if handle.kind == "share":
-            table = self._tables[handle.grants[0].domid]
+            domid = handle.grants[0].domid
+            table = self._tables[domid]
             for grant in handle.grants:
                 del table[grant.ref]
             if not table:
-                del self._tables[handle.grants[0].domid]
+                del self._tables[domid]
         for obj in handle.objects:
-            obj.release()
+            _attempt(failures, "closing the shared pages", obj.release)
+        if failures:
+            raise RequestError(
+                errno.EIO,
+                f"{handle.kind} handle refs {handle.refs} released, but "
+                + "; ".join(failures)
+                + (f" (done: {fired})" if fired else ""),
+            )
         return fired
 
     def domains(self) -> set[int]:

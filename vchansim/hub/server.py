@@ -405,6 +405,9 @@ class Hub:
         so the client's other resources are still released and the hub keeps serving."""
         try:
             return release(item)
+        except RequestError as exc:  # every step ran; some failed, as it says
+            self.log(f"{client.who} releasing {what}: {exc.message}")
+            return None
         except Exception:
             self.log(f"{client.who} releasing {what} failed:\n{traceback.format_exc().rstrip()}")
             return None
