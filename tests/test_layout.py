@@ -1,4 +1,4 @@
-"""The control-page layout, order selection and validation against PROTOCOL.md §2 and the
+"""The control-page layout, order selection and validation against docs/protocol.md §2 and the
 real libxenvchan header."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from vchansim import layout
 from vchansim.errors import ConfigError, ProtocolError
 
-# PROTOCOL.md §2.3's worked table: (left_min, right_min) -> (left order, right order, grants)
+# docs/protocol.md §2.3's worked table: (left_min, right_min) -> (left order, right order, grants)
 WORKED = [
     (0, 0, 10, 11, (0, 0)),
     (1024, 2048, 10, 11, (0, 0)),

@@ -80,7 +80,7 @@ def test_every_number_size_and_offset_matches_the_c_headers(c_facts: dict[str, i
 
 
 def test_the_numbers_are_protocol_md_table_values() -> None:
-    # PROTOCOL.md §6.1, as verified on x86-64: the values themselves, not recomputed.
+    # docs/protocol.md §6.1, as verified on x86-64: the values themselves, not recomputed.
     assert xen_abi.IOCTL_GNTALLOC_ALLOC_GREF == 0x00184705
     assert xen_abi.IOCTL_GNTDEV_MAP_GRANT_REF == 0x00184700
     assert xen_abi.IOCTL_EVTCHN_BIND_UNBOUND_PORT == 0x00044502

@@ -3,7 +3,7 @@
 
 What is checked is what the backend asks of the kernel and of xenstored: ioctl arguments
 and their order, mmap offsets and modes, notify registration after event binding, the
-XenStore conversation of PROTOCOL.md §7.9 -- and that two backends then really move data
+XenStore conversation of docs/protocol.md §7.9 -- and that two backends then really move data
 through the shared pages.  Real-hypervisor runs of the same code are in tests/xen_real.
 """
 

@@ -1,4 +1,4 @@
-"""The XenStore wire codec: numbers from xs_wire.h, PROTOCOL.md §7.8 vectors, framing."""
+"""The XenStore wire codec: numbers from xs_wire.h, docs/protocol.md §7.8 vectors, framing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from vchansim.xenstore.wire import Decoder, Message, PayloadTooLarge, Perm, XsTy
 
 XS_WIRE_H = Path("/usr/include/xen/io/xs_wire.h")
 
-# PROTOCOL.md §7.8, byte for byte.
+# docs/protocol.md §7.8, byte for byte.
 RING_REF = b"/local/domain/1/data/vchan/0/5/ring-ref"
 VECTORS = [
     (

@@ -3,7 +3,7 @@
 It plays what sits below ``XenBackend``'s :class:`~vchansim.backends.xen.Devices` seam on
 a Xen host -- the gntalloc, gntdev and evtchn drivers with the hypervisor behind them, and
 xenstored -- for several domains in one process, and records every call.  It decodes the
-ioctl arguments with its own offsets, written from PROTOCOL.md §6 (not from the backend's
+ioctl arguments with its own offsets, written from docs/protocol.md §6 (not from the backend's
 ``xen_abi``), so a packing mistake in the backend shows up here as a wrong field.
 
 The pieces are real where that is possible: pages are ``memfd`` memory mapped with
@@ -35,7 +35,7 @@ from vchansim.xenstore.store import Store
 
 PAGE = 4096
 DEV = "/dev/xen"
-#: PROTOCOL.md §6.1 -- (device, request number) -> name.
+#: docs/protocol.md §6.1 -- (device, request number) -> name.
 REQUESTS = {
     ("evtchn", 0x00084501): "BIND_INTERDOMAIN",
     ("evtchn", 0x00044502): "BIND_UNBOUND_PORT",

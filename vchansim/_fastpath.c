@@ -13,7 +13,7 @@
  *
  * Shared memory is written by a peer we do not trust: every shared index is loaded
  * exactly once per computation, and sizes come from what the local end was configured
- * with, never from the page (PROTOCOL.md section 3).
+ * with, never from the page (docs/protocol.md section 3).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,7 +1,7 @@
 """The libxenvchan API: a vchan endpoint joined to a backend.
 
 :meth:`Vchan.server` and :meth:`Vchan.client` set a channel up exactly as libxenvchan's
-``server_init``/``client_init`` do (PROTOCOL.md §5), so either end may be the C library.
+``server_init``/``client_init`` do (docs/protocol.md §5), so either end may be the C library.
 I/O follows §4.7, expressed the Python way; the mapping from C return codes is in
 ``docs/api.md``.  In short: a count of bytes where C returns one, ``0``/``b""`` where a
 non-blocking C call returns 0, and an exception from :mod:`vchansim.errors` where C

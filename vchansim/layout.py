@@ -1,7 +1,7 @@
 """The shared control page of a vchan (``struct vchan_interface``) and ring placement.
 
 Everything here is pure arithmetic on the fixed layout that libxenvchan has used since
-Xen 4.2 (PROTOCOL.md §2): field offsets, which orders the server picks for the requested
+Xen 4.2 (docs/protocol.md §2): field offsets, which orders the server picks for the requested
 sizes, where each ring lives, and which orders a client must refuse.  No memory, no I/O.
 """
 
@@ -83,7 +83,7 @@ def _min_order(size: int) -> int:
 
 
 def choose_orders(left_min: int, right_min: int) -> tuple[int, int]:
-    """Pick (left_order, right_order) exactly as libxenvchan's server does (PROTOCOL.md §2.3).
+    """Pick (left_order, right_order) exactly as libxenvchan's server does (docs/protocol.md §2.3).
 
     ``left_min`` is the server's receive ring (client -> server), ``right_min`` its send
     ring.  Small requests are upgraded to the in-page rings so that a minimal vchan needs
@@ -107,7 +107,7 @@ def choose_orders(left_min: int, right_min: int) -> tuple[int, int]:
 
 
 def validate_orders(left_order: int, right_order: int) -> None:
-    """Refuse the orders a client must refuse (PROTOCOL.md §2.4), naming the bad value."""
+    """Refuse the orders a client must refuse (docs/protocol.md §2.4), naming the bad value."""
     for name, order in (("left_order", left_order), ("right_order", right_order)):
         if not MIN_ORDER <= order <= MAX_ORDER:
             raise ProtocolError(

@@ -9,7 +9,7 @@ polls the hub's STATE until it is clean or a deadline passes.
 
 XenStore nodes count when they hold a value (other than a domain's ``domid`` base node):
 empty nodes are the tree's skeleton or bare directories, which libxenvchan itself leaves
-behind on close (the parents of its path, PROTOCOL.md §5.8).
+behind on close (the parents of its path, docs/protocol.md §5.8).
 
 Each finding is a :class:`Leak`: its ``kind`` lets callers pick what concerns them (the
 scenario runner excuses XenStore nodes of a killed server, and ignores descriptors of its

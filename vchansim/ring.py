@@ -4,7 +4,7 @@ Nothing here knows about backends, processes or files: a :class:`Ring` is a byte
 plus its consumer/producer pair in the control page, and a :class:`Notifier` is the pair
 of notify bytes one endpoint uses.  Both work on any writable buffer, so the same code
 runs over an anonymous mapping in a unit test, POSIX shared memory, or a page granted by
-a real hypervisor (PROTOCOL.md §3-§4).
+a real hypervisor (docs/protocol.md §3-§4).
 
 The per-message operations -- ``put``/``get``, ``request``/``take`` and the index
 reads -- are implemented in C (``vchansim/_fastpath.c``): in Python they cost ten times

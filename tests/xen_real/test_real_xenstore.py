@@ -2,7 +2,7 @@
 
 Both go through a recording relay in front of ``/var/run/xenstored/socket`` (they find it
 through ``XENSTORED_PATH``, as libxenstore's ``xs_open`` does).  The C library's
-conversations are checked against PROTOCOL.md §7.9, and vchansim's against the C ones,
+conversations are checked against docs/protocol.md §7.9, and vchansim's against the C ones,
 with the values that legitimately differ (grant refs, ports, transaction ids) masked.
 """
 

@@ -4,7 +4,7 @@ It listens on a UNIX socket of its own and forwards each connection to a xenstor
 (the real daemon's, or the emulated one's), decoding both directions with the project's
 wire codec.  Pointing a client at it (``XENSTORED_PATH``, or a stand-in device) shows
 exactly what that client said -- which is how the tests compare vchansim's XenStore
-traffic with PROTOCOL.md §7.9 and with Xen's C library.
+traffic with docs/protocol.md §7.9 and with Xen's C library.
 """
 
 from __future__ import annotations

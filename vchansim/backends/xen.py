@@ -3,7 +3,7 @@
 It does what libxenvchan's helper libraries do, with plain ``ioctl`` and ``mmap`` and no
 C library: grants through ``/dev/xen/gntalloc`` (share) and ``/dev/xen/gntdev`` (map),
 events through ``/dev/xen/evtchn``, XenStore through xenstored's UNIX socket or
-``/dev/xen/xenbus``, chosen as libxenstore's ``xs_open`` chooses (PROTOCOL.md §5-§6).
+``/dev/xen/xenbus``, chosen as libxenstore's ``xs_open`` chooses (docs/protocol.md §5-§6).
 Numbers and layouts live in :mod:`.xen_abi`.
 
 Every system call goes through a :class:`Devices` object -- :class:`LinuxDevices` by
@@ -409,7 +409,7 @@ class XenEvents:
 
 
 def xenstore_paths(environ: EnvMapping[str, str], devices: Devices) -> tuple[str, str]:
-    """The two places libxenstore's ``xs_open(0)`` tries, in order (PROTOCOL.md §6.5):
+    """The two places libxenstore's ``xs_open(0)`` tries, in order (docs/protocol.md §6.5):
     the daemon's socket, then the kernel's xenbus device."""
     override = environ.get("XENSTORED_PATH")
     rundir = environ.get("XENSTORED_RUNDIR") or abi.XENSTORED_RUNDIR

@@ -1,6 +1,6 @@
 """Linux's Xen device ABI, in one place: device paths, ioctl numbers, argument layouts.
 
-The numbers are the fixed values of PROTOCOL.md §6.1 as Linux's UAPI headers
+The numbers are the fixed values of docs/protocol.md §6.1 as Linux's UAPI headers
 (``<xen/evtchn.h>``, ``<xen/gntalloc.h>``, ``<xen/gntdev.h>``) define them on x86-64 and
 Arm64.  They are written out, not computed from a buffer's length: a gntalloc or gntdev
 argument is often longer than its ``sizeof`` (trailing arrays), and a number derived from

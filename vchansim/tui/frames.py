@@ -28,7 +28,7 @@ HISTORY = 48
 #: (name, which way the bytes go) of the two rings; PageState fields are named after them.
 RINGS = (("left", "client → server"), ("right", "server → client"))
 
-#: What the live bytes mean (PROTOCOL.md §2): the client's may also say "not yet".
+#: What the live bytes mean (docs/protocol.md §2): the client's may also say "not yet".
 CLIENT_STATES = {
     layout.LIVE_CLOSED: "exited",
     layout.LIVE_CONNECTED: "connected",

@@ -4,7 +4,7 @@ Written once and shared by the emulated xenstored (:mod:`.store`), the synchrono
 (:mod:`.client`) and the tests, so that both ends of every conversation agree on the bytes
 by construction.  Everything here is pure: no sockets, no state beyond the incremental
 :class:`Decoder`.  Layout and numbers follow ``xen/include/public/io/xs_wire.h``
-(PROTOCOL.md §7).
+(docs/protocol.md §7).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class Perm:
     """One permission entry such as ``r1``: ``access`` is n(one), r(ead), w(rite) or b(oth).
 
     In a node's list the first entry names the owner and its letter is the access of every
-    domain not listed; later entries grant specific domains (PROTOCOL.md §7.5).
+    domain not listed; later entries grant specific domains (docs/protocol.md §7.5).
     """
 
     access: str
