@@ -12,7 +12,10 @@
  *
  * Each channel also has a statistics page (two u64 counters, one per side): a notify
  * adds one to this end's counter before ringing, so observers see event counts for both
- * directions without being on the path.
+ * directions without being on the path.  The page's wait words (one per side) say that
+ * an end sleeps in a blocking xenevtchn_pending() and since when, which is how an
+ * observer tells a C end waiting for its peer from one busy elsewhere;
+ * VCHANSIM_WAIT_STATE=off leaves them alone.
  */
 #define _GNU_SOURCE
 #include "hubclient.h"
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #if __has_include(<xenevtchn.h>)
@@ -38,14 +42,21 @@ typedef uint16_t domid_t;
 /* Xen's first reserved domain id: xenevtchn_restrict refuses it and above. */
 #define VS_DOMID_FIRST_RESERVED 0x7FF0u
 
-/* The statistics page: u64 events sent by side 0, then by side 1. */
+/* The statistics page: u64 events sent by side 0, then by side 1, then the wait word of
+ * side 0, then that of side 1 (low byte: what the end sleeps in; the rest: CLOCK_MONOTONIC
+ * microseconds when it began; docs/hub-protocol.md). */
 #define VS_STATS_SIZE 4096
+#define VS_FIRST_WAIT_WORD 2
+/* The wait word's kind for "asleep waiting for an event": libxenvchan does not tell
+ * the library whether it reads or writes, so observers learn that from its notify bits. */
+#define VS_BLOCKED_EVENT 3u
 
 struct vs_port {
     uint32_t port;
     int in_fd;          /* readable while the peer has notified us */
     int out_fd;         /* writing 1 notifies the peer */
     uint64_t *sent;     /* this end's counter in the statistics page */
+    uint64_t *wait;     /* this end's wait word in the statistics page */
     void *stats;        /* the mapped statistics page */
 };
 
@@ -64,6 +75,7 @@ struct xenevtchn_handle {
     size_t cap;
     int restricted;
     uint32_t restrict_domid;
+    int say_waits; /* write the wait words (VCHANSIM_WAIT_STATE is not "off") */
 };
 
 /* Load-time set-up, so that libxenvchan's first xs_open() already reaches the emulator. */
@@ -80,6 +92,20 @@ static struct vs_port *find_port(xenevtchn_handle *xce, uint32_t port)
     return NULL;
 }
 
+/* VCHANSIM_WAIT_STATE: "on" (or unset) or "off"; anything else is refused in one line. */
+static int wait_words_setting(int *on)
+{
+    const char *text = getenv("VCHANSIM_WAIT_STATE");
+
+    if (!text || strcmp(text, "on") == 0 || strcmp(text, "off") == 0) {
+        *on = !text || strcmp(text, "on") == 0;
+        return 0;
+    }
+    vs_log("xenevtchn_open", "VCHANSIM_WAIT_STATE must be 'on' or 'off', not '%s'", text);
+    errno = EINVAL;
+    return -1;
+}
+
 xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int flags)
 {
     int cloexec = !(flags & XENEVTCHN_NO_CLOEXEC);
@@ -91,7 +117,8 @@ xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int 
         errno = ENOMEM;
         return NULL;
     }
-    if (vs_hub_open(&xce->hub, "xenevtchn_open", cloexec) < 0)
+    if (wait_words_setting(&xce->say_waits) < 0 ||
+        vs_hub_open(&xce->hub, "xenevtchn_open", cloexec) < 0)
         goto fail;
     xce->epfd = epoll_create1(cloexec ? EPOLL_CLOEXEC : 0);
     if (xce->epfd >= 0)
@@ -167,6 +194,7 @@ static int adopt_port(xenevtchn_handle *xce, uint32_t port, uint32_t side, const
     if (p.stats == MAP_FAILED)
         return -1;
     p.sent = (uint64_t *)p.stats + side;
+    p.wait = (uint64_t *)p.stats + VS_FIRST_WAIT_WORD + side;
     /* pending() drains the counter and must never block on a spurious wakeup. */
     if (fcntl(p.in_fd, F_SETFL, fcntl(p.in_fd, F_GETFL) | O_NONBLOCK) < 0 ||
         arm(xce, &p, EPOLL_CTL_ADD) < 0) {
@@ -285,11 +313,40 @@ int xenevtchn_notify(xenevtchn_handle *xce, evtchn_port_t port)
     return rc;
 }
 
+/* Set the wait word of every port of the handle: the sleep is on all of them at once. */
+static void say_waiting(xenevtchn_handle *xce, uint64_t word)
+{
+    pthread_mutex_lock(&xce->hub.lock);
+    for (size_t i = 0; i < xce->nports; i++)
+        __atomic_store_n(xce->ports[i].wait, word, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&xce->hub.lock);
+}
+
+static xenevtchn_port_or_error_t next_pending(xenevtchn_handle *xce, int timeout);
+
 xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce)
 {
     /* The device read blocks unless the caller made the descriptor non-blocking. */
     int flags = fcntl(xce->epfd, F_GETFL);
     int timeout = flags >= 0 && (flags & O_NONBLOCK) ? 0 : -1;
+    struct timespec now;
+    xenevtchn_port_or_error_t port;
+    int err;
+
+    if (timeout == 0 || !xce->say_waits || clock_gettime(CLOCK_MONOTONIC, &now) < 0)
+        return next_pending(xce, timeout);
+    say_waiting(xce, ((uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u) << 8 |
+                         VS_BLOCKED_EVENT);
+    port = next_pending(xce, timeout);
+    err = errno;
+    say_waiting(xce, 0);
+    errno = err;
+    return port;
+}
+
+/* Wait for (timeout -1) or look for (0) a fired port; drain and return it. */
+static xenevtchn_port_or_error_t next_pending(xenevtchn_handle *xce, int timeout)
+{
     struct epoll_event ev;
 
     for (;;) {

@@ -47,6 +47,14 @@ class AtomicCounters:
         """Atomically add ``amount`` to counter ``index`` (writable mappings only)."""
         fetch_add_u64(self.address(index), amount)
 
+    def store(self, index: int, value: int) -> None:
+        """Set counter ``index`` (writable mappings only) with one aligned 8-byte store,
+        which readers never see half done: for a word only its owner writes, where a
+        locked read-modify-write would buy nothing."""
+        if not self._base:
+            raise VchanError("these counters are mapped read-only")
+        self._view[index] = value
+
     def __getitem__(self, index: int) -> int:
         return self._view[index]
 

@@ -39,12 +39,16 @@ from .errors import (
 )
 from .ring import Notifier, Ring
 from .spin import SpinPolicy
+from .statspage import Blocked
 
 #: Blocking calls re-check the peer's liveness at least this often even without an event,
 #: because a crashed peer's kernel may wake us before it clears the live byte (§6.3).
 LIVENESS_RECHECK = 0.5
 
 Buffer = bytes | bytearray | memoryview
+
+#: What a blocking call sleeps in, by the notify bit it asked the peer for.
+_BLOCKED_BY_BIT = {layout.NOTIFY_WRITE: Blocked.READ, layout.NOTIFY_READ: Blocked.WRITE}
 
 
 def _atoi(raw: bytes) -> int:
@@ -117,6 +121,10 @@ class Vchan:
         consume = getattr(res.events, "consume", None)
         self._consume: Callable[[float | None], int | None] = (
             consume if consume is not None else self._pending_then_unmask
+        )
+        #: Backends that keep a statistics page let the end say there what it sleeps in.
+        self._say_waiting: Callable[[int, Blocked], None] | None = getattr(
+            res.events, "waiting", None
         )
 
     # -- construction -------------------------------------------------------------------
@@ -552,18 +560,25 @@ class Vchan:
                     exc.characters_written = written  # type: ignore[attr-defined]
                     raise exc
                 step = min(step, left)
-            self._consume_event(step)
+            self._consume_event(step, _BLOCKED_BY_BIT[bit])
         if spin.adaptive:
             spin.observe((time.perf_counter() - started) * 1e6)
 
-    def _consume_event(self, timeout: float | None) -> bool:
-        """Wait for our port to fire and consume the event, leaving the port armed."""
+    def _consume_event(self, timeout: float | None, blocked: Blocked = Blocked.EVENT) -> bool:
+        """Wait for our port to fire and consume the event, leaving the port armed; a wait
+        that may sleep is announced as ``blocked`` for observers while it lasts."""
+        say = self._say_waiting if timeout != 0 else None
+        if say is not None:
+            say(self._port, blocked)
         try:
             return self._consume(timeout) is not None
         except OSError as exc:
             raise EventChannelError(
                 f"waiting on event channel port {self._port} failed: {exc}", err=exc.errno
             ) from exc
+        finally:
+            if say is not None:
+                say(self._port, Blocked.NONE)
 
     def _pending_then_unmask(self, timeout: float | None) -> int | None:
         """Consume one event with the Events protocol's two calls (pending, unmask)."""

@@ -17,10 +17,12 @@ import mmap
 import os
 import select
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import statspage
 from ..atomics import AtomicCounters
 from ..core import eventfd_kick, wait_one
 from ..errors import BackendError, ConfigError, GrantError
@@ -36,6 +38,7 @@ from ..hub.protocol import (
 )
 from ..layout import PAGE_SIZE
 from ..rundir import RunDir, prepare_rundir
+from ..statspage import Blocked
 from ..xenstore.client import XsClient
 from .base import Backend, UnmapNotify, check_domid
 
@@ -315,6 +318,8 @@ class _BoundPort:
     def __post_init__(self) -> None:
         #: Where notify counts the events this end sends.
         self.sent_counter = self.counters.address(self.side)
+        #: This end's wait word (vchansim/statspage.py).
+        self.wait_word = statspage.FIRST_WAIT_WORD + self.side
 
     def close(self) -> None:
         self.counters.release()
@@ -343,6 +348,7 @@ class ShmEvents:
         _hold(self._epoll.fileno(), "epoll of an shm event handle")
         self._ports: dict[int, _BoundPort] = {}
         self._by_fd: dict[int, int] = {}
+        self._say_waits = statspage.enabled()
 
     def _bound(self, op: Op, *args: int) -> int:
         reply = self._conn.call(op, *args)
@@ -355,7 +361,7 @@ class ShmEvents:
         finally:
             os.close(stats_fd)
         self._ports[port] = _BoundPort(
-            incoming, outgoing, side, stats, AtomicCounters(memoryview(stats), 2)
+            incoming, outgoing, side, stats, AtomicCounters(memoryview(stats), statspage.WORDS)
         )
         self._by_fd[incoming] = port
         self._epoll.register(incoming, _ARMED)
@@ -384,6 +390,14 @@ class ShmEvents:
         """Ring the other end of ``port``: count it, then one eventfd write, no hub."""
         bound = self._ports.get(port) or self._port(port)  # the second raises ENOTCONN
         eventfd_kick(bound.outgoing, bound.sent_counter)
+
+    def waiting(self, port: int, blocked: Blocked) -> None:
+        """Say in ``port``'s statistics page what this end is now asleep in (NONE when it
+        wakes), for observers; nothing if the wait words are off or the port is gone."""
+        bound = self._ports.get(port)
+        if bound is not None and self._say_waits:
+            word = statspage.encode(blocked, time.monotonic_ns() // 1000)
+            bound.counters.store(bound.wait_word, word)
 
     def events_sent(self, port: int) -> tuple[int, int]:
         """Events sent so far by this end of ``port`` and by the other end."""

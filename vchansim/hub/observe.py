@@ -2,10 +2,11 @@
 
 The inspector and the scenario runner's trace sampler both watch a live channel from
 outside: its control page (hub op INSPECT: the granted page's shm object) and its event
-statistics page (EVT_STATS: events sent by each side).  Both replies carry a read-only
-descriptor, mapped here ``PROT_READ``, so it is the kernel, not the observer's good
-manners, that keeps the channel untouched.  A view stays valid after its grant or port
-goes away (as a foreign mapping does on Xen) until :meth:`close`.
+statistics page (EVT_STATS: events sent by each side, and what each side sleeps in).
+Both replies carry a read-only descriptor, mapped here ``PROT_READ``, so it is the
+kernel, not the observer's good manners, that keeps the channel untouched.  A view stays
+valid after its grant or port goes away (as a foreign mapping does on Xen) until
+:meth:`close`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import struct
 from collections.abc import Callable
 from typing import TypeVar
 
+from .. import statspage
 from ..layout import PAGE_SIZE, PageState
+from ..statspage import Wait
 from .events import STATS_SIZE
 from .protocol import HubConnection, Op, Reply
 
-#: The statistics page: u64 events sent by side 0, then by side 1 (docs/hub-protocol.md).
-_EVENT_COUNTERS = struct.Struct("<2Q")
+#: The statistics page: u64 events sent by side 0, then by side 1, then the two sides'
+#: wait words (docs/hub-protocol.md).
+_WORDS = struct.Struct(f"<{statspage.WORDS}Q")
 
 
 class ReadOnlyMap:
@@ -53,8 +57,13 @@ class StatsView(ReadOnlyMap):
 
     def counts(self) -> tuple[int, int]:
         """Events sent so far by that end, and by the other end."""
-        sent = _EVENT_COUNTERS.unpack_from(self._map)
+        sent = _WORDS.unpack_from(self._map)
         return sent[self.side], sent[1 - self.side]
+
+    def waits(self) -> tuple[Wait | None, Wait | None]:
+        """What side 0 (the server of a vchan) and side 1 are asleep in, if anything."""
+        words = _WORDS.unpack_from(self._map)[statspage.FIRST_WAIT_WORD :]
+        return statspage.decode(words[0]), statspage.decode(words[1])
 
 
 View = TypeVar("View", bound=ReadOnlyMap)

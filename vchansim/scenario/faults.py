@@ -20,6 +20,7 @@ from typing import Any
 
 from ..backends.base import Backend, Events, Grants, Store
 from ..channel import Vchan
+from ..statspage import Blocked
 from .model import PAGE_FIELDS, CorruptFault, NotifyFault, Trigger
 
 # -- the control page ---------------------------------------------------------------------
@@ -255,6 +256,12 @@ class TappedEvents:
 
     def unmask(self, port: int) -> None:
         self._inner.unmask(port)
+
+    def waiting(self, port: int, blocked: Blocked) -> None:
+        """Pass the channel's wait announcements on, where the handle keeps them."""
+        say = getattr(self._inner, "waiting", None)
+        if say is not None:
+            say(port, blocked)
 
     def unbind(self, port: int) -> None:
         self._inner.unbind(port)
