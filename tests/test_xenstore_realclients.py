@@ -397,6 +397,20 @@ def test_a_hostile_client_is_dropped_while_others_are_served(daemon: Daemon) -> 
     assert any("dom1 connection ended: protocol violation" in line for line in daemon.log)
 
 
+def test_release_hangs_up_on_the_domain_until_it_is_introduced_again(daemon: Daemon) -> None:
+    with daemon.client(0) as dom0, daemon.raw(1) as guest:
+        dom0.release_domain(1)
+        assert guest.recv(16) == b""  # its connection ended with the domain
+        assert not dom0.is_domain_introduced(1)
+        with daemon.raw(1) as late:
+            assert late.recv(16) == b""  # nobody serves a released domain
+        assert daemon.run("xenstore-read", "domid", domid=1).returncode != 0
+        dom0.introduce_domain(1, 0, 3)
+        assert daemon.ok("xenstore-read", "domid", domid=1) == "1\n"
+    assert any("dom1 connection ended: domain 1 released" in line for line in daemon.log)
+    assert any("dom1 connection refused: domain not introduced" in line for line in daemon.log)
+
+
 def test_a_client_that_never_reads_does_not_stall_the_others(daemon: Daemon) -> None:
     request = wire.encode(XsType.READ, b"domid\0") * 512
     cap = 4 * 1024 * 1024

@@ -381,3 +381,16 @@ class XsClient:
 
     def get_domain_path(self, domid: int) -> str:
         return self.request(XsType.GET_DOMAIN_PATH, f"{domid}\0".encode()).rstrip(b"\0").decode()
+
+    # -- the toolstack's operations (domain 0 only, as libxenstore's xs_introduce_domain...) --
+
+    def introduce_domain(self, domid: int, ring_frame: int, port: int) -> None:
+        """INTRODUCE: have xenstored serve ``domid`` (its ring frame and event channel)."""
+        self.request(XsType.INTRODUCE, wire.join_strings(map(str, (domid, ring_frame, port))))
+
+    def release_domain(self, domid: int) -> None:
+        """RELEASE: xenstored forgets ``domid``, removing the nodes it owns."""
+        self.request(XsType.RELEASE, f"{domid}\0".encode())
+
+    def is_domain_introduced(self, domid: int) -> bool:
+        return self.request(XsType.IS_DOMAIN_INTRODUCED, f"{domid}\0".encode()) == b"T\0"

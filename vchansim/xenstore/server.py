@@ -59,7 +59,11 @@ class _Listener:
             except OSError as err:  # e.g. EMFILE: keep serving the clients we have
                 self.service._log(f"dom{self.domid} accept failed: {err}")
                 return
-            self.service._add_client(conn, self.domid)
+            if self.service.store.is_introduced(self.domid):
+                self.service._add_client(conn, self.domid)
+            else:  # released: like a guest whose ring xenstored no longer serves
+                conn.close()
+                self.service._log(f"dom{self.domid} connection refused: domain not introduced")
 
 
 class _Client:
@@ -75,9 +79,11 @@ class _Client:
         self.alive = True
         #: Inside :meth:`handle`'s read, whose replies it sends itself.
         self._reading = False
-        self.xs = XsConnection(service.store, domid, self._queue, service._log_fn)
+        self.xs = XsConnection(service.store, domid, self._queue, service._log_fn, on_end=self.drop)
 
     def handle(self, mask: int) -> None:
+        if not self.alive:  # ended while its wakeup was pending (its domain was released)
+            return
         if self.doomed is not None:
             self.drop(self.doomed)
             return

@@ -5,16 +5,10 @@ of one client into operations and hands replies and watch events to a ``send`` c
 The socket server, the hub and the tests all drive the same code, and the tests can do so
 without any socket at all.
 
-Behaviour follows the C xenstored (``tools/xenstored`` of current xen.git); where it has
-quirks that a guest could observe -- which error comes back, quota off-by-ones -- we keep
-them, because programs tested here must behave the same on a real host.  Domain 0 is the
-only privileged domain.
-
-Left out on purpose (nothing in a vchan's life depends on them): the memory and
-outstanding-request quotas, the dropping of duplicate or stale queued watch events,
-INTRODUCE/RELEASE/RESUME/SET_TARGET/CONTROL (dom0 gets ENOSYS) and so ``@releaseDomain``
-never fires.  "Existing domain" means any id in 0..0x7FEF, and permission strings must
-use decimal ids (xenstored also takes C ``strtol`` forms such as ``r0x10``).
+Behaviour follows Xen 4.17's C xenstored (what Debian ships); where it has quirks that
+a guest could observe -- which error comes back, quota off-by-ones -- we keep them,
+because programs tested here must behave the same on a real host.  Domain 0 is the only
+privileged domain.  docs/xenstore.md lists the rules and every deliberate difference.
 """
 
 from __future__ import annotations
@@ -152,13 +146,15 @@ def _letter_access(perm: Perm) -> int:
     return (_Access.READ if perm.can_read else 0) | (_Access.WRITE if perm.can_write else 0)
 
 
-def _access(domid: int, perms: Sequence[Perm]) -> int:
+def _access(domid: int, perms: Sequence[Perm], target: int = -1) -> int:
     """What ``domid`` may do to a node with ``perms``: the owner and dom0 everything, a
-    listed domain its own letter, anyone else the owner entry's letter."""
-    if domid == PRIVILEGED_DOMID or perms[0].domid == domid:
+    listed domain its own letter, anyone else the owner entry's letter.  A domain given a
+    ``target`` (SET_TARGET, a device model's guest) is also treated as that domain."""
+    owner = perms[0].domid
+    if domid == PRIVILEGED_DOMID or owner in (domid, target):
         return _FULL
     for perm in perms[1:]:
-        if perm.domid == domid:
+        if perm.domid == domid or perm.domid == target:
             return _letter_access(perm)
     return _letter_access(perms[0])
 
@@ -307,6 +303,7 @@ class _Actor:
         self.domid = domid
         self.view = view
         self.unprivileged = domid != PRIVILEGED_DOMID
+        self.target = store.target_of(domid)
 
     def canonical(self, raw: bytes | None, *, special: bool = False) -> str:
         """Validate a request path and make it absolute (relative to the domain's home)."""
@@ -329,7 +326,7 @@ class _Actor:
         chosen as xenstored does so as not to reveal nodes we could not see anyway: ENOENT
         only if the nearest existing ancestor grants us ``need``."""
         node = self.view.get(path)
-        if node is not None and _access(self.domid, node.perms) & need == need:
+        if node is not None and _access(self.domid, node.perms, self.target) & need == need:
             return node
         error = "ENOENT" if node is None else "EACCES"
         ancestor = path
@@ -338,7 +335,7 @@ class _Actor:
             found = self.view.get(ancestor)
             if found is not None or ancestor == "/":
                 break
-        if found is not None and _access(self.domid, found.perms) & need:
+        if found is not None and _access(self.domid, found.perms, self.target) & need:
             raise XsError(error)
         raise XsError("EACCES")
 
@@ -482,21 +479,22 @@ class Store:
         self.quotas = quotas if quotas is not None else Quotas()
         self._tree = _Tree(self._fire)
         self._connections: list[XsConnection] = []
-        self._introduced: set[int] = set()
+        self._introduced: set[int] = {PRIVILEGED_DOMID}
+        self._targets: dict[int, int] = {}
         none0 = (Perm("n", PRIVILEGED_DOMID),)
         for path, children in (("/", ["tool"]), ("/tool", ["xenstored"]), ("/tool/xenstored", [])):
             self._tree.put(path, Node(b"", none0, children))
         for special in (INTRODUCE_DOMAIN, RELEASE_DOMAIN):
             self._tree.put(special, Node(b"", none0))
 
-    # -- domains --
+    # -- domains (the toolstack's operations; the wire's INTRODUCE, RELEASE... call these) --
 
     def ensure_domain(self, domid: int) -> str:
-        """Give ``domid`` the home libxl creates, if it lacks it, and mark it introduced.
+        """Give ``domid`` the home libxl creates, if it lacks it, and introduce it.
 
         ``/local/domain/N`` and ``.../domid`` are dom0's, readable by N (``n0 rN``);
-        ``.../data`` belongs to N (``nN``).  Existing nodes are left alone.  Returns the
-        home path.
+        ``.../data`` belongs to N (``nN``).  Existing nodes are left alone, and so is a
+        domain already introduced.  Returns the home path.
         """
         check_domid(domid)
         home = domain_path(domid)
@@ -511,13 +509,100 @@ class Store:
                 tools.write(path, value)
                 tools.set_perms(path, perms)
         if domid not in self._introduced:
-            self._introduced.add(domid)
-            if domid != PRIVILEGED_DOMID:
-                self._fire(INTRODUCE_DOMAIN, True, self._tree.get(INTRODUCE_DOMAIN), None)
+            self.introduce_domain(domid)
         return home
+
+    def introduce_domain(self, domid: int) -> None:
+        """INTRODUCE: start serving ``domid``.  A new guest fires ``@introduceDomain``; a
+        domain introduced already keeps its place, but its connections lose every watch
+        and transaction, as xenstored resets a ring it is handed again."""
+        check_domid(domid)
+        if domid in self._introduced:
+            for conn in self._connections_of(domid):
+                conn._reset()
+            return
+        self._introduced.add(domid)
+        if domid != PRIVILEGED_DOMID:
+            self._fire(INTRODUCE_DOMAIN, True, self._tree.get(INTRODUCE_DOMAIN), None)
+
+    def release_domain(self, domid: int) -> None:
+        """RELEASE: forget ``domid`` as xenstored does when the toolstack destroys it.
+
+        Its connections end, every node it owns is removed with its subtree (firing
+        those nodes' watches), it loses its entries on the ``@`` paths, and
+        ``@releaseDomain`` fires.  The home nodes libxl created are dom0's and stay: the
+        toolstack removes them, as libxl does.  Raises XsError EINVAL for domain 0 and
+        ENOENT for a domain that is not introduced (xenstored's answers).
+        """
+        self._check_introduced(domid)
+        self._introduced.discard(domid)
+        self._targets.pop(domid, None)
+        for conn in self._connections_of(domid):
+            conn._end(f"domain {domid} released")
+        self._remove_owned_by(domid)
+        for special in (INTRODUCE_DOMAIN, RELEASE_DOMAIN):
+            self._forget_in_perms(special, domid)
+        self._fire(RELEASE_DOMAIN, True, self._tree.get(RELEASE_DOMAIN), None)
+
+    def resume_domain(self, domid: int) -> None:
+        """RESUME: xenstored clears the domain's "shut down" mark; nothing here depends
+        on it, so only the checks (EINVAL for domain 0, ENOENT if not introduced) remain."""
+        self._check_introduced(domid)
+
+    def set_target(self, domid: int, target: int) -> None:
+        """SET_TARGET: from now on ``domid`` (a device model, a stub domain) has the
+        rights of ``target`` too: everything ``target`` owns, and ``target``'s entries in
+        permission lists.  Both must be introduced (else XsError ENOENT)."""
+        for which in (domid, target):
+            if which not in self._introduced:
+                raise XsError("ENOENT")
+        self._targets[domid] = target
+
+    def target_of(self, domid: int) -> int:
+        """The domain ``domid`` acts for besides itself (SET_TARGET), or -1."""
+        return self._targets.get(domid, -1)
 
     def is_introduced(self, domid: int) -> bool:
         return domid in self._introduced
+
+    def _check_introduced(self, domid: int) -> None:
+        """The checks RELEASE and RESUME share: domain 0 is EINVAL, an unknown one ENOENT."""
+        if domid == PRIVILEGED_DOMID:
+            raise XsError("EINVAL")
+        if domid not in self._introduced:
+            raise XsError("ENOENT")
+
+    def _connections_of(self, domid: int) -> list[XsConnection]:
+        return [conn for conn in self._connections if conn.domid == domid]
+
+    def _remove_owned_by(self, domid: int) -> None:
+        """Remove every subtree whose top node ``domid`` owns, in tree order, as
+        xenstored does for a domain that is gone (it keeps no orphans by default)."""
+        tools = _Actor(self, PRIVILEGED_DOMID, self._tree)
+        pending = ["/"]
+        while pending and self._tree.owned_by(domid):
+            path = pending.pop()
+            node = self._tree.get(path)
+            if node is None:
+                continue
+            if node.owner == domid:
+                tools.rm(path)
+                continue
+            base = "" if path == "/" else path
+            pending += [f"{base}/{child}" for child in reversed(node.children)]
+
+    def _forget_in_perms(self, special: str, domid: int) -> None:
+        """Drop ``domid`` from an ``@`` path's permissions (an owner entry becomes dom0's)."""
+        node = self._tree.get(special)
+        assert node is not None, f"{special} is missing"
+        owner, *rest = node.perms
+        if owner.domid == domid:
+            owner = Perm(owner.access, PRIVILEGED_DOMID)
+        perms = (owner, *(perm for perm in rest if perm.domid != domid))
+        if perms != node.perms:
+            changed = node.copy()
+            changed.perms = perms
+            self._tree.put(special, changed)
 
     # -- inspection (leak checks, tests) --
 
@@ -555,15 +640,16 @@ class Store:
     def _watch_permitted(self, domid: int, path: str, node: Node | None, old: _OldPerms) -> bool:
         """xenstored's rule: the watcher may read the node, or its parent, or could read it
         before a permission change or removal."""
-        if old is not None and _access(domid, old) & _Access.READ:
+        target = self.target_of(domid)
+        if old is not None and _access(domid, old, target) & _Access.READ:
             return True
         node = node if node is not None else self._tree.get(path)
         if node is None:
             return False
-        if _access(domid, node.perms) & _Access.READ:
+        if _access(domid, node.perms, target) & _Access.READ:
             return True
         parent = self._tree.get(parent_of(path))
-        return parent is not None and bool(_access(domid, parent.perms) & _Access.READ)
+        return parent is not None and bool(_access(domid, parent.perms, target) & _Access.READ)
 
     def _commit(self, tx: _Transaction) -> None:
         tx.check_commit()
@@ -628,7 +714,9 @@ class XsConnection:
     announcing more than 4096 bytes) raises :class:`~vchansim.xenstore.wire.XsProtocolError`
     from :meth:`receive`: xenstored drops such a client, and so should the caller.
     ``log`` gets one line per request.  :meth:`close` aborts the client's transactions and
-    removes its watches.
+    removes its watches.  When the store ends the connection itself (its domain was
+    released) it closes it and calls ``on_end`` with the reason, so that the caller can
+    hang up on the client.
     """
 
     def __init__(
@@ -637,11 +725,13 @@ class XsConnection:
         domid: int,
         send: Callable[[bytes], None],
         log: Callable[[str], None] | None = None,
+        on_end: Callable[[str], None] | None = None,
     ) -> None:
         self.domid = check_domid(domid)
         self._store = store
         self._send = send
         self._log = log
+        self._on_end = on_end
         self._decoder = wire.Decoder()
         self._watches: list[_Watch] = []
         self._transactions: dict[int, _Transaction] = {}
@@ -663,6 +753,11 @@ class XsConnection:
             XsType.GET_DOMAIN_PATH: self._get_domain_path,
             XsType.RESET_WATCHES: self._reset_watches,
             XsType.IS_DOMAIN_INTRODUCED: self._is_domain_introduced,
+            XsType.CONTROL: self._control,
+            XsType.INTRODUCE: self._introduce,
+            XsType.RELEASE: self._release,
+            XsType.RESUME: self._resume,
+            XsType.SET_TARGET: self._set_target,
         }
         store._attach(self)
 
@@ -688,9 +783,19 @@ class XsConnection:
     def close(self) -> None:
         """Forget the client: its open transactions are aborted and its watches removed."""
         self._closed = True
+        self._reset()
+        self._store._detach(self)
+
+    def _reset(self) -> None:
+        """Drop every watch and transaction (RESET_WATCHES, a domain introduced again)."""
         self._transactions.clear()
         self._watches.clear()
-        self._store._detach(self)
+
+    def _end(self, reason: str) -> None:
+        """The store ends this connection: close it and tell the owner of the transport."""
+        self.close()
+        if self._on_end is not None:
+            self._on_end(reason)
 
     # -- plumbing --
 
@@ -836,8 +941,7 @@ class XsConnection:
 
     def _reset_watches(self, payload: bytes, tx: _Transaction | None) -> _Reply:
         """Drop every watch *and* transaction of this client, as xenstored does."""
-        self._watches.clear()
-        self._transactions.clear()
+        self._reset()
         return _Reply(_OK, "OK")
 
     # -- transactions --
@@ -890,3 +994,70 @@ class XsConnection:
         domid = _atoi(arg) & 0xFFFFFFFF
         answer = "T" if domid == DOMID_SELF or self._store.is_introduced(domid) else "F"
         return _Reply(answer.encode() + b"\0", answer)
+
+    # -- the toolstack's operations (domain 0 only; the dispatcher checks) --
+
+    def _control(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        """CONTROL: xenstored's ``check``, ``log``, ``print`` and ``help``; any other
+        command (and an empty one) is EINVAL, as xenstored answers commands it lacks."""
+        fields = wire.split_strings(payload)
+        if not fields or fields[0] not in _CONTROL_COMMANDS:
+            raise XsError("EINVAL")
+        command, args = fields[0], fields[1:]
+        if len(args) != len(_CONTROL_COMMANDS[command].split()):
+            raise XsError("EINVAL")
+        if command == b"log" and args[0] not in (b"on", b"off"):
+            raise XsError("EINVAL")
+        if command == b"help":
+            lines = (
+                name + b"\t" + usage.encode() + b"\n" for name, usage in _CONTROL_COMMANDS.items()
+            )
+            return _Reply(b"".join(lines) + b"\0", "help")
+        if command == b"print" and self._log is not None:
+            self._log(f"control: {args[0].decode('latin-1')}")
+        return _Reply(_OK, "OK")
+
+    def _introduce(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        """INTRODUCE domid, ring frame, event channel (the frame is not needed here)."""
+        fields = wire.split_strings(payload)
+        if len(fields) < 3 or _atoi(fields[2]) & 0xFFFFFFFF == 0:
+            raise XsError("EINVAL")
+        self._store.introduce_domain(_known_domid(fields[0]))
+        return _Reply(_OK, "OK")
+
+    def _release(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        self._store.release_domain(_domid_arg(payload))
+        return _Reply(_OK, "OK")
+
+    def _resume(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        self._store.resume_domain(_domid_arg(payload))
+        return _Reply(_OK, "OK")
+
+    def _set_target(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        fields = wire.split_strings(payload)
+        if len(fields) < 2:
+            raise XsError("EINVAL")
+        domid, target = (_atoi(field) & 0xFFFFFFFF for field in fields[:2])
+        self._store.set_target(domid, target)
+        return _Reply(_OK, "OK")
+
+
+#: The CONTROL commands served and their arguments (as ``help`` lists them; one word each).
+_CONTROL_COMMANDS = {b"check": "", b"log": "on|off", b"print": "<string>", b"help": ""}
+
+
+def _domid_arg(payload: bytes) -> int:
+    """The one domain-id argument of RELEASE and RESUME (C ``atoi``); EINVAL if absent."""
+    arg = wire.one_arg(payload)
+    if arg is None:
+        raise XsError("EINVAL")
+    return _atoi(arg) & 0xFFFFFFFF
+
+
+def _known_domid(raw: bytes) -> int:
+    """INTRODUCE's domain id; one Xen could not have given is EINVAL (xenstored fails
+    to map such a domain's ring and passes on whatever the mapping left in errno)."""
+    domid = _atoi(raw) & 0xFFFFFFFF
+    if domid > DOMID_MAX:
+        raise XsError("EINVAL")
+    return domid
