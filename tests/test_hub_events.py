@@ -1,4 +1,5 @@
-"""Event channels through the hub: binding, masking, dropped events, reconnection."""
+"""Event channels through the hub: binding (pending at once), masking, dropped events,
+reconnection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 import procs
 import pytest
 
+from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.backends.shm import ShmBackend, ShmEvents
 from vchansim.errors import BackendError
 from vchansim.hub import Op, open_hub
@@ -75,14 +77,37 @@ def test_a_port_fires_once_until_unmasked(server: ShmEvents, client: ShmEvents) 
     assert server.pending(0) is None  # the two events were coalesced into one
 
 
-def test_events_before_bind_are_dropped(server: ShmEvents, client: ShmEvents) -> None:
+@pytest.mark.parametrize("sent_before", [0, 2])
+def test_a_freshly_bound_port_starts_pending_once(
+    server: ShmEvents, client: ShmEvents, sent_before: int
+) -> None:
+    """As Xen's evtchn_bind_interdomain(): the new local port is set pending, whatever
+    the unbound end rang before (those events themselves were dropped)."""
     sport = server.bind_unbound(2)
-    server.notify(sport)
-    server.notify(sport)
+    for _ in range(sent_before):
+        server.notify(sport)
     cport = client.bind_interdomain(1, sport)
-    assert client.pending(0.05) is None
+    assert client.pending(0) == cport
+    client.unmask(cport)
+    assert client.pending(0) is None  # one pending bit, not one per event sent before
+    assert server.pending(0) is None  # the bind set only the binder's port
     server.notify(sport)
     assert client.pending(WAIT) == cport
+
+
+def test_memory_backend_binds_pending_too() -> None:
+    """The in-process backend follows the same rule as the hub."""
+    hv = MemoryHypervisor()
+    one, two = MemoryBackend(1, hypervisor=hv).events(), MemoryBackend(2, hypervisor=hv).events()
+    try:
+        sport = one.bind_unbound(2)
+        cport = two.bind_interdomain(1, sport)
+        assert two.pending(0) == cport
+        two.unmask(cport)
+        assert two.pending(0) is None and one.pending(0) is None
+    finally:
+        one.close()
+        two.close()
 
 
 def test_notify_after_peer_is_gone_is_dropped(
@@ -97,7 +122,9 @@ def test_notify_after_peer_is_gone_is_dropped(
     again = ShmBackend(2).events()
     try:
         port2 = again.bind_interdomain(1, sport)
-        assert again.pending(0.05) is None  # the notify into the void was not kept
+        assert again.pending(0) == port2  # pending from the bind ...
+        again.unmask(port2)
+        assert again.pending(0) is None  # ... once: the notify into the void was not kept
         server.notify(sport)
         assert again.pending(WAIT) == port2
     finally:

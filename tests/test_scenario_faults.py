@@ -37,6 +37,7 @@ def ports(hv) -> Iterator[tuple]:
     srv, cli = MemoryBackend(1, hypervisor=hv).events(), MemoryBackend(0, hypervisor=hv).events()
     sport = srv.bind_unbound(0)
     cport = cli.bind_interdomain(1, sport)
+    assert wakeups(cli, cport) == 1  # a fresh interdomain port starts pending, once
     yield srv, sport, cli, cport
     srv.close()
     cli.close()
@@ -98,6 +99,7 @@ def test_spurious_events_come_unasked_once_their_trigger_fires(hv):
     srv = tap.wrap(MemoryBackend(1, hypervisor=hv).events())
     cli = MemoryBackend(0, hypervisor=hv).events()
     cport = cli.bind_interdomain(1, srv.bind_unbound(0))
+    assert wakeups(cli, cport) == 1  # the bind's own event
     assert cli.pending(0.05) is None  # not yet active
     tap.activate(fault)
     assert cli.pending(5.0) == cport

@@ -82,6 +82,8 @@ def test_peer_going_away_clears_byte_and_sends_event(
         else:
             ref, remote_port = map(int, child.expect("ready"))
             port = events.bind_interdomain(1, remote_port)
+            assert events.pending(0) == port  # a fresh interdomain port starts pending
+            events.unmask(port)
             mapping = grants.map(1, [ref])
             live = SRV_LIVE
         assert mapping.buf[live] == 1

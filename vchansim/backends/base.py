@@ -106,7 +106,11 @@ class Events(Protocol):
         ...
 
     def bind_interdomain(self, remote: int, remote_port: int) -> int:
-        """Connect to ``remote``'s unbound port ``remote_port``; return the local port."""
+        """Connect to ``remote``'s unbound port ``remote_port``; return the local port.
+
+        The new port starts pending, as on Xen: events sent to the unbound end were
+        dropped, so the first :meth:`pending` returns it at once.
+        """
         ...
 
     def notify(self, port: int) -> None:

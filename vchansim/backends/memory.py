@@ -275,9 +275,13 @@ class MemoryEvents:
         return port
 
     def bind_interdomain(self, remote: int, remote_port: int) -> int:
+        """Connect to ``remote``'s unbound port.  The new port starts pending, as Xen's
+        ``evtchn_bind_interdomain()`` sets it: events sent to the unbound end were dropped,
+        so the binder must look at the shared state once before it waits."""
         check_domid(remote, "remote domain id")
         port = self._hv.connect(self._domid, self, remote, remote_port).number
         self._ports.add(port)
+        self.fire(port)
         return port
 
     def notify(self, port: int) -> None:

@@ -11,7 +11,6 @@ reconnecting).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
@@ -106,10 +105,11 @@ class EventPair:
         """Events sent so far by side 0 and by side 1."""
         return self.counters[0], self.counters[1]
 
-    def drain(self, fd_index: int) -> None:
-        """Discard events waiting on ``fds[fd_index]``."""
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self.fds[fd_index])
+    def set_pending(self, fd_index: int) -> None:
+        """Make ``fds[fd_index]`` pending, on the hypervisor's behalf: not counted as an
+        event either side sent, and harmless when it already is (an eventfd counter that
+        is non-zero stays so)."""
+        os.eventfd_write(self.fds[fd_index], 1)
 
 
 @dataclass(eq=False)
@@ -211,8 +211,10 @@ class PortTable:
     def bind_interdomain(self, domid: int, remote: int, remote_port: int, owner: int) -> Port:
         """Connect a new port of ``domid`` to ``remote``'s unbound ``remote_port``.
 
-        The new end gets the waiting end's pair swapped, drained first: events rung into an
-        unbound port are lost, as on Xen.
+        The new end gets the waiting end's pair swapped and starts pending, as Xen's
+        ``evtchn_bind_interdomain()`` sets the new local port pending: events rung into
+        the unbound port were dropped, so the binder must look at the shared state once
+        before it waits.
         """
         other = self._ports.get(remote, {}).get(remote_port)
         if other is None:
@@ -231,7 +233,7 @@ class PortTable:
             )
         number = self._free_number(domid)
         port = Port(domid, number, remote, other.pair.acquire(), side=1 - other.side, owner=owner)
-        port.pair.drain(port.side)
+        port.pair.set_pending(port.side)
         port.peer, other.peer = other, port
         return self._add(port)
 
