@@ -384,6 +384,83 @@ def _do(chan: Vchan, op: str, n: int):
     return getattr(chan, op)()
 
 
+class _HostileIndices:
+    """The four u32 indices as the honest end's Python core loads them, with a hostile
+    peer that moves some of them just before chosen loads.  (The C core makes the same
+    loads in the same order, but nothing can run between them there.)"""
+
+    def __init__(self, real: memoryview) -> None:
+        self._real = real
+        self.loads = 0
+        #: load number -> (slot, delta): before that load, add delta to that slot.
+        self.schedule: dict[int, tuple[int, int]] = {}
+
+    def __getitem__(self, slot: int) -> int:
+        moved = self.schedule.get(self.loads)
+        self.loads += 1
+        if moved is not None:
+            target, delta = moved
+            self._real[target] = (self._real[target] + delta) & 0xFFFFFFFF
+        return self._real[slot]
+
+    def __setitem__(self, slot: int, value: int) -> None:
+        self._real[slot] = value
+
+    def release(self) -> None:
+        self._real.release()
+
+
+#: Moves of the indices during one call: before load k, add delta to a slot.  Small
+#: deltas, which make the indices just slightly inconsistent, are the sharp ones.
+MOVES = st.dictionaries(
+    st.integers(0, 15),
+    st.tuples(st.integers(0, 3), st.integers(-5000, 5000) | st.integers(0, 0xFFFFFFFF)),
+    max_size=6,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.sampled_from([(0, 0), (4096, 2048)]),
+    server_side=st.booleans(),
+    blocking=st.booleans(),
+    ops=st.lists(st.tuples(OPS, st.integers(0, 5000), MOVES), min_size=1, max_size=10),
+)
+def test_indices_moved_between_any_two_loads_raise_nothing_undocumented(
+    sizes, server_side, blocking, ops
+):
+    """Every call gives a result in range or a documented exception, however the peer
+    moves the indices while the call runs -- between a space check and the copy, say."""
+    if "python" not in CORES:
+        pytest.skip("the Python core is not available here")
+    with channels_on("python"):
+        _, srv, cli = make_pair(*sizes, blocking=blocking)
+    local = srv if server_side else cli
+    local.timeout = 0.0  # a blocking call that has to wait raises TimeoutError at once
+    hostile = []
+    for ring in (local.read_ring, local.write_ring):
+        ring._idx = _HostileIndices(ring._idx)
+        hostile.append(ring._idx)
+    try:
+        for op, n, moves in ops:
+            for indices in hostile:
+                indices.loads, indices.schedule = 0, moves
+            try:
+                result = _do(local, op, n)
+            except (*DOCUMENTED, TimeoutError):
+                continue
+            if op in ("read", "recv"):
+                assert len(result) <= n
+            elif op in ("write", "send"):
+                assert 0 <= result <= n
+            elif op in ("data_ready", "buffer_space"):
+                ring = local.read_ring if op == "data_ready" else local.write_ring
+                assert 0 <= result <= ring.size
+    finally:
+        cli.close()
+        srv.close()
+
+
 @pytest.mark.parametrize("sizes", [(0, 0), (65536, 65536)])
 def test_a_refused_publish_reports_the_store_error_and_releases_everything(sizes):
     hv = MemoryHypervisor()

@@ -447,7 +447,12 @@ class Vchan:
         return self._wr.buffer_space()
 
     def _transmit(self, src: memoryview, n: int) -> int:
-        self._wr.copy_in(src, n)
+        """Put ``n`` bytes of ``src``, found to fit a moment ago, and kick the peer if it
+        asked.  Returns n, or 0 having written nothing if they no longer fit: only a
+        hostile peer takes space back (moves its ``cons`` backwards) in between, and to
+        the writer that is a ring with no room -- libxenvchan's sanitised view."""
+        if self._wr.put(src, n) < 0:
+            return 0
         if self._notify.take(layout.NOTIFY_WRITE):
             self._kick(n)
         return n
@@ -508,8 +513,7 @@ class Vchan:
         while True:
             chunk = min(wr.buffer_space(), n - pos)
             if chunk:
-                self._transmit(src[pos:] if pos else src, chunk)
-                pos += chunk
+                pos += self._transmit(src[pos:] if pos else src, chunk)
             if pos == n:
                 return n
             self._block(deadline, wr.buffer_space, layout.NOTIFY_READ, pos)
@@ -525,8 +529,9 @@ class Vchan:
         while True:
             if not self._peer_open():
                 raise ChannelClosed()
-            if n <= (wr.buffer_space() if self.blocking else self._fast_buffer_space(n)):
-                return self._transmit(src, n)
+            space = wr.buffer_space() if self.blocking else self._fast_buffer_space(n)
+            if n <= space and self._transmit(src, n):
+                return n
             if not self.blocking:
                 return 0
             self._block(deadline, lambda: wr.buffer_space() >= n, layout.NOTIFY_READ)
