@@ -21,9 +21,8 @@ from vchansim.hub.launcher import OPTIONS_ENV
 from vchansim.hub.limits import XS_QUOTAS, HubLimits, limit_options, parse_limits
 from vchansim.leaks import stop_hub
 from vchansim.rundir import RunDir
-from vchansim.scenario import run_scenario
-from vchansim.scenario.model import scenario_from_dict
-from vchansim.scenario.runner import hub_limits
+from vchansim.scenario import run_scenario, scenario_from_dict
+from vchansim.scenario.executors import hub_limits
 from vchansim.xenstore.store import Quotas
 
 rundir = procs.rundir
@@ -245,7 +244,7 @@ def test_an_exhausted_grant_table_is_the_machines_limit_not_a_neighbours_hog(
     backend: str, words: str
 ) -> None:
     result = run_scenario(exhausted("grants", 1, backend))
-    error = result.record.of("srv")[0].result["error"]
+    error = result.record.of("srv")[0].result.error
     assert (error["type"], error["errno"], error["phase"]) == ("GrantError", "ENOSPC", "setup")
     # The control page took the one grant there was, and nothing else held any.
     assert words in error["message"]
@@ -255,7 +254,7 @@ def test_an_exhausted_grant_table_is_the_machines_limit_not_a_neighbours_hog(
 def test_an_exhausted_port_table_fails_the_servers_bind(tmp_path):
     trace = tmp_path / "ports.jsonl"
     result = run_scenario(exhausted("ports", 0), trace=trace)
-    error = result.record.of("srv")[0].result["error"]
+    error = result.record.of("srv")[0].result.error
     assert (error["errno"], error["phase"]) == ("ENOSPC", "setup")
     assert "0 of 0 bound" in error["message"]
     records = [json.loads(line) for line in trace.read_text().splitlines()]

@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vchansim import layout
-from vchansim.scenario import run_scenario
-from vchansim.scenario.model import scenario_from_dict
+from vchansim.scenario import run_scenario, scenario_from_dict
 
 RING_SIZES = [0, 1024, 2048, 4096, 8192, 65536]
 #: Calls per direction an example may take, about (chunk sizes are drawn accordingly).

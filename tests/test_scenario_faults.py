@@ -1,5 +1,5 @@
 """Faults inside an endpoint, on real event channels, pages and stores (memory backend):
-what the tap does to notifications, what corruption writes, what the hogs take."""
+what the tap does to notifications, what corruption writes."""
 
 from __future__ import annotations
 
@@ -11,19 +11,22 @@ import pytest
 from vchansim import layout
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
-from vchansim.scenario.faults import (
-    EventTap,
-    TappedBackend,
-    corrupt,
-    set_indices,
-)
-from vchansim.scenario.model import PAGE_FIELDS, CorruptFault, NotifyFault, Trigger
+from vchansim.scenario.faults.corrupt import CorruptFault
+from vchansim.scenario.faults.notify import NotifyFault
+from vchansim.scenario.page import PAGE_FIELDS, set_indices
+from vchansim.scenario.spec import Trigger
+from vchansim.scenario.tap import EventTap, TappedBackend
 
 PATH = "data/vchan/t"
 
 
 def notify_fault(action: str, trigger: Trigger | None = None, **params) -> NotifyFault:
     return NotifyFault(endpoint="srv", trigger=trigger or Trigger(), action=action, **params)
+
+
+def tap_of(faults: list[NotifyFault], seed: int) -> EventTap:
+    """The tap of endpoint ``srv`` with ``faults``, seeded as a scenario would seed it."""
+    return EventTap([f.event_rule(seed, "srv", i) for i, f in enumerate(faults)])
 
 
 @pytest.fixture
@@ -55,7 +58,7 @@ def wakeups(events, port: int, timeout: float = 0.0) -> int:
 
 def test_every_nth_notification_is_dropped(ports):
     srv, sport, cli, cport = ports
-    tap = EventTap([notify_fault("drop", every=3)], seed=1, name="srv")
+    tap = tap_of([notify_fault("drop", every=3)], 1)
     tapped = tap.wrap(srv)
     got = []
     for _ in range(9):
@@ -66,25 +69,32 @@ def test_every_nth_notification_is_dropped(ports):
 
 
 def test_probability_and_count_are_deterministic_per_seed():
-    def decisions(seed: int) -> list[str | None]:
-        tap = EventTap([notify_fault("drop", probability=0.5, count=5)], seed=seed, name="srv")
-        return [tap.action() for _ in range(40)]
+    def decisions(seed: int) -> list[bool]:
+        """Which of 40 notifications the rule takes (and drops: it sends nothing)."""
+        tap = tap_of([notify_fault("drop", probability=0.5, count=5)], seed)
+        taken = []
+        for _ in range(40):
+            rule = tap.claimant()
+            if rule is not None:
+                rule.tamper(lambda: None, lambda delay, send: None)
+            taken.append(rule is not None)
+        return taken
 
     first = decisions(7)
     assert first == decisions(7) and first != decisions(8)
-    assert first.count("drop") == 5  # capped by count
+    assert first.count(True) == 5  # capped by count
 
 
 def test_duplicated_notifications_wake_the_peer_twice(ports):
     srv, sport, cli, cport = ports
-    tapped = EventTap([notify_fault("duplicate")], seed=1, name="srv").wrap(srv)
+    tapped = tap_of([notify_fault("duplicate")], 1).wrap(srv)
     tapped.notify(sport)
     assert wakeups(cli, cport) == 2
 
 
 def test_delayed_notifications_arrive_late_not_never(ports):
     srv, sport, cli, cport = ports
-    tapped = EventTap([notify_fault("delay", delay=0.05)], seed=1, name="srv").wrap(srv)
+    tapped = tap_of([notify_fault("delay", delay=0.05)], 1).wrap(srv)
     sent = time.monotonic()
     tapped.notify(sport)
     assert cli.pending(0) is None
@@ -95,7 +105,7 @@ def test_delayed_notifications_arrive_late_not_never(ports):
 
 def test_spurious_events_come_unasked_once_their_trigger_fires(hv):
     fault = notify_fault("spurious", Trigger(after_sent=10), rate=200)
-    tap = EventTap([fault], seed=1, name="srv")
+    tap = tap_of([fault], 1)
     srv = tap.wrap(MemoryBackend(1, hypervisor=hv).events())
     cli = MemoryBackend(0, hypervisor=hv).events()
     cport = cli.bind_interdomain(1, srv.bind_unbound(0))
@@ -109,7 +119,7 @@ def test_spurious_events_come_unasked_once_their_trigger_fires(hv):
 
 
 def test_a_tapped_backend_counts_a_whole_channel(hv):
-    tap = EventTap([], seed=1, name="srv")
+    tap = EventTap()
     srv = Vchan.server(TappedBackend(MemoryBackend(1, hypervisor=hv), tap), 0, PATH)
     cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, f"/local/domain/1/{PATH}")
     assert cli.data_ready() == 0  # asks the server for a kick on its next write
@@ -125,10 +135,10 @@ def test_corrupting_an_index_makes_the_ring_look_full_not_larger(hv):
     srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH, 0, 4096, blocking=False)
     cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, f"/local/domain/1/{PATH}")
     assert srv.write(b"a" * 100) == 100
-    change = corrupt(cli, CorruptFault("cli", Trigger(), field="right.cons", add=2**31))
+    change = CorruptFault("cli", Trigger(), field="right.cons", add=2**31).apply(cli)
     assert change == {"field": "right.cons", "old": 0, "new": 2**31}
     assert srv.buffer_space() == 0 and srv.write(b"b") == 0  # sanitised: stalls, no overrun
-    change = corrupt(srv, CorruptFault("srv", Trigger(), field="right_order", value=25))
+    change = CorruptFault("srv", Trigger(), field="right_order", value=25).apply(srv)
     assert change["old"] == 12 and srv.write_ring.size == 4096  # orders are never re-read
     cli.close()
     srv.close()
@@ -147,3 +157,4 @@ def test_the_page_fields_match_the_layout():
     assert PAGE_FIELDS["left.prod"] == (layout.LEFT_PROD, 4)
     assert PAGE_FIELDS["srv_notify"] == (layout.SRV_NOTIFY, 1)
     assert PAGE_FIELDS["right_order"] == (layout.RIGHT_ORDER, 2)
+

@@ -9,7 +9,11 @@ import pytest
 
 from vchansim import layout
 from vchansim.scenario import ScenarioError, load_scenario, load_scenarios, parse_scenario
-from vchansim.scenario.model import CorruptFault, KillFault, NoLeaks, RaisesError, Trigger
+from vchansim.scenario.expectations.error import RaisesError
+from vchansim.scenario.expectations.no_leaks import NoLeaks
+from vchansim.scenario.faults.corrupt import CorruptFault
+from vchansim.scenario.faults.kill import KillFault
+from vchansim.scenario.spec import Trigger
 
 LIBRARY = Path(__file__).resolve().parents[1] / "scenarios"
 

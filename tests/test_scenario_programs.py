@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from vchansim.scenario import ScenarioError, load_scenario, run_scenario
-from vchansim.scenario.model import Delivered, scenario_from_dict
+from vchansim.scenario import ScenarioError, load_scenario, run_scenario, scenario_from_dict
+from vchansim.scenario.expectations.delivered import Delivered
+from vchansim.scenario.messages import Result
 from vchansim.scenario.program import errno_named_in, pipe_program
-from vchansim.scenario.runner import Instance, RunRecord
+from vchansim.scenario.records import Instance, RunRecord
 from vchansim.scenario.streams import XorshiftStream, digest, program_seed
 from vchansim.scenario.verdicts import judge
 
@@ -58,11 +59,11 @@ def test_c_client_streams_both_ways_with_the_runners_digests():
     result = run_scenario(s)
     assert result.passed, result.summary()
     (client,) = result.record.of("client")
-    program = client.result["program"]
+    program = client.result.program
     assert program["status"] == 0 and program["command"][0] == str(pipe_program())
     assert program["command"][1:4] == ["client", "1", "/local/domain/1/data/vchansim"]
     # What vchan-pipe hashed is what the runner computes for each stream, from the seed.
-    sent, received = client.result["sent"], client.result["received"]
+    sent, received = client.result.sent, client.result.received
     assert sent["sha256"] == digest(s.seed, "client", 0, 786_432, kind="program")
     assert received["sha256"] == digest(s.seed, "server", 0, 1_048_576)
     report = result.as_dict()["endpoints"]
@@ -75,9 +76,9 @@ def test_c_server_killed_mid_stream_is_seen_by_the_python_client(tmp_path: Path)
     assert result.passed, result.summary()
     (server,) = result.record.of("server")
     (client,) = result.record.of("client")
-    assert server.killed == "fault" and server.result["program"]["status"] == -signal.SIGKILL
-    assert server.result["error"] is None and server.result["sent"] is None  # never finished
-    assert client.result["received"]["closed"] and client.result["received"]["count"] > 100_000
+    assert server.killed == "fault" and server.result.program["status"] == -signal.SIGKILL
+    assert server.result.error is None and server.result.sent is None  # never finished
+    assert client.result.received["closed"] and client.result.received["count"] > 100_000
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     server_events = [
         r["event"] for r in records if r["type"] == "endpoint" and r["endpoint"] == "server"
@@ -101,7 +102,7 @@ def test_c_to_c_packets_both_ways():
     result = run_scenario(s)
     assert result.passed, result.summary()
     (server,) = result.record.of("srv")
-    command = server.result["program"]["command"]
+    command = server.result.program["command"]
     assert command[-3:] == ["--write-min", "16384", "--wait-go"] and "--packet" in command
     assert verdict(result, "delivered").detail.startswith("cli→srv 60000 B, srv→cli 90000 B")
 
@@ -128,9 +129,9 @@ def test_a_c_server_short_of_grants_fails_with_the_errno_it_printed():
     result = run_scenario(s)
     assert result.passed, result.summary()
     (server,) = result.record.of("srv")
-    assert "exit status 2 (init failed)" in server.result["error"]["message"]
-    assert "grant table of domain 1 is full" in server.result["program"]["stderr"]
-    assert result.record.of("cli")[0].result["stopped"].startswith("not started")
+    assert "exit status 2 (init failed)" in server.result.error["message"]
+    assert "grant table of domain 1 is full" in server.result.program["stderr"]
+    assert result.record.of("cli")[0].result.stopped.startswith("not started")
 
 
 #: A Python server that gives up soon on a client that never connects.
@@ -164,16 +165,16 @@ def test_any_command_may_stand_in_with_the_placeholders_filled():
     assert result.passed, result.summary()
     (client,) = result.record.of("cli")
     seed = program_seed(s.seed, "cli")
-    assert client.result["program"]["command"][-2:] == ["1", str(seed)]
-    assert f"peer 1 seed {seed}" in client.result["error"]["message"]
-    assert client.result["error"]["message"].startswith("sh: exit status 5")
+    assert client.result.program["command"][-2:] == ["1", str(seed)]
+    assert f"peer 1 seed {seed}" in client.result.error["message"]
+    assert client.result.error["message"].startswith("sh: exit status 5")
 
 
 def test_a_program_that_cannot_run_is_a_setup_error():
     s = scenario(IMPATIENT, {"program": ["/nonexistent/vchan-program"]}, expect=[{"kind": "clean"}])
     result = run_scenario(s)
     assert not result.passed
-    error = result.record.of("cli")[0].result["error"]
+    error = result.record.of("cli")[0].result.error
     assert (error["type"], error["phase"]) == ("ConfigError", "setup")
     assert "cannot run '/nonexistent/vchan-program': No such file or directory" in error["message"]
 
@@ -193,7 +194,7 @@ def test_a_program_server_gives_up_on_a_client_that_never_comes():
     # The client never said ready and was killed at the deadline; its program went with
     # it (no process is left: no_leaks), and the server gave up at half the deadline.
     assert [v.kind for v in result.verdicts if not v.passed] == ["deadline"]
-    assert "did not connect within 2 s" in result.record.of("srv")[0].result["error"]["message"]
+    assert "did not connect within 2 s" in result.record.of("srv")[0].result.error["message"]
 
 
 # -- verdicts read a program's reports -------------------------------------------------------
@@ -210,17 +211,13 @@ def test_a_program_digest_that_is_not_vchan_pipes_data_fails_delivered():
         s,
         t0=0.0,
         instances=[
-            Instance("cli", 1, None, None, 0.0, ended=1.0, result=_result(sent=sent)),
-            Instance("srv", 1, None, None, 0.0, ended=1.0, result=_result(received=received)),
+            Instance("cli", 1, None, None, 0.0, ended=1.0, result=Result(sent=sent)),
+            Instance("srv", 1, None, None, 0.0, ended=1.0, result=Result(received=received)),
         ],
     )
     assert isinstance(s.expectations[0], Delivered)
     (judged,) = judge(record)
     assert not judged.passed and "cli: bytes 0..40000 differ from cli's stream" in judged.detail
-
-
-def _result(sent=None, received=None) -> dict[str, Any]:
-    return {"sent": sent, "received": received, "error": None, "stopped": None}
 
 
 def test_xorshift_stream_is_vchan_pipes_documented_data():

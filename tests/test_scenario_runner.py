@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 
 from vchansim.scenario import Scenario, parse_scenario, run_scenario
-from vchansim.scenario.model import Clean, CloseSeen, Delivered, Integrity
-from vchansim.scenario.runner import Instance, RunRecord
+from vchansim.scenario.expectations.clean import Clean
+from vchansim.scenario.expectations.close_seen import CloseSeen
+from vchansim.scenario.expectations.delivered import Delivered
+from vchansim.scenario.expectations.integrity import Integrity
+from vchansim.scenario.messages import FaultFired, Progress, ReceivedReport, Result
+from vchansim.scenario.records import Instance, RunRecord
 from vchansim.scenario.streams import digest
 from vchansim.scenario.verdicts import judge
 
@@ -49,9 +53,9 @@ kind = "no_leaks"
 
 def reports(result, side: str) -> dict[str, tuple]:
     return {
-        i.name: (i.result[side]["count"], i.result[side]["sha256"])
+        i.name: (getattr(i.result, side)["count"], getattr(i.result, side)["sha256"])
         for i in result.record.instances
-        if i.result and i.result[side]
+        if i.result and getattr(i.result, side)
     }
 
 
@@ -108,9 +112,9 @@ def test_a_killed_endpoint_still_counts_through_what_it_reported():
     assert result.passed, result.summary()
     srv, cli = result.record.instances
     assert cli.killed == "fault" and cli.exitcode == -signal.SIGKILL and cli.result is None
-    assert cli.progress["received"] > 0 and cli.progress["mismatch_at"] is None
-    assert srv.result is not None and srv.result["error"]["type"] == "ChannelClosed"
-    assert srv.result["sent"]["count"] >= cli.progress["received"]
+    assert cli.progress.received > 0 and cli.progress.mismatch_at is None
+    assert srv.result is not None and srv.result.error["type"] == "ChannelClosed"
+    assert srv.result.sent["count"] >= cli.progress.received
 
 
 HUNG = """
@@ -179,9 +183,9 @@ def test_a_restarted_client_resumes_both_streams_at_the_ring_indices(backend):
     assert result.passed, result.summary()
     first, second = (i for i in result.record.instances if i.name == "cli")
     for side in ("sent", "received"):
-        before, after = first.result[side], second.result[side]
+        before, after = getattr(first.result, side), getattr(second.result, side)
         assert after["start"] == before["start"] + before["count"] > 0
-    assert first.result["sent"]["count"] >= 20_000
+    assert first.result.sent["count"] >= 20_000
 
 
 def test_a_failed_server_aborts_the_waiting_client():
@@ -189,8 +193,8 @@ def test_a_failed_server_aborts_the_waiting_client():
     text += '[[faults]]\nkind = "exhaust"\nendpoint = "srv"\nresource = "grants"\n'
     result = run_scenario(scenario(text))
     srv, cli = result.record.instances
-    assert srv.result["error"]["errno"] == "ENOSPC"
-    assert cli.result["stopped"].startswith("not started") and cli.result["error"] is None
+    assert srv.result.error["errno"] == "ENOSPC"
+    assert cli.result.stopped.startswith("not started") and cli.result.error is None
     assert "cli#1 not started" in next(v.detail for v in result.verdicts if v.kind == "clean")
 
 
@@ -205,17 +209,18 @@ def inst(name: str, number: int = 1, **fields: Any) -> Instance:
     return Instance(name, number, conn=None, handle=None, started=0.0, ended=1.0, **fields)
 
 
-def result(sent=None, received=None, error=None) -> dict[str, Any]:
-    return {"sent": sent, "received": received, "error": error, "stopped": None}
+def result(sent=None, received=None, error=None) -> Result:
+    return Result(sent=sent, received=received, error=error)
 
 
-def segment(stream: str, start: int, count: int, seed: int = 0, **extra) -> dict[str, Any]:
+def segment(stream: str, start: int, count: int, seed: int = 0) -> ReceivedReport:
     return {
         "stream": stream,
         "start": start,
         "count": count,
         "sha256": digest(seed, stream, start, count),
-        **extra,
+        "mismatch_at": None,
+        "closed": False,
     }
 
 
@@ -239,16 +244,24 @@ def test_delivered_needs_every_byte_in_order_and_the_right_digest():
 
 
 def test_a_self_killed_sender_is_exact_a_runner_killed_one_is_not():
-    by_self = inst("s", faults=[{"kind": "kill", "t": 0.5, "sent": 3000}])
+    s = scenario(
+        '[endpoints.s]\nrole = "server"\n[endpoints.s.workload]\nsend = 5000\n'
+        '[endpoints.c]\nrole = "client"\n[[expect]]\nkind = "delivered"\n'
+        '[[faults]]\nkind = "kill"\nendpoint = "s"\nafter_sent = 3000\n',
+        backend="shm",
+    )
+    fired = FaultFired(index=0, fault=s.faults[0].describe(), kind="kill", sent=3000, t=0.5)
+    by_self = inst("s", faults=[fired])
     got = inst("c", result=result(received=segment("s", 0, 3000)))
-    assert judge(record(ONE_WAY, by_self, got))[0].passed
+    assert judge(record(s, by_self, got))[0].passed
     by_runner = inst("s", killed="fault", times={"killed": 0.5})
-    assert "died without a byte-exact record" in judge(record(ONE_WAY, by_runner, got))[0].detail
+    assert "died without a byte-exact record" in judge(record(s, by_runner, got))[0].detail
 
 
 def test_integrity_catches_a_wrong_byte_even_from_a_dead_receiver():
     s = replace(ONE_WAY, expectations=(Integrity(),))
-    dead = inst("c", killed="fault", progress={"received": 900, "mismatch_at": 812})
+    progress = Progress(sent=0, received=900, mismatch_at=812, events={})
+    dead = inst("c", killed="fault", progress=progress)
     verdict = judge(record(s, inst("s"), dead))[0]
     assert not verdict.passed and "offset 812" in verdict.detail
 

@@ -14,6 +14,8 @@ from .errors import ConfigError, ProtocolError
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
+#: Ring indices (and every count the hub's wire carries) are u32s that wrap.
+U32 = 0xFFFFFFFF
 
 # struct ring_shared left, right -- u32 each
 LEFT_CONS = 0
@@ -217,7 +219,7 @@ class PageState:
             if ring == "left"
             else (self.right_cons, self.right_prod)
         )
-        return (prod - cons) & 0xFFFFFFFF
+        return (prod - cons) & U32
 
     def problems(self) -> list[str]:
         """What is wrong with this page, in words; empty if it is a valid vchan page."""

@@ -24,9 +24,8 @@ from .backends.memory import MemoryBackend, MemoryHypervisor
 from .channel import Vchan
 from .leaks import Leak, find_leaks, memory_leaks, own_descriptors, stop_hub
 from .rundir import RunDir, prepare_rundir
-from .scenario import Scenario, ScenarioResult, load_scenario
+from .scenario import Scenario, ScenarioResult, load_scenario, scenario_from_dict
 from .scenario import run_scenario as _run_scenario
-from .scenario.model import scenario_from_dict
 
 #: Seconds the teardown leak check gives the hub to notice closed connections.
 LEAK_GRACE = 2.0

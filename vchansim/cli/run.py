@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ..scenario import Scenario, ScenarioError, ScenarioResult, load_scenarios, run_scenario
-from ..scenario.outcome import unrunnable
 from ..scenario.report import print_report, to_json, write_junit
-from ..scenario.runner import Progress as RunProgress
+from ..scenario.result import unrunnable
+from ..scenario.runner import RunProgress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

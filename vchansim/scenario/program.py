@@ -35,9 +35,7 @@ from ..backends.shm import ShmBackend
 from ..cbuild import build_program, program_source
 from ..cli.exec import emulator_env
 from ..errors import ConfigError
-from .model import OPTIONS_FIELD, PROGRAM_ERROR, Scenario
-from .streams import program_seed
-from .workload import (
+from .endpoint import (
     Aborted,
     EndpointBase,
     EndpointJob,
@@ -46,6 +44,22 @@ from .workload import (
     channel_keys,
     describe_error,
 )
+from .messages import (
+    PROGRAM_ERROR,
+    Closing,
+    Command,
+    Connected,
+    ErrorReport,
+    Listening,
+    PeerClosed,
+    ProgramReport,
+    ProgramStarted,
+    Progress,
+    Result,
+    Started,
+)
+from .spec import OPTIONS_FIELD, Scenario
+from .streams import program_seed
 
 #: Bytes of a program's standard error kept for the report.
 STDERR_TAIL = 2000
@@ -135,7 +149,7 @@ def errno_named_in(text: str) -> str | None:
     return _STRERRORS[max(found, key=len)] if found else None
 
 
-def exit_error(command: tuple[str, ...], status: int, ready: bool, stderr: str) -> dict[str, Any]:
+def exit_error(command: tuple[str, ...], status: int, ready: bool, stderr: str) -> ErrorReport:
     """A failed program's error, in the form the verdicts read (see ``describe_error``)."""
     if status < 0:
         what = f"killed by {signal.Signals(-status).name}"
@@ -184,7 +198,7 @@ class ProgramEndpoint(EndpointBase):
         self.killed = False
 
     def run(self) -> None:
-        self.link.emit("started", pid=os.getpid())
+        self.link.emit(Started(pid=os.getpid()))
         with tempfile.TemporaryFile() as stderr:
             error, stopped = self._attempt(stderr)
             status = self._reap()
@@ -193,15 +207,15 @@ class ProgramEndpoint(EndpointBase):
             stopped = "killed by a fault"
         elif error is None and status not in (None, 0):
             error = exit_error(self.job.program, status, self.ready, tail)
-        program = {
+        program: ProgramReport = {
             "command": list(self.job.program),
             "pid": self.proc.pid if self.proc else None,
             "status": status,
             "stderr": tail,
         }
-        self.link.emit("result", **self._result(error, stopped), program=program)
+        self.link.emit(self._result(error, stopped, program))
 
-    def _attempt(self, stderr: IO[bytes]) -> tuple[dict[str, Any] | None, str | None]:
+    def _attempt(self, stderr: IO[bytes]) -> tuple[ErrorReport | None, str | None]:
         """Run the program to its end: (the error, if one stopped us; why it never
         started, if it did not)."""
         try:
@@ -231,7 +245,7 @@ class ProgramEndpoint(EndpointBase):
             raise ConfigError(
                 f"cannot run {self.job.program[0]!r}: {exc.strerror}", err=exc.errno
             ) from None
-        self.link.emit("program", pid=self.proc.pid, command=list(self.job.program))
+        self.link.emit(ProgramStarted(pid=self.proc.pid, command=list(self.job.program)))
 
     def _follow(self, backend: Backend) -> None:
         """Read the program's output and the runner's commands until the program ends.
@@ -260,7 +274,7 @@ class ProgramEndpoint(EndpointBase):
                 for line in lines:
                     self._line(line.decode(errors="replace").split(), backend)
         if not self.closing and not self.killed:  # it ended on its own, closing its end
-            self.link.emit("closing")
+            self.link.emit(Closing())
 
     def _waiting_for_client(self) -> bool:
         """A server whose go-line is not yet written (its stdin is closed after it)."""
@@ -274,13 +288,13 @@ class ProgramEndpoint(EndpointBase):
         if command is None:
             self.proc.kill()
             return False
-        if command == "peer" and self.proc.stdin is not None:  # its client is there: go
+        if command == Command.PEER and self.proc.stdin is not None:  # its client is there: go
             with contextlib.suppress(OSError):
                 self.proc.stdin.write(b"go\n")
                 self.proc.stdin.flush()
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        elif command == "kill":
+        elif command == Command.KILL:
             self.killed = True
             self.proc.kill()
         return True
@@ -292,20 +306,18 @@ class ProgramEndpoint(EndpointBase):
             if self.spec.is_server:
                 ring_ref, port = channel_keys(backend, self.spec.path)
                 orders = list(self.scenario.orders)
-                self.link.emit("listening", ring_ref=ring_ref, port=port, orders=orders)
-            self.link.emit("connected", sent=0, received=0)
+                self.link.emit(Listening(ring_ref=ring_ref, port=port, orders=orders))
+            self.link.emit(Connected(sent=0, received=0))
         elif words == ["closed"]:
             self.peer_closed = True
-            self.link.emit("peer_closed")
+            self.link.emit(PeerClosed())
         elif len(words) >= 3 and words[0] in ("sent", "received") and words[1].isdigit():
             self.reports[words[0]] = (int(words[1]), words[2])
-            self.link.emit("progress", **self._counts(), mismatch_at=None, events={})
+            sent, received = (self.reports.get(side, (0, ""))[0] for side in ("sent", "received"))
+            self.link.emit(Progress(sent=sent, received=received, mismatch_at=None, events={}))
             if not self.closing and self.expected <= set(self.reports):
                 self.closing = True  # all moved: it closes now (the best time we can know)
-                self.link.emit("closing")
-
-    def _counts(self) -> dict[str, int]:
-        return {side: self.reports.get(side, (0, ""))[0] for side in ("sent", "received")}
+                self.link.emit(Closing())
 
     def _reap(self) -> int | None:
         if self.proc is None:
@@ -314,16 +326,18 @@ class ProgramEndpoint(EndpointBase):
             self.proc.kill()
         return self.proc.wait()
 
-    def _result(self, error: dict[str, Any] | None, stopped: str | None) -> dict[str, Any]:
+    def _result(
+        self, error: ErrorReport | None, stopped: str | None, program: ProgramReport
+    ) -> Result:
         sent = self.reports.get("sent")
         received = self.reports.get("received")
         origin = self.scenario.origin(self.spec.name)
-        return {
-            "sent": None
+        return Result(
+            sent=None
             if sent is None
             else {"stream": self.spec.name, "start": 0, "count": sent[0], "sha256": sent[1]},
-            "received": None
-            if received is None
+            received=None
+            if received is None or origin is None
             else {
                 "stream": origin,
                 "start": 0,
@@ -332,11 +346,10 @@ class ProgramEndpoint(EndpointBase):
                 "mismatch_at": None,
                 "closed": self.peer_closed,
             },
-            "error": error,
-            "stopped": stopped,
-            "unfired": [],
-            "events": {},
-        }
+            error=error,
+            stopped=stopped,
+            program=program,
+        )
 
 
 def _tail(stream: IO[bytes]) -> str:

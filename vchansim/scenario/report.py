@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .outcome import ScenarioResult
+from .result import ScenarioResult
 
 
 def _mark(passed: bool) -> Text:

@@ -1,65 +1,44 @@
 """Run a scenario: start the endpoints, commit the runner's faults, collect, judge.
 
-Each endpoint instance is a process of its own, started with the *spawn* method so that
-it inherits no hub connection from us (a forked child would hold our handles, and its
-death would then not look like a death to the hub).  Over the ``shm`` backend every run
-gets a private run directory and hub, torn down at the end.  Endpoints report over a
-pipe as they go; an instance has ended when its pipe reaches end-of-file, however it
-ended, so results are collected even from endpoints that were killed.
-
-The in-process ``memory`` backend runs the same endpoint code as threads of this
-process: much faster to start, for property tests, but nothing can be killed there.
-
-The machine's limits (grants, ports, XenStore nodes per domain) are those of Xen unless
-an ``exhaust`` fault lowers one: the private hub, or the in-process hypervisor, is made
-with the scenario's limits, so the endpoint meets the real error where a guest would.
+Endpoints report over a pipe as they go (``messages.py``); an instance has ended when
+its pipe reaches end-of-file, however it ended, so results are collected even from
+endpoints that were killed.  Where they run is the executor's business
+(``executors.py``); what the run produced is a :class:`~.records.RunRecord`, which the
+expectations judge (``verdicts.py``) into a :class:`~.result.ScenarioResult`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
+import functools
 import signal
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import multiprocess
 from multiprocess.connection import wait as wait_connections
 
-from ..backends.base import Backend
-from ..backends.memory import MemoryBackend, MemoryHypervisor
-from ..backends.shm import ShmBackend
-from ..hub.launcher import ensure_hub, open_hub
-from ..hub.limits import HubLimits
-from ..hub.observe import PageView, StatsView, map_grant, map_stats
-from ..layout import PAGE_SIZE, PageState
-from ..leaks import Leak, LeakKind, find_leaks, memory_leaks, stop_hub
 from ..trace import TraceWriter
-from ..xenstore.store import Store as XsStore
-from .model import ExhaustFault, Fault, RestartFault, Scenario
-from .program import ProgramEndpoint, program_commands
-from .workload import Endpoint, EndpointJob, Link
+from .endpoint import EndpointJob
+from .executors import Executor, make_executor
+from .faults.base import Fault
+from .load import load_scenario
+from .messages import Command, Connected, FaultFired, Listening, Message, Progress, Result
+from .program import program_commands
+from .records import Instance, RunRecord
+from .result import ScenarioResult, trace_header
+from .sampler import Sampler
+from .spec import Scenario
+from .verdicts import judge
 
-#: How often the trace sampler looks at the control page (it records only changes).
-SAMPLE_PERIOD = 0.001
-#: Seconds the leak check waits for the hub to notice processes that just exited.
-LEAK_GRACE = 2.0
-#: What the leak check looks for: not descriptors of this process, which are not the
-#: endpoints' (they ran elsewhere) and may belong to whoever called the runner.
-LEAK_KINDS = frozenset(LeakKind) - {LeakKind.FD}
-#: XenStore nodes a domain owns before it writes anything: its home's ``data``.
-HOME_NODES = 1
-
-ProgressFn = Callable[["Progress"], None]
+ProgressFn = Callable[["RunProgress"], None]
+Action = Callable[[], None]
 
 
 @dataclass(frozen=True)
-class Progress:
+class RunProgress:
     """What a progress display needs: bytes moved so far, of how many, and time."""
 
     scenario: str
@@ -69,336 +48,33 @@ class Progress:
     deadline: float
 
 
-# -- one endpoint instance ----------------------------------------------------------------------
-
-
-@dataclass
-class Instance:
-    """One run of one endpoint (a restarted client has several), as the runner saw it."""
-
-    name: str
-    number: int
-    conn: Any
-    handle: Any
-    started: float
-    pid: int | None = None
-    ended: float | None = None
-    exitcode: int | None = None
-    killed: str | None = None  # "fault" or "deadline" when the runner killed it
-    result: dict[str, Any] | None = None
-    progress: dict[str, Any] = field(default_factory=dict)
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    times: dict[str, float] = field(default_factory=dict)  # event -> first time seen
-    waiting: bool = True  # not yet told to "go" (nor to "abort")
-
-    @property
-    def killed_by_fault(self) -> bool:
-        """Killed as a fault said: by the runner, or by itself (its last word then was the
-        fault record)."""
-        killed_itself = any(f["kind"] in ("kill", "restart") for f in self.faults)
-        return self.killed == "fault" or (self.result is None and killed_itself)
-
-    @property
-    def events(self) -> dict[str, int]:
-        source = self.result or self.progress
-        return dict(source.get("events") or {})
-
-
-def endpoint_main(job: EndpointJob, conn: Any) -> None:
-    """Entry point of an endpoint process or thread."""
-    kind = ProgramEndpoint if job.program else Endpoint
-    kind(job, Link(conn)).run()
-
-
-def hub_limits(scenario: Scenario) -> HubLimits:
-    """Xen's limits, except what the scenario's exhaust faults leave of a resource.
-
-    A limit holds for every domain, but of a vchan's two ends only the server spends
-    grants and XenStore nodes, and it binds its port first, so the server's domain is
-    the one that feels it.
-    """
-    limits = HubLimits()
-    for fault in scenario.faults:
-        if not isinstance(fault, ExhaustFault):
-            continue
-        if fault.resource == "grants":
-            limits = replace(limits, grants=fault.leave)
-        elif fault.resource == "ports":
-            limits = replace(limits, ports=fault.leave)
-        else:
-            quotas = replace(limits.xenstore, nodes=HOME_NODES + fault.leave)
-            limits = replace(limits, xenstore=quotas)
-    return limits
-
-
-def _timed_by_runner(fault: Fault) -> bool:
-    """Faults the runner commits at a time after the channel connected (a SIGKILL)."""
-    return fault.by_runner and fault.trigger.at is not None
-
-
-# -- where endpoints run ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShmBackends:
-    """Picklable ``domid -> backend`` for endpoint processes of one run directory."""
-
-    rundir: str
-
-    def __call__(self, domid: int) -> Backend:
-        return ShmBackend(domid, rundir=self.rundir)
-
-
-@dataclass(frozen=True)
-class MemoryBackends:
-    """``domid -> backend`` on one private in-process hypervisor."""
-
-    hypervisor: MemoryHypervisor
-
-    def __call__(self, domid: int) -> Backend:
-        return MemoryBackend(domid, hypervisor=self.hypervisor)
-
-
-class Observer(Protocol):
-    """What the trace sampler watches, read-only: the control page, and the channel's
-    event counters where the backend keeps them."""
-
-    def state(self) -> PageState: ...
-
-    def events(self) -> dict[str, int] | None:
-        """Events sent so far by each side, or None if only the endpoints know."""
-
-    def close(self) -> None: ...
-
-
-class HubObserver:
-    """The control page and the event statistics page, mapped read-only from the hub."""
-
-    def __init__(self, page: PageView, stats: StatsView) -> None:
-        self._page = page
-        self._stats = stats
-
-    def state(self) -> PageState:
-        return self._page.snapshot()
-
-    def events(self) -> dict[str, int]:
-        server, client = self._stats.counts()
-        return {"srv_to_cli": server, "cli_to_srv": client}
-
-    def close(self) -> None:
-        self._page.close()
-        self._stats.close()
-
-
-class MemoryObserver:
-    """The control page straight from the in-process hypervisor."""
-
-    def __init__(self, page: memoryview) -> None:
-        self._page = page
-
-    def state(self) -> PageState:
-        return PageState.decode(self._page)
-
-    def events(self) -> None:
-        """The hypervisor keeps no counts: the endpoints' reports say."""
-
-    def close(self) -> None:
-        self._page.release()
-
-
-class Executor(Protocol):
-    """Where endpoint instances run."""
-
-    #: ``domid -> backend``, handed to every endpoint.
-    backends: Callable[[int], Backend]
-
-    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]: ...
-
-    def prepare(self) -> None:
-        """Make the backend ready; endpoints are told to go only after this."""
-
-    def kill(self, handle: Any) -> None: ...
-
-    def reap(self, handle: Any) -> int | None: ...
-
-    def observe(self, domid: int, ref: int, port: int) -> Observer: ...
-
-    def leaks(self) -> list[Leak]: ...
-
-    def close(self) -> None: ...
-
-
-class ProcessExecutor:
-    """Endpoints as spawned processes on the hub of a private, short-named run directory."""
-
-    def __init__(self, limits: HubLimits) -> None:
-        self.rundir = tempfile.mkdtemp(prefix="vs-")
-        self.limits = limits
-        self._ctx = multiprocess.get_context("spawn")
-        self.backends = ShmBackends(self.rundir)
-
-    def prepare(self) -> None:
-        """Start the hub (with the scenario's limits) while the endpoint interpreters are
-        still starting up."""
-        ensure_hub(self.rundir, limits=self.limits)
-
-    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]:
-        ours, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=endpoint_main, args=(job, theirs), name=f"vchansim-{job.name}", daemon=True
-        )
-        proc.start()
-        theirs.close()  # only the child holds its end now: its exit is our end-of-file
-        return ours, proc, proc.pid
-
-    def kill(self, handle: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(handle.pid, signal.SIGKILL)
-
-    def reap(self, handle: Any) -> int | None:
-        handle.join(5.0)
-        return handle.exitcode
-
-    def observe(self, domid: int, ref: int, port: int) -> Observer:
-        """Map the control page (INSPECT) and the event counters (EVT_STATS) read-only."""
-        with open_hub(self.rundir, 0) as conn:
-            page = map_grant(conn, domid, ref)
-            try:
-                return HubObserver(page, map_stats(conn, domid, port))
-            except BaseException:
-                page.close()
-                raise
-
-    def leaks(self) -> list[Leak]:
-        """What the endpoints left in the hub or as processes, once the hub has caught
-        up with their exits (see LEAK_KINDS)."""
-        return find_leaks(self.rundir, timeout=LEAK_GRACE, kinds=LEAK_KINDS)
-
-    def close(self) -> None:
-        try:
-            stop_hub(self.rundir)
-        finally:
-            shutil.rmtree(self.rundir, ignore_errors=True)
-
-
-def _thread_main(job: EndpointJob, conn: Any) -> None:
-    try:
-        endpoint_main(job, conn)
-    finally:
-        conn.close()  # the runner's end-of-file, as a process exiting would give
-
-
-class ThreadExecutor:
-    """Endpoints as threads over a private in-process hypervisor (``memory`` backend),
-    made with the scenario's grant and XenStore limits (it has no port limit)."""
-
-    def __init__(self, limits: HubLimits) -> None:
-        self.hypervisor = MemoryHypervisor(
-            grant_limit=limits.grants, xenstore=XsStore(limits.xenstore)
-        )
-        self.backends = MemoryBackends(self.hypervisor)
-
-    def prepare(self) -> None:
-        """The hypervisor object is ready as soon as it exists."""
-
-    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]:
-        ours, theirs = multiprocess.Pipe()
-        thread = threading.Thread(
-            target=_thread_main, args=(job, theirs), name=f"vchansim-{job.name}", daemon=True
-        )
-        thread.start()
-        return ours, thread, None
-
-    def kill(self, handle: Any) -> None:
-        raise RuntimeError("threads cannot be killed; the scenario checker refuses this")
-
-    def reap(self, handle: Any) -> int | None:
-        handle.join(5.0)
-        return None if handle.is_alive() else 0
-
-    def observe(self, domid: int, ref: int, port: int) -> Observer:
-        """The page straight from the hypervisor; event counts come from the endpoints."""
-        with self.hypervisor.lock:
-            grant = self.hypervisor.grants[(domid, ref)]
-        view = memoryview(grant.pages)[grant.page * PAGE_SIZE : (grant.page + 1) * PAGE_SIZE]
-        return MemoryObserver(view.toreadonly())
-
-    def leaks(self) -> list[Leak]:
-        return memory_leaks(self.hypervisor)
-
-    def close(self) -> None:
-        """Nothing outlives the hypervisor object."""
-
-
-# -- sampling the control page -------------------------------------------------------------------
-
-
-class Sampler:
-    """Records the control page whenever it changes, at up to 1/SAMPLE_PERIOD per second.
-
-    Event counts come from the observer when the backend keeps them, else from
-    ``fallback`` (what the endpoints last reported)."""
-
-    def __init__(
-        self,
-        observer: Observer,
-        record: Callable[..., None],
-        fallback: Callable[[], dict[str, int]],
-    ) -> None:
-        self._observer = observer
-        self._record = record
-        self._fallback = fallback
-        self._last: tuple[PageState, Any] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vchansim-sampler", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(SAMPLE_PERIOD):
-            self.sample()
-
-    def sample(self) -> None:
-        state = self._observer.state()
-        events = self._observer.events() or self._fallback()
-        if (state, events) == self._last:
-            return
-        self._last = (state, events)
-        self._record(
-            "ring",
-            left={"cons": state.left_cons, "prod": state.left_prod},
-            right={"cons": state.right_cons, "prod": state.right_prod},
-            orders=[state.left_order, state.right_order],
-            cli_live=state.cli_live,
-            srv_live=state.srv_live,
-            cli_notify=state.cli_notify,
-            srv_notify=state.srv_notify,
-            events=events,
-        )
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        self._observer.close()
-
-
-# -- the run ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunRecord:
-    """Everything a run produced, for the verdicts and the reports."""
-
-    scenario: Scenario
-    t0: float
-    instances: list[Instance] = field(default_factory=list)
-    duration: float = 0.0
-    deadline_hit: bool = False
-    leaks: list[Leak] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def of(self, name: str) -> list[Instance]:
-        return [i for i in self.instances if i.name == name]
+class _Hit:
+    """The :class:`~.faults.base.RunnerTarget` of a fault the runner commits on ``inst``
+    (None: at set-up, before any endpoint runs)."""
+
+    def __init__(self, run: Run, fault: Fault, inst: Instance | None) -> None:
+        self._run, self._fault, self._inst = run, fault, inst
+
+    def record(self, **detail: Any) -> None:
+        fields = {"skipped": False, **detail} if self._inst is not None else detail
+        self._run.note_fault(self._fault, time.monotonic(), **fields)
+
+    def _target(self) -> Instance:
+        if self._inst is None:
+            raise RuntimeError(f"{self._fault.describe()}: no endpoint runs at set-up")
+        return self._inst
+
+    def kill(self) -> None:
+        inst = self._target()
+        inst.killed = "fault"
+        inst.times["killed"] = time.monotonic()
+        self._run.kill(inst)
+
+    def signal(self, signo: int) -> None:
+        self._run.executor.signal(self._target().handle, signo)
+
+    def later(self, delay: float, action: Action) -> None:
+        self._run.pending.append((time.monotonic() + delay, None, action))
 
 
 class Run:
@@ -419,8 +95,9 @@ class Run:
         self.record = RunRecord(scenario, time.monotonic())
         self.deadline = self.record.t0 + scenario.deadline
         self.live: dict[Any, Instance] = {}
-        self.pending: list[tuple[float, Any]] = []  # (due time, runner-side fault)
-        self.restarts = 1 if scenario.faults_of(scenario.client.name, RestartFault) else 0
+        #: (due time, fault to commit or None, what to do then)
+        self.pending: list[tuple[float, Fault | None, Action]] = []
+        self.restarts = 1 if scenario.restarts_client else 0
         self.ring_ref: int | None = None
         self.sampler: Sampler | None = None
         self.connected = False
@@ -434,6 +111,12 @@ class Run:
         """Write a trace record (``t`` on the monotonic clock)."""
         if self.trace is not None:
             self.trace.record(record_type, t - self.record.t0, **fields)
+
+    def note_fault(self, fault: Fault, t: float, **fields: Any) -> None:
+        """Trace a fault the runner committed."""
+        self.note(
+            "fault", t, endpoint=fault.endpoint, kind=fault.kind, fault=fault.describe(), **fields
+        )
 
     def start(self, name: str, number: int) -> Instance:
         program = self.programs.get(name, ())
@@ -450,9 +133,9 @@ class Run:
         ready, the client once the server listens."""
         is_server = self.s.endpoint(inst.name).is_server
         if inst.waiting and (self.prepared if is_server else self.ring_ref is not None):
-            self.send(inst, "go")
+            self.send(inst, Command.GO)
 
-    def send(self, inst: Instance, command: str) -> None:
+    def send(self, inst: Instance, command: Command) -> None:
         inst.waiting = False
         with contextlib.suppress(OSError):
             inst.conn.send(command)
@@ -465,7 +148,7 @@ class Run:
             self.start(self.s.client.name, 1)
             self.executor.prepare()
             self.prepared = True
-            self.note_limits()
+            self.act_at_setup()
             for inst in list(self.live.values()):
                 self.release(inst)
             while self.live:
@@ -473,7 +156,7 @@ class Run:
                 if now >= self.deadline:
                     self.expire()
                     break
-                wake = min([self.deadline] + [due for due, _ in self.pending])
+                wake = min([self.deadline] + [due for due, _, _ in self.pending])
                 for conn in wait_connections(list(self.live), max(0.0, wake - now)):
                     self.drain(conn)
                 self.fire_due()
@@ -490,36 +173,38 @@ class Run:
         except (EOFError, OSError):
             self.ended(inst)
 
-    def handle(self, inst: Instance, msg: dict[str, Any]) -> None:
-        ev, t = msg.pop("ev"), msg["t"]
-        inst.times.setdefault(ev, t)
-        if ev == "progress":
+    def handle(self, inst: Instance, msg: Message) -> None:
+        inst.times.setdefault(msg.ev, msg.t)
+        where = {"endpoint": inst.name, "instance": inst.number}
+        if isinstance(msg, FaultFired):
+            inst.faults.append(msg)
+            self.note("fault", msg.t, **where, **msg.fields())
+            return
+        if isinstance(msg, Progress):
             inst.progress = msg
-        elif ev == "result":
+        elif isinstance(msg, Result):
             inst.result = msg
             self.record.notes += [
-                f"{fault}: never fired, {inst.name} ended first" for fault in msg["unfired"]
+                f"{fault}: never fired, {inst.name} ended first" for fault in msg.unfired
             ]
-        elif ev == "fault":
-            inst.faults.append(msg)
-            self.note("fault", t, endpoint=inst.name, instance=inst.number, **_without_t(msg))
-            return
-        elif ev == "listening":
+        elif isinstance(msg, Listening):
             self.listening(msg)
-        elif ev == "connected" and not self.connected and not self.s.endpoint(inst.name).is_server:
+        elif isinstance(msg, Connected) and self.first_connect(inst):
             self.connected = True
-            self.schedule(t)
+            self.schedule(msg.t)
             self.let_program_server_go()
-        self.note(
-            "endpoint", t, endpoint=inst.name, instance=inst.number, event=ev, **_without_t(msg)
-        )
+        self.note("endpoint", msg.t, **where, event=msg.ev, **msg.fields())
 
-    def listening(self, msg: dict[str, Any]) -> None:
-        self.ring_ref = msg["ring_ref"]
+    def first_connect(self, inst: Instance) -> bool:
+        """Whether ``inst`` is the first client to connect: the channel is up now."""
+        return not self.connected and not self.s.endpoint(inst.name).is_server
+
+    def listening(self, msg: Listening) -> None:
+        self.ring_ref = msg.ring_ref
         for inst in self.live.values():
             self.release(inst)
         if self.trace is not None:
-            observer = self.executor.observe(self.s.server.domain, msg["ring_ref"], msg["port"])
+            observer = self.executor.observe(self.s.server.domain, msg.ring_ref, msg.port)
             self.sampler = Sampler(
                 observer,
                 lambda kind, **f: self.note(kind, time.monotonic(), **f),
@@ -537,54 +222,55 @@ class Run:
 
         return {"srv_to_cli": sent(self.s.server.name), "cli_to_srv": sent(self.s.client.name)}
 
-    def note_fault(self, fault: Fault, t: float, **fields: Any) -> None:
-        """Trace a fault the runner committed."""
-        self.note(
-            "fault", t, endpoint=fault.endpoint, kind=fault.kind, fault=fault.describe(), **fields
-        )
-
-    def note_limits(self) -> None:
-        """Record the exhaust faults: the machine was made with their limits."""
-        now = time.monotonic()
-        for fault in self.s.faults:
-            if isinstance(fault, ExhaustFault):
-                self.note_fault(fault, now, limit=fault.leave)
-
     def let_program_server_go(self) -> None:
         """Its client has connected: a program server may now move data (see
         vchansim.scenario.program)."""
         if self.s.server.is_program:
             for inst in self.live.values():
                 if inst.name == self.s.server.name:
-                    self.send(inst, "peer")
+                    self.send(inst, Command.PEER)
+
+    # -- the runner's faults --
+
+    def act_at_setup(self) -> None:
+        """Runner faults without a time act now, before any endpoint starts (the machine
+        was made with their limits)."""
+        for fault in self.s.faults:
+            if fault.by_runner and fault.trigger.at is None:
+                fault.act_from_runner(_Hit(self, fault, None))
 
     def schedule(self, connected_at: float) -> None:
-        """Runner-side faults are timed from the moment the channel connected."""
+        """Runner faults at a time are timed from the moment the channel connected."""
         for fault in self.s.faults:
             if _timed_by_runner(fault):
-                self.pending.append((connected_at + (fault.trigger.at or 0.0), fault))
+                due = connected_at + (fault.trigger.at or 0.0)
+                self.pending.append((due, fault, functools.partial(self.commit, fault)))
 
     def fire_due(self) -> None:
         now = time.monotonic()
-        due = [f for when, f in self.pending if when <= now]
-        self.pending = [(when, f) for when, f in self.pending if when > now]
-        for fault in due:
-            target = next((i for i in self.live.values() if i.name == fault.endpoint), None)
-            self.note_fault(fault, now, skipped=target is None)
-            if target is None:
-                self.record.notes.append(f"{fault.describe()}: the endpoint had already ended")
-                continue
-            target.killed = "fault"
-            target.times["killed"] = now
-            self.kill(target)
+        due = [action for when, _, action in self.pending if when <= now]
+        self.pending = [item for item in self.pending if item[0] > now]
+        for action in due:
+            action()
+
+    def commit(self, fault: Fault) -> None:
+        """Commit a runner fault on its endpoint's live instance, if there is one."""
+        target = next((i for i in self.live.values() if i.name == fault.endpoint), None)
+        if target is None:
+            self.note_fault(fault, time.monotonic(), skipped=True)
+            self.record.notes.append(f"{fault.describe()}: the endpoint had already ended")
+            return
+        fault.act_from_runner(_Hit(self, fault, target))
 
     def kill(self, inst: Instance) -> None:
         """SIGKILL an endpoint as a fault.  A program endpoint's process kills its program
         (it alone can do so without racing the program's exit) and reports how it ended."""
         if self.s.endpoint(inst.name).is_program:
-            self.send(inst, "kill")
+            self.send(inst, Command.KILL)
         else:
             self.executor.kill(inst.handle)
+
+    # -- endings --
 
     def ended(self, inst: Instance) -> None:
         del self.live[inst.conn]
@@ -603,7 +289,7 @@ class Run:
         if self.s.endpoint(inst.name).is_server:
             for other in self.live.values():
                 if other.waiting:
-                    self.send(other, "abort")
+                    self.send(other, Command.ABORT)
         if self.restart_due(inst):
             self.restarts -= 1
             self.start(inst.name, inst.number + 1)
@@ -611,7 +297,7 @@ class Run:
     def restart_due(self, inst: Instance) -> bool:
         if self.closing or not self.restarts or inst.name != self.s.client.name:
             return False
-        restarted_by_fault = any(f["kind"] == "restart" for f in inst.faults)
+        restarted_by_fault = any(self.s.faults[f.index].restarts for f in inst.faults)
         return restarted_by_fault or inst.killed == "fault"
 
     def expire(self) -> None:
@@ -636,7 +322,7 @@ class Run:
     def finish(self) -> None:
         self.closing = True
         unfired = (
-            [f for _, f in self.pending]
+            [f for _, f, _ in self.pending if f is not None]
             if self.connected
             else [f for f in self.s.faults if _timed_by_runner(f)]
         )
@@ -657,21 +343,16 @@ class Run:
             return
         self._shown = now
         latest = {i.name: i for i in self.record.instances}  # offsets are absolute
-        done = sum(int(i.progress.get("received", 0)) for i in latest.values())
+        done = sum(i.progress.received for i in latest.values() if i.progress is not None)
         origins = [origin for origin in map(self.s.origin, self.s.names) if origin]
         totals = [self.s.planned_send(origin) for origin in origins]
         total = sum(t for t in totals if t is not None) if None not in totals else None
-        self.progress(Progress(self.s.name, done, total, now - self.record.t0, self.s.deadline))
+        self.progress(RunProgress(self.s.name, done, total, now - self.record.t0, self.s.deadline))
 
 
-def _without_t(msg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in msg.items() if k != "t"}
-
-
-def make_executor(scenario: Scenario) -> ProcessExecutor | ThreadExecutor:
-    """Threads for in-process backends, processes (over a private hub) otherwise."""
-    limits = hub_limits(scenario)
-    return ThreadExecutor(limits) if scenario.in_process else ProcessExecutor(limits)
+def _timed_by_runner(fault: Fault) -> bool:
+    """Faults the runner commits at a time after the channel connected."""
+    return fault.by_runner and fault.trigger.at is not None
 
 
 def execute(
@@ -688,3 +369,36 @@ def execute(
     finally:
         executor.close()
     return record
+
+
+def run_scenario(
+    scenario: Scenario | str | Path,
+    *,
+    seed: int | None = None,
+    trace: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> ScenarioResult:
+    """Run one scenario (an object or a file) and judge it.
+
+    ``seed`` overrides the scenario's; ``trace`` writes a trace file (docs/trace.md).
+    """
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    if seed is not None:
+        scenario = scenario.with_seed(seed)
+    writer = TraceWriter(trace, trace_header(scenario)) if trace is not None else None
+    started = time.monotonic()
+    try:
+        record = execute(scenario, trace=writer, progress=progress)
+        verdicts = judge(record)
+    except BaseException:
+        if writer is not None:
+            writer.close(time.monotonic() - started, passed=False)
+        raise
+    result = ScenarioResult(scenario, record, verdicts)
+    if writer is not None:
+        end = time.monotonic() - record.t0
+        for verdict in verdicts:
+            writer.record("verdict", end, **verdict.as_dict())
+        writer.close(end, passed=result.passed)
+    return result

@@ -1,70 +1,50 @@
-"""Faults that act inside an endpoint: its event handle, its view of the page, its domain.
+"""The endpoint's event handle, counted and open to tampering: the harness's backend.
 
-The runner does what can be done from outside (SIGKILL at a time); everything else
-happens here, in the endpoint's own process, so that it lands at an exact point of the
-endpoint's work -- a byte offset of its stream -- and a rerun with the same seed repeats
-it.  :class:`EventTap` stands between the channel and its event handle; the hogs take a
-domain's grants or XenStore quota the way a greedy neighbour process would.
+:class:`TappedBackend` wraps the backend an endpoint uses so that every event handle it
+opens goes through an :class:`EventTap`, which counts notifications and wake-ups and
+lets fault rules (:class:`EventRule`) drop, delay, duplicate or add events.  Everything
+else the backend and its handles do is passed through untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from ..backends.base import Backend, Events, Grants, Store
-from ..channel import Vchan
 from ..statspage import Blocked
-from .model import PAGE_FIELDS, CorruptFault, NotifyFault, Trigger
 
-# -- the control page ---------------------------------------------------------------------
+if TYPE_CHECKING:
+    from .faults.base import Fault
 
-
-def control_page(chan: Vchan) -> memoryview:
-    """The endpoint's own mapping of the shared control page.
-
-    A hostile peer writes exactly this memory.  ``Vchan`` keeps it private; reading it
-    here, in one place, keeps the rest of the harness on the public API.
-    """
-    return chan._page
+Send = Callable[[], None]
+Later = Callable[[float, Send], None]
 
 
-def _field_view(page: memoryview, name: str) -> memoryview:
-    offset, width = PAGE_FIELDS[name]
-    return page[offset : offset + width].cast({1: "B", 2: "H", 4: "I"}[width])
+class EventRule(Protocol):
+    """One fault's say over the notifications an endpoint sends."""
 
+    active: bool
 
-def corrupt(chan: Vchan, fault: CorruptFault) -> dict[str, Any]:
-    """Apply ``fault`` to the page; returns the old and new value for the record."""
-    view = _field_view(control_page(chan), fault.field)
-    try:
-        old = view[0]
-        mask = (1 << (8 * view.itemsize)) - 1
-        new = fault.value if fault.value is not None else (old + (fault.add or 0)) & mask
-        view[0] = new
-    finally:
-        view.release()
-    return {"field": fault.field, "old": old, "new": new}
+    @property
+    def fault(self) -> Fault:
+        """The fault that put it there."""
 
+    def claims(self) -> bool:
+        """Whether it acts on this notification (every active rule sees every one)."""
 
-def set_indices(chan: Vchan, index: int) -> None:
-    """Start all four ring indices at ``index``, as a long-lived channel would have them.
+    def tamper(self, send: Send, later: Later) -> None:
+        """Act on a notification it claimed: ``send()`` delivers it now, ``later(delay,
+        send)`` then; not calling either drops it."""
 
-    Only meaningful on a server before its client connects: both rings stay empty.
-    """
-    for name in ("left.cons", "left.prod", "right.cons", "right.prod"):
-        view = _field_view(control_page(chan), name)
-        view[0] = index
-        view.release()
-
-
-# -- event notifications --------------------------------------------------------------------
+    @property
+    def spurious_rate(self) -> float:
+        """Extra events per second it sends while active (0: none)."""
 
 
 @dataclass
@@ -79,46 +59,19 @@ class EventCounts:
     spurious: int = 0  # extra events a fault sent
 
 
-@dataclass
-class _Rule:
-    """One notify fault and its bookkeeping."""
-
-    fault: NotifyFault
-    rng: random.Random
-    active: bool = False
-    seen: int = 0
-    applied: int = 0
-
-    def claims(self) -> bool:
-        """Whether this notification is one the fault acts on (deterministic per seed).
-
-        Every active rule sees every notification, so ``every`` counts all of them."""
-        if not self.active or self.fault.action == "spurious":
-            return False
-        self.seen += 1
-        if self.seen % self.fault.every:
-            return False
-        if self.fault.count and self.applied >= self.fault.count:
-            return False
-        return self.rng.random() < self.fault.probability
-
-
 class EventTap:
-    """Counts an endpoint's events and applies its notify faults.
+    """Counts an endpoint's events and applies its event rules.
 
-    Rules with no trigger are active from the first notification (the client's connect
-    kick included); triggered ones wait for :meth:`activate`.
+    A rule active from the start acts on the first notification (the client's connect
+    kick included); others wait for :meth:`activate`.
     """
 
-    def __init__(self, faults: Sequence[NotifyFault], seed: int, name: str) -> None:
+    def __init__(self, rules: Sequence[EventRule] = ()) -> None:
         self.counts = EventCounts()
-        self.rules = [
-            _Rule(f, random.Random(f"{seed}/{name}/notify/{i}"), active=f.trigger == Trigger())
-            for i, f in enumerate(faults)
-        ]
+        self.rules = list(rules)
         self.handles: list[TappedEvents] = []
 
-    def activate(self, fault: NotifyFault) -> None:
+    def activate(self, fault: Fault) -> None:
         for rule in self.rules:
             if rule.fault is fault:
                 rule.active = True
@@ -130,38 +83,31 @@ class EventTap:
         self.handles.append(handle)
         return handle
 
-    def action(self) -> str | None:
-        """The fault action for the next notification, if any: the first rule (in the
-        scenario's order) that claims it decides."""
+    def claimant(self) -> EventRule | None:
+        """The rule that acts on the next notification, if any: the first (in the
+        scenario's order) of those that claim it."""
         claiming = [rule for rule in self.rules if rule.claims()]
-        if not claiming:
-            return None
-        claiming[0].applied += 1
-        return claiming[0].fault.action
+        return claiming[0] if claiming else None
 
     def spurious_rate(self) -> float:
-        rates = [r.fault.rate for r in self.rules if r.active and r.fault.action == "spurious"]
-        return max(rates, default=0.0)
-
-    def delay(self) -> float:
-        return max((r.fault.delay for r in self.rules if r.fault.action == "delay"), default=0.0)
+        return max((r.spurious_rate for r in self.rules if r.active), default=0.0)
 
 
-class _Timers:
+class Timers:
     """One thread running callbacks at given times (for delayed notifications)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Send]] = []
         self._cond = threading.Condition()
         self._seq = 0
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="vchansim-delay", daemon=True)
         self._thread.start()
 
-    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+    def call_later(self, delay: float, fn: Send) -> None:
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, fn))
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, fn))
             self._cond.notify()
 
     def _loop(self) -> None:
@@ -188,13 +134,13 @@ class _Timers:
 
 
 class TappedEvents:
-    """An :class:`~vchansim.backends.base.Events` handle with counting and notify faults."""
+    """An event handle with counting and event rules, otherwise the inner handle."""
 
     def __init__(self, inner: Events, tap: EventTap) -> None:
         self._inner = inner
         self._tap = tap
         self._port = 0
-        self._timers: _Timers | None = None
+        self._timers: Timers | None = None
         self._spurious: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -211,18 +157,17 @@ class TappedEvents:
     def notify(self, port: int) -> None:
         counts = self._tap.counts
         counts.notifies += 1
-        action = self._tap.action()
-        if action is None:
+        rule = self._tap.claimant()
+        if rule is None:
             self._send(port)
             return
         counts.tampered += 1
-        if action == "duplicate":
-            self._send(port)
-            self._send(port)
-        elif action == "delay":
-            if self._timers is None:
-                self._timers = _Timers()
-            self._timers.call_at(time.monotonic() + self._tap.delay(), lambda: self._send(port))
+        rule.tamper(lambda: self._send(port), self._later)
+
+    def _later(self, delay: float, send: Send) -> None:
+        if self._timers is None:
+            self._timers = Timers()
+        self._timers.call_later(delay, send)
 
     def _send(self, port: int) -> None:
         self._inner.notify(port)

@@ -1,17 +1,15 @@
-"""Run a scenario and judge it: the one call the CLI, the pytest plugin and tests use."""
+"""A judged run: its verdicts, and how the reports and the trace present it."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from ..trace import TraceWriter
-from .model import Scenario, load_scenario
-from .runner import ProgressFn, RunRecord, execute
-from .verdicts import Verdict, judge
+from .expectations.base import Verdict
+from .records import Instance, RunRecord
+from .spec import Scenario
 
 
 @dataclass
@@ -59,8 +57,8 @@ class ScenarioResult:
         }
 
 
-def _instance_dict(inst: Any) -> dict[str, Any]:
-    result = inst.result or {}
+def _instance_dict(inst: Instance) -> dict[str, Any]:
+    result = inst.result
     return {
         "endpoint": inst.name,
         "instance": inst.number,
@@ -68,12 +66,12 @@ def _instance_dict(inst: Any) -> dict[str, Any]:
         "exitcode": inst.exitcode,
         "killed": inst.killed,
         "runtime": round((inst.ended or inst.started) - inst.started, 3),
-        "sent": result.get("sent"),
-        "received": result.get("received"),
-        "error": result.get("error"),
-        "stopped": result.get("stopped"),
+        "sent": result.sent if result else None,
+        "received": result.received if result else None,
+        "error": result.error if result else None,
+        "stopped": result.stopped if result else None,
         "events": inst.events,
-        "program": result.get("program"),
+        "program": result.program if result else None,
     }
 
 
@@ -109,39 +107,6 @@ def trace_header(scenario: Scenario) -> dict[str, Any]:
         "faults": [f.describe() for f in scenario.faults],
         "expectations": [e.describe() for e in scenario.expectations],
     }
-
-
-def run_scenario(
-    scenario: Scenario | str | Path,
-    *,
-    seed: int | None = None,
-    trace: str | Path | None = None,
-    progress: ProgressFn | None = None,
-) -> ScenarioResult:
-    """Run one scenario (an object or a file) and judge it.
-
-    ``seed`` overrides the scenario's; ``trace`` writes a trace file (docs/trace.md).
-    """
-    if not isinstance(scenario, Scenario):
-        scenario = load_scenario(scenario)
-    if seed is not None:
-        scenario = scenario.with_seed(seed)
-    writer = TraceWriter(trace, trace_header(scenario)) if trace is not None else None
-    started = time.monotonic()
-    try:
-        record = execute(scenario, trace=writer, progress=progress)
-        verdicts = judge(record)
-    except BaseException:
-        if writer is not None:
-            writer.close(time.monotonic() - started, passed=False)
-        raise
-    result = ScenarioResult(scenario, record, verdicts)
-    if writer is not None:
-        end = time.monotonic() - record.t0
-        for verdict in verdicts:
-            writer.record("verdict", end, **verdict.as_dict())
-        writer.close(end, passed=result.passed)
-    return result
 
 
 def unrunnable(scenario: Scenario, exc: BaseException) -> ScenarioResult:

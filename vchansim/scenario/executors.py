@@ -1,0 +1,224 @@
+"""Where a scenario's endpoints run: spawned processes on a private hub, or threads on a
+private in-process hypervisor.
+
+Each endpoint instance is a process of its own, started with the *spawn* method so that
+it inherits no hub connection from us (a forked child would hold our handles, and its
+death would then not look like a death to the hub).  Over the ``shm`` backend every run
+gets a private run directory and hub, torn down at the end.  The in-process ``memory``
+backend runs the same endpoint code as threads of this process: much faster to start,
+for property tests, but nothing can be killed there.
+
+The machine's limits (grants, ports, XenStore nodes per domain) are those of Xen unless
+a fault lowers one (``Fault.limits``): the private hub, or the in-process hypervisor, is
+made with the scenario's limits, so the endpoint meets the real error where a guest would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import multiprocess
+
+from ..backends.base import Backend
+from ..backends.memory import MemoryBackend, MemoryHypervisor
+from ..backends.shm import ShmBackend
+from ..hub.launcher import ensure_hub, open_hub
+from ..hub.limits import HubLimits
+from ..hub.observe import map_grant, map_stats
+from ..layout import PAGE_SIZE
+from ..leaks import Leak, LeakKind, find_leaks, memory_leaks, stop_hub
+from ..xenstore.store import Store as XsStore
+from .endpoint import Endpoint, EndpointJob, Link
+from .program import ProgramEndpoint
+from .sampler import HubObserver, MemoryObserver, Observer
+from .spec import Scenario
+
+#: Seconds the leak check waits for the hub to notice processes that just exited.
+LEAK_GRACE = 2.0
+#: What the leak check looks for: not descriptors of this process, which are not the
+#: endpoints' (they ran elsewhere) and may belong to whoever called the runner.
+LEAK_KINDS = frozenset(LeakKind) - {LeakKind.FD}
+
+
+def endpoint_main(job: EndpointJob, conn: Any) -> None:
+    """Entry point of an endpoint process or thread."""
+    kind = ProgramEndpoint if job.program else Endpoint
+    kind(job, Link(conn)).run()
+
+
+def hub_limits(scenario: Scenario) -> HubLimits:
+    """Xen's limits, except what the scenario's faults change (see ``Fault.limits``)."""
+    limits = HubLimits()
+    for fault in scenario.faults:
+        limits = fault.limits(limits)
+    return limits
+
+
+def make_executor(scenario: Scenario) -> ProcessExecutor | ThreadExecutor:
+    """Threads for in-process backends, processes (over a private hub) otherwise."""
+    limits = hub_limits(scenario)
+    return ThreadExecutor(limits) if scenario.in_process else ProcessExecutor(limits)
+
+
+@dataclass(frozen=True)
+class ShmBackends:
+    """Picklable ``domid -> backend`` for endpoint processes of one run directory."""
+
+    rundir: str
+
+    def __call__(self, domid: int) -> Backend:
+        return ShmBackend(domid, rundir=self.rundir)
+
+
+@dataclass(frozen=True)
+class MemoryBackends:
+    """``domid -> backend`` on one private in-process hypervisor."""
+
+    hypervisor: MemoryHypervisor
+
+    def __call__(self, domid: int) -> Backend:
+        return MemoryBackend(domid, hypervisor=self.hypervisor)
+
+
+class Executor(Protocol):
+    """Where endpoint instances run."""
+
+    @property
+    def backends(self) -> Callable[[int], Backend]:
+        """``domid -> backend``, handed to every endpoint (picklable)."""
+
+    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]: ...
+
+    def prepare(self) -> None:
+        """Make the backend ready; endpoints are told to go only after this."""
+
+    def kill(self, handle: Any) -> None:
+        """SIGKILL the endpoint ``handle`` runs."""
+
+    def signal(self, handle: Any, signo: int) -> None:
+        """Send ``signo`` to the endpoint's process (gone already: nothing happens)."""
+
+    def reap(self, handle: Any) -> int | None: ...
+
+    def observe(self, domid: int, ref: int, port: int) -> Observer: ...
+
+    def leaks(self) -> list[Leak]: ...
+
+    def close(self) -> None: ...
+
+
+class ProcessExecutor:
+    """Endpoints as spawned processes on the hub of a private, short-named run directory."""
+
+    def __init__(self, limits: HubLimits) -> None:
+        self.rundir = tempfile.mkdtemp(prefix="vs-")
+        self.limits = limits
+        self._ctx = multiprocess.get_context("spawn")
+        self.backends = ShmBackends(self.rundir)
+
+    def prepare(self) -> None:
+        """Start the hub (with the scenario's limits) while the endpoint interpreters are
+        still starting up."""
+        ensure_hub(self.rundir, limits=self.limits)
+
+    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]:
+        ours, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=endpoint_main, args=(job, theirs), name=f"vchansim-{job.name}", daemon=True
+        )
+        proc.start()
+        theirs.close()  # only the child holds its end now: its exit is our end-of-file
+        return ours, proc, proc.pid
+
+    def kill(self, handle: Any) -> None:
+        self.signal(handle, signal.SIGKILL)
+
+    def signal(self, handle: Any, signo: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signo)
+
+    def reap(self, handle: Any) -> int | None:
+        handle.join(5.0)
+        code: int | None = handle.exitcode
+        return code
+
+    def observe(self, domid: int, ref: int, port: int) -> Observer:
+        """Map the control page (INSPECT) and the event counters (EVT_STATS) read-only."""
+        with open_hub(self.rundir, 0) as conn:
+            page = map_grant(conn, domid, ref)
+            try:
+                return HubObserver(page, map_stats(conn, domid, port))
+            except BaseException:
+                page.close()
+                raise
+
+    def leaks(self) -> list[Leak]:
+        """What the endpoints left in the hub or as processes, once the hub has caught
+        up with their exits (see LEAK_KINDS)."""
+        return find_leaks(self.rundir, timeout=LEAK_GRACE, kinds=LEAK_KINDS)
+
+    def close(self) -> None:
+        try:
+            stop_hub(self.rundir)
+        finally:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _thread_main(job: EndpointJob, conn: Any) -> None:
+    try:
+        endpoint_main(job, conn)
+    finally:
+        conn.close()  # the runner's end-of-file, as a process exiting would give
+
+
+class ThreadExecutor:
+    """Endpoints as threads over a private in-process hypervisor (``memory`` backend),
+    made with the scenario's grant and XenStore limits (it has no port limit)."""
+
+    def __init__(self, limits: HubLimits) -> None:
+        self.hypervisor = MemoryHypervisor(
+            grant_limit=limits.grants, xenstore=XsStore(limits.xenstore)
+        )
+        self.backends = MemoryBackends(self.hypervisor)
+
+    def prepare(self) -> None:
+        """The hypervisor object is ready as soon as it exists."""
+
+    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]:
+        ours, theirs = multiprocess.Pipe()
+        thread = threading.Thread(
+            target=_thread_main, args=(job, theirs), name=f"vchansim-{job.name}", daemon=True
+        )
+        thread.start()
+        return ours, thread, None
+
+    def kill(self, handle: Any) -> None:
+        raise RuntimeError("threads cannot be killed; the scenario checker refuses this")
+
+    def signal(self, handle: Any, signo: int) -> None:
+        raise RuntimeError("threads cannot be signalled; the scenario checker refuses this")
+
+    def reap(self, handle: Any) -> int | None:
+        handle.join(5.0)
+        return None if handle.is_alive() else 0
+
+    def observe(self, domid: int, ref: int, port: int) -> Observer:
+        """The page straight from the hypervisor; event counts come from the endpoints."""
+        with self.hypervisor.lock:
+            grant = self.hypervisor.grants[(domid, ref)]
+        view = memoryview(grant.pages)[grant.page * PAGE_SIZE : (grant.page + 1) * PAGE_SIZE]
+        return MemoryObserver(view.toreadonly())
+
+    def leaks(self) -> list[Leak]:
+        return memory_leaks(self.hypervisor)
+
+    def close(self) -> None:
+        """Nothing outlives the hypervisor object."""
