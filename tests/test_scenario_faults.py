@@ -1,18 +1,25 @@
 """Faults inside an endpoint, on real event channels, pages and stores (memory backend):
-what the tap does to notifications, what corruption writes."""
+what the tap does to notifications, what corruption writes; and a runner-side fault
+acting on a real process through its target."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from vchansim import layout
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
+from vchansim.scenario import ScenarioError, parse_scenario
 from vchansim.scenario.faults.corrupt import CorruptFault
 from vchansim.scenario.faults.notify import NotifyFault
+from vchansim.scenario.faults.pause import PauseFault
 from vchansim.scenario.page import PAGE_FIELDS, set_indices
 from vchansim.scenario.spec import Trigger
 from vchansim.scenario.tap import EventTap, TappedBackend
@@ -158,3 +165,80 @@ def test_the_page_fields_match_the_layout():
     assert PAGE_FIELDS["srv_notify"] == (layout.SRV_NOTIFY, 1)
     assert PAGE_FIELDS["right_order"] == (layout.RIGHT_ORDER, 2)
 
+
+# -- a fault from outside a scenario: pause on a real process ---------------------------------
+
+
+class ProcessTarget:
+    """A RunnerTarget over any process: what a caller outside the runner provides."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.records: list[dict] = []
+        self.due: list[tuple[float, object]] = []
+
+    def record(self, **detail) -> None:
+        self.records.append(detail)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    def signal(self, signo: int) -> None:
+        os.kill(self.pid, signo)
+
+    def later(self, delay: float, action) -> None:
+        self.due.append((delay, action))
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat: T when stopped."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def wait_state(pid: int, wanted: set[str]) -> str:
+    """The process's state once it is one of ``wanted`` (signals land asynchronously)."""
+    deadline = time.monotonic() + 10
+    while (state := process_state(pid)) not in wanted and time.monotonic() < deadline:
+        os.sched_yield()
+    return state
+
+
+def test_pause_stops_the_process_and_resumes_it_after_its_duration():
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        target = ProcessTarget(proc.pid)
+        PauseFault("cli", Trigger(at=0.1), duration=0.25).act_from_runner(target)
+        assert target.records == [{}]
+        assert wait_state(proc.pid, {"T"}) == "T"
+        ((delay, resume),) = target.due
+        assert delay == 0.25
+        resume()
+        assert wait_state(proc.pid, {"S", "R"}) in {"S", "R"}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("fault", "endpoint", "message"),
+    [
+        ('at = 0.1\nduration = 0.2', '', r"backend 'memory' runs endpoints as threads"),
+        ('after_sent = 10', 'backend = "shm"', r"cannot be triggered by after_sent"),
+        ('at = 0.1\nduration = 20', 'backend = "shm"', r"duration: 20 s is not shorter"),
+        ('at = 0.1', 'backend = "shm"\nkind = "program"', r"cli is a program"),
+    ],
+)
+def test_pause_is_refused_where_it_cannot_act(fault, endpoint, message):
+    text = (
+        '[scenario]\nbackend = "memory"\n'
+        '[endpoints.srv]\nrole = "server"\nbackend = "shm"\n[endpoints.srv.workload]\n'
+        'send = 1000\n'
+        f'[endpoints.cli]\nrole = "client"\n{endpoint}\n'
+        f'[[faults]]\nkind = "pause"\nendpoint = "cli"\n{fault}\n'
+        '[[expect]]\nkind = "delivered"\n'
+    )
+    if "backend" not in endpoint:
+        text = text.replace('role = "server"\nbackend = "shm"', 'role = "server"')
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(text, source="t.toml")

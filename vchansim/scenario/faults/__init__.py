@@ -13,6 +13,7 @@ from .corrupt import CorruptFault
 from .exhaust import ExhaustFault
 from .kill import KillFault
 from .notify import NotifyFault
+from .pause import PauseFault
 from .restart import RestartFault
 from .stall import StallFault
 
@@ -27,6 +28,7 @@ FAULT_KINDS: dict[str, type[Fault]] = {
         CloseFault,
         RestartFault,
         ExhaustFault,
+        PauseFault,
     )
 }
 
