@@ -117,15 +117,9 @@ class Vchan:
         self._wr: Ring
         self._notify = Notifier(self._page, server=server)
         self._closed = False
-        # Backends may offer pending-and-unmask as one cheaper call (the shm one does).
-        consume = getattr(res.events, "consume", None)
-        self._consume: Callable[[float | None], int | None] = (
-            consume if consume is not None else self._pending_then_unmask
-        )
-        #: Backends that keep a statistics page let the end say there what it sleeps in.
-        self._say_waiting: Callable[[int, Blocked], None] | None = getattr(
-            res.events, "waiting", None
-        )
+        # Bound once: the wake path's two abilities of the handle (see Events).
+        self._consume = res.events.consume
+        self._say_waiting = res.events.waiting
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -572,9 +566,9 @@ class Vchan:
     def _consume_event(self, timeout: float | None, blocked: Blocked = Blocked.EVENT) -> bool:
         """Wait for our port to fire and consume the event, leaving the port armed; a wait
         that may sleep is announced as ``blocked`` for observers while it lasts."""
-        say = self._say_waiting if timeout != 0 else None
-        if say is not None:
-            say(self._port, blocked)
+        sleeps = timeout != 0
+        if sleeps:
+            self._say_waiting(self._port, blocked)
         try:
             return self._consume(timeout) is not None
         except OSError as exc:
@@ -582,15 +576,8 @@ class Vchan:
                 f"waiting on event channel port {self._port} failed: {exc}", err=exc.errno
             ) from exc
         finally:
-            if say is not None:
-                say(self._port, Blocked.NONE)
-
-    def _pending_then_unmask(self, timeout: float | None) -> int | None:
-        """Consume one event with the Events protocol's two calls (pending, unmask)."""
-        port = self._events.pending(timeout)
-        if port is not None:
-            self._events.unmask(port)
-        return port
+            if sleeps:
+                self._say_waiting(self._port, Blocked.NONE)
 
     def _check_not_closed(self) -> None:
         if self._closed:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
+from ..statspage import Blocked
 from ..xenstore.wire import Perm
 
 #: Domain ids Xen hands to guests: 0 .. DOMID_FIRST_RESERVED - 1.
@@ -93,52 +94,79 @@ class Grants(Protocol):
         ...
 
 
-class Events(Protocol):
+class Events(ABC):
     """An event-channel handle (Linux: one open ``/dev/xen/evtchn``).
 
     A port fires at most once until unmasked: :meth:`pending` returns it masked, and
     events arriving while masked stay pending and fire again on :meth:`unmask`.
     Notifications to a port whose peer is gone are dropped silently, as on Xen.
+
+    A backend implements the abstract methods.  The optional abilities below them
+    (:meth:`consume`, :meth:`waiting`) have defaults built on those, which a backend
+    overrides when it can do better; the channel calls them unconditionally, so a
+    wrapper around a handle (the scenario harness's tap) must forward them too.
     """
 
+    @abstractmethod
     def bind_unbound(self, remote: int) -> int:
         """Allocate a port that domain ``remote`` may bind to; return the local port."""
-        ...
 
+    @abstractmethod
     def bind_interdomain(self, remote: int, remote_port: int) -> int:
         """Connect to ``remote``'s unbound port ``remote_port``; return the local port.
 
         The new port starts pending, as on Xen: events sent to the unbound end were
         dropped, so the first :meth:`pending` returns it at once.
         """
-        ...
 
+    @abstractmethod
     def notify(self, port: int) -> None:
         """Send an event to the other end of local ``port``."""
-        ...
 
+    @abstractmethod
     def pending(self, timeout: float | None = None) -> int | None:
         """Wait up to ``timeout`` seconds (None: forever) for a port to fire.
 
         Returns the port, now masked, or None if nothing fired in time.
         """
-        ...
 
+    @abstractmethod
     def unmask(self, port: int) -> None:
         """Re-enable ``port`` after :meth:`pending` returned it."""
-        ...
 
+    @abstractmethod
     def unbind(self, port: int) -> None:
         """Close ``port``; its interdomain peer returns to "unbound, waiting for us"."""
-        ...
 
+    @abstractmethod
     def fileno(self) -> int:
         """A file descriptor that polls readable while a port is pending."""
-        ...
 
+    @abstractmethod
     def close(self) -> None:
         """Unbind every port and release the handle."""
-        ...
+
+    # -- optional abilities: defaults that any handle can do, overridden where cheaper --
+
+    def consume(self, timeout: float | None = None) -> int | None:
+        """Wait like :meth:`pending`, then leave the port armed: one event taken.
+
+        Default: :meth:`pending`, then :meth:`unmask` of the port it returned.  A backend
+        that can take an event without masking and unmasking (the shm one: one
+        ``epoll_wait``) overrides it; the channel wakes only through this.
+        """
+        port = self.pending(timeout)
+        if port is not None:
+            self.unmask(port)
+        return port
+
+    def waiting(self, port: int, blocked: Blocked) -> None:
+        """This end is now asleep on ``port`` in ``blocked`` (``Blocked.NONE``: awake).
+
+        Default: nothing.  A backend that keeps a statistics page for observers writes
+        it there; the channel calls it around every wait that may sleep.
+        """
+        return None
 
 
 class StorePipeline(Protocol):

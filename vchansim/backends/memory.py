@@ -26,7 +26,7 @@ from ..xenstore.client import XsClient
 from ..xenstore.store import Store as XsStore
 from ..xenstore.store import XsConnection
 from ..xenstore.wire import XsProtocolError
-from .base import Backend, UnmapNotify, check_domid, with_unmap_notify
+from .base import Backend, Events, UnmapNotify, check_domid, with_unmap_notify
 
 #: gntalloc's default limit on grants a domain may have outstanding.
 GRANT_LIMIT = 1024
@@ -247,7 +247,7 @@ class MemoryGrants:
         self._open.clear()
 
 
-class MemoryEvents:
+class MemoryEvents(Events):
     """An event-channel handle: ports queue on fire, masked until unmasked, one eventfd."""
 
     def __init__(self, hv: MemoryHypervisor, domid: int) -> None:

@@ -40,7 +40,7 @@ from ..layout import PAGE_SIZE
 from ..rundir import RunDir, prepare_rundir
 from ..statspage import Blocked
 from ..xenstore.client import XsClient
-from .base import Backend, UnmapNotify, check_domid
+from .base import Backend, Events, UnmapNotify, check_domid
 
 STRICT_ENV = "VCHANSIM_STRICT"
 
@@ -328,7 +328,7 @@ class _BoundPort:
         _close_held(self.outgoing)
 
 
-class ShmEvents:
+class ShmEvents(Events):
     """An event-channel handle: one hub connection plus an epoll over the ports' eventfds.
 
     A port fires at most once until unmasked: :meth:`pending` drains the port's eventfd

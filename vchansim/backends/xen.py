@@ -27,7 +27,7 @@ from typing import Protocol
 from ..errors import BackendError, ConfigError, GrantError, StoreError
 from ..xenstore.client import XsClient
 from . import xen_abi as abi
-from .base import Backend, UnmapNotify, check_domid, with_unmap_notify
+from .base import Backend, Events, UnmapNotify, check_domid, with_unmap_notify
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CLOEXEC
 _PORT = struct.Struct("<I")
@@ -335,7 +335,7 @@ class XenGrants:
             raise first_error
 
 
-class XenEvents:
+class XenEvents(Events):
     """One open ``/dev/xen/evtchn``: its ports, its pending queue, its poll-able fd."""
 
     def __init__(self, devices: Devices) -> None:

@@ -133,8 +133,12 @@ class Timers:
         self._thread.join()
 
 
-class TappedEvents:
-    """An event handle with counting and event rules, otherwise the inner handle."""
+class TappedEvents(Events):
+    """An event handle with counting and event rules, otherwise the inner handle.
+
+    It overrides every method of :class:`Events`, the optional abilities included, so
+    that an endpoint wakes exactly as it would on the bare handle (through ``consume``).
+    """
 
     def __init__(self, inner: Events, tap: EventTap) -> None:
         self._inner = inner
@@ -192,7 +196,13 @@ class TappedEvents:
             self._tap.counts.spurious += 1
 
     def pending(self, timeout: float | None = None) -> int | None:
-        port = self._inner.pending(timeout)
+        return self._woke(self._inner.pending(timeout), timeout)
+
+    def consume(self, timeout: float | None = None) -> int | None:
+        return self._woke(self._inner.consume(timeout), timeout)
+
+    def _woke(self, port: int | None, timeout: float | None) -> int | None:
+        """Count a wait's outcome: an event, or a timeout that ended a wait."""
         if port is not None:
             self._tap.counts.wakeups += 1
         elif timeout:
@@ -203,10 +213,7 @@ class TappedEvents:
         self._inner.unmask(port)
 
     def waiting(self, port: int, blocked: Blocked) -> None:
-        """Pass the channel's wait announcements on, where the handle keeps them."""
-        say = getattr(self._inner, "waiting", None)
-        if say is not None:
-            say(port, blocked)
+        self._inner.waiting(port, blocked)
 
     def unbind(self, port: int) -> None:
         self._inner.unbind(port)
