@@ -166,11 +166,16 @@ lib = ctypes.CDLL(sys.argv[1])
 lib.xenevtchn_open.restype = ctypes.c_void_p
 lib.xenevtchn_bind_interdomain.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
 lib.xenevtchn_pending.argtypes = [ctypes.c_void_p]
+lib.xenevtchn_unmask.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
 lib.xenevtchn_close.argtypes = [ctypes.c_void_p]
 handle = lib.xenevtchn_open(None, 0)
 if not handle:
     sys.exit(2)
-print("bound", lib.xenevtchn_bind_interdomain(handle, 1, int(sys.argv[2])), flush=True)
+port = lib.xenevtchn_bind_interdomain(handle, 1, int(sys.argv[2]))
+if lib.xenevtchn_pending(handle) != port:  # a fresh interdomain port starts pending, as on Xen
+    sys.exit(3)
+lib.xenevtchn_unmask(handle, port)
+print("bound", port, flush=True)
 print("fired", lib.xenevtchn_pending(handle), flush=True)
 lib.xenevtchn_close(handle)
 """
