@@ -26,7 +26,6 @@ from .backends.base import (
     Perm,
     Store,
     UnmapNotify,
-    check_domid,
 )
 from .errors import (
     ChannelClosed,
@@ -40,6 +39,7 @@ from .errors import (
 from .ring import Notifier, Ring
 from .spin import SpinPolicy
 from .statspage import Blocked
+from .xen import atoi, check_domid
 
 #: Blocking calls re-check the peer's liveness at least this often even without an event,
 #: because a crashed peer's kernel may wake us before it clears the live byte (§6.3).
@@ -49,19 +49,6 @@ Buffer = bytes | bytearray | memoryview
 
 #: What a blocking call sleeps in, by the notify bit it asked the peer for.
 _BLOCKED_BY_BIT = {layout.NOTIFY_WRITE: Blocked.READ, layout.NOTIFY_READ: Blocked.WRITE}
-
-
-def _atoi(raw: bytes) -> int:
-    """C ``atoi``: optional blanks and sign, then leading digits; no digits is 0."""
-    text = raw.decode("ascii", errors="replace").lstrip(" \t\n\r\v\f")
-    sign = -1 if text[:1] == "-" else 1
-    text = text[1:] if text[:1] in "+-" else text
-    digits = ""
-    for ch in text:
-        if not ch.isdigit():
-            break
-        digits += ch
-    return sign * int(digits) if digits else 0
 
 
 @dataclass
@@ -668,7 +655,7 @@ def _publish(store: Store, path: str, client: int, ring_ref: int, port: int) -> 
         for key, value in ((layout.RING_REF_KEY, ring_ref), (layout.EVENT_CHANNEL_KEY, port))
     ]
     own, tx = store.pipeline().read("domid").transaction_start().execute()
-    perms = [Perm("n", _atoi(own)), Perm("r", client)]
+    perms = [Perm("n", atoi(own)), Perm("r", client)]
     while True:
         writes = store.pipeline()
         for node, value in nodes:
@@ -717,7 +704,7 @@ def _lookup(backend: Backend, domain: int, path: str) -> tuple[int, int]:
 
 def _positive(node: str, raw: bytes) -> int:
     """``raw`` read as libxenvchan does (atoi); anything below 1 breaks the protocol."""
-    value = _atoi(raw)
+    value = atoi(raw)
     if value <= 0:
         raise ProtocolError(f"{node} holds {raw!r}, not a positive number")
     return value

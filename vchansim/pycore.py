@@ -27,7 +27,8 @@ import platform
 import select
 import sys
 
-U32 = 0xFFFFFFFF
+from .layout import U32
+
 _SEQ_CST = 5
 _RELEASED = "operation on released shared memory"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .xenstore.store import DOMID_MAX
+from .xen import DOMID_MAX
 
 RUNDIR_ENV = "VCHANSIM_RUNDIR"
 #: ``sun_path`` holds 108 bytes including the terminating NUL.

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import VchanError
-from .layout import PageState
+from .layout import U32, PageState
 
 FORMAT = "vchansim-trace"
 VERSION = 1
 #: Record types of version 1.  Readers keep records of other types (from newer writers)
 #: but only check those they know.
 RECORD_TYPES = ("ring", "endpoint", "fault", "verdict", "end")
-_U32 = 0xFFFFFFFF
 
 
 class TraceError(VchanError):
@@ -176,7 +175,7 @@ def _check_ring(line: _Line) -> None:
     for ring in ("left", "right"):
         indices = line.need(ring, dict)
         for key in ("cons", "prod"):
-            line.need_int(key, _U32, indices)
+            line.need_int(key, U32, indices)
     orders = line.need("orders", list)
     if len(orders) != 2 or not all(isinstance(o, int) and 0 <= o <= 0xFFFF for o in orders):
         raise line.fail(f"field 'orders' must be two u16 values, not {orders!r}")

@@ -13,7 +13,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Backend, Events, Grants, Mapping, Perm, Store, check_domid
+from ..xen import check_domid
+from .base import Backend, Events, Grants, Mapping, Perm, Store
 
 __all__ = [
     "Backend",

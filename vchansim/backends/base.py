@@ -19,19 +19,8 @@ from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkab
 
 from ..errors import ConfigError
 from ..statspage import Blocked
+from ..xen import check_domid
 from ..xenstore.wire import Perm
-
-#: Domain ids Xen hands to guests: 0 .. DOMID_FIRST_RESERVED - 1.
-DOMID_MAX = 0x7FEF
-
-
-def check_domid(domid: int, what: str = "domain id") -> int:
-    """Return ``domid`` if Xen could have a domain by that number, else raise ConfigError."""
-    if isinstance(domid, bool) or not isinstance(domid, int):
-        raise ConfigError(f"{what} must be an integer, not {domid!r}")
-    if not 0 <= domid <= DOMID_MAX:
-        raise ConfigError(f"{what} {domid} is outside Xen's range 0..{DOMID_MAX}")
-    return domid
 
 
 @runtime_checkable

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 from ..errors import BackendError, ConfigError, GrantError
 from ..layout import PAGE_SIZE
+from ..xen import check_domid
 from ..xenstore.client import XsClient
 from ..xenstore.store import Store as XsStore
 from ..xenstore.store import XsConnection
 from ..xenstore.wire import XsProtocolError
-from .base import Backend, Events, UnmapNotify, check_domid, with_unmap_notify
+from .base import Backend, Events, UnmapNotify, with_unmap_notify
 
 #: gntalloc's default limit on grants a domain may have outstanding.
 GRANT_LIMIT = 1024

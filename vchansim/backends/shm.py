@@ -39,8 +39,9 @@ from ..hub.protocol import (
 from ..layout import PAGE_SIZE
 from ..rundir import RunDir, prepare_rundir
 from ..statspage import Blocked
+from ..xen import check_domid
 from ..xenstore.client import XsClient
-from .base import Backend, Events, UnmapNotify, check_domid
+from .base import Backend, Events, UnmapNotify
 
 STRICT_ENV = "VCHANSIM_STRICT"
 

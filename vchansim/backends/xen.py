@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..errors import BackendError, ConfigError, GrantError, StoreError
+from ..layout import PAGE_SIZE
+from ..xen import check_domid
 from ..xenstore.client import XsClient
 from . import xen_abi as abi
-from .base import Backend, Events, UnmapNotify, check_domid, with_unmap_notify
+from .base import Backend, Events, UnmapNotify, with_unmap_notify
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CLOEXEC
 _PORT = struct.Struct("<I")
@@ -207,7 +209,7 @@ class XenGrants:
         refs = struct.unpack_from(f"<{count}I", arg, layout.offsets["gref_ids"])
         try:
             region = self.devices.mmap(
-                self._fd(abi.GNTALLOC), count * abi.PAGE_SIZE, index, writable=True
+                self._fd(abi.GNTALLOC), count * PAGE_SIZE, index, writable=True
             )
         except OSError as exc:
             self._dealloc(index, count)
@@ -252,7 +254,7 @@ class XenGrants:
         )
         index = layout.unpack(arg)[2]
         try:
-            region = self._mmap_foreign(count * abi.PAGE_SIZE, index, writable)
+            region = self._mmap_foreign(count * PAGE_SIZE, index, writable)
         except OSError as exc:
             self._unmap_grant_ref(index, count)
             mode = "read-write" if writable else "read-only"
@@ -434,7 +436,8 @@ def open_store(devices: Devices, environ: EnvMapping[str, str] | None = None) ->
             ) from second
 
 
-def _atoi(raw: bytes) -> int | None:
+def _whole_number(raw: bytes) -> int | None:
+    """``raw`` as a whole decimal number, or None (no C-style leniency: the domid key)."""
     text = raw.decode("ascii", errors="replace").strip()
     return int(text) if text.isdigit() else None
 
@@ -462,7 +465,7 @@ class XenBackend(Backend):
                 "pass domid= explicitly",
                 err=exc.errno,
             ) from exc
-        domid = _atoi(raw)
+        domid = _whole_number(raw)
         if domid is None:
             raise BackendError(f"XenStore's domid key holds {raw!r}, not a domain id")
         return check_domid(domid, "XenStore domid")

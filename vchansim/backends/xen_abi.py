@@ -14,8 +14,6 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
-PAGE_SIZE = 4096
-
 EVTCHN = "/dev/xen/evtchn"
 GNTALLOC = "/dev/xen/gntalloc"
 GNTDEV = "/dev/xen/gntdev"

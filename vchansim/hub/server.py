@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..rundir import RunDir
+from ..xen import DOMID_MAX
 from ..xenstore.server import XenstoreService
-from ..xenstore.store import DOMID_MAX, Store
+from ..xenstore.store import Store
 from .events import Port, PortTable
 from .grants import GrantHandle, GrantTable
 from .limits import HubLimits

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
-from ..backends.base import DOMID_MAX
 from ..errors import ConfigError
+from ..xen import DOMID_MAX
 from .checks import check_scenario
 from .expectations import EXPECTATION_KINDS
 from .expectations.base import Expectation

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from .. import layout
 from ..layout import PageState
 
-U32 = 0xFFFFFFFF
 #: An index that moved by this much or more went *backwards* (a reset or corruption).
 BACKWARDS = 1 << 31
 #: Seconds of traffic each sparkline bar sums up.
@@ -76,7 +75,7 @@ class RingFrame:
     @property
     def fill(self) -> int:
         """Bytes in flight as the indices say, unsanitised."""
-        return (self.prod - self.cons) & U32
+        return (self.prod - self.cons) & layout.U32
 
     @property
     def corrupt(self) -> bool:
@@ -166,7 +165,7 @@ class RingTracker:
         if self._first is None:
             self._first = prod
         else:
-            moved = (prod - self._last) & U32
+            moved = (prod - self._last) & layout.U32
             if moved >= BACKWARDS:  # not traffic: count afresh from here
                 self._first, self._produced, moved = prod, 0, 0
         self._last = prod

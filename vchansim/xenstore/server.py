@@ -23,7 +23,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .store import Store, XsConnection, check_domid
+from ..xen import check_domid
+from .store import Store, XsConnection
 from .wire import XsProtocolError
 
 #: Stop reading a client's requests while this many reply bytes wait for it.

@@ -18,14 +18,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
+from ..layout import U32
+from ..xen import DOMID_MAX, DOMID_SELF, atoi, check_domid
 from . import wire
 from .wire import Message, Perm, XsProtocolError, XsType
 
-#: Highest domain id Xen gives a domain (``DOMID_FIRST_RESERVED - 1``).
-DOMID_MAX = 0x7FEF
-#: ``DOMID_SELF``: IS_DOMAIN_INTRODUCED always answers yes for it.
-DOMID_SELF = 0x7FF0
 #: The one privileged domain ("tools" domain) of the emulation.
 PRIVILEGED_DOMID = 0
 #: Watch-only paths xenstored fires when domains come and go.
@@ -35,16 +32,6 @@ RELEASE_DOMAIN = "@releaseDomain"
 _NO_GENERATION = -1
 _VALID_PATH = re.compile(r"[A-Za-z0-9\-/_@]*\Z")
 _LOCAL_PREFIX = re.compile(r"/local/domain/\d{1,5}/")
-_ATOI = re.compile(rb"\s*([+-]?\d+)")
-
-
-def check_domid(domid: int) -> int:
-    """Return ``domid`` if Xen could give a domain that number, else raise ConfigError."""
-    if isinstance(domid, bool) or not isinstance(domid, int):
-        raise ConfigError(f"domain id must be an int, not {domid!r}")
-    if not 0 <= domid <= DOMID_MAX:
-        raise ConfigError(f"domain id {domid} is outside Xen's range 0..{DOMID_MAX} (0x7FEF)")
-    return domid
 
 
 def domain_path(domid: int) -> str:
@@ -67,12 +54,6 @@ def _is_child(path: str, ancestor: str) -> bool:
     if ancestor == "/":
         return True
     return path == ancestor or path.startswith(ancestor + "/")
-
-
-def _atoi(raw: bytes) -> int:
-    """C ``atoi``: leading blanks, optional sign, digits; anything else counts as 0."""
-    match = _ATOI.match(raw)
-    return int(match.group(1)) if match else 0
 
 
 @dataclass
@@ -885,7 +866,7 @@ class XsConnection:
             raise XsError("EINVAL")
         raw_path, raw_offset = wire.split_strings(payload)
         actor = self._actor(tx)
-        chunk = actor.directory_part(actor.canonical(raw_path), _atoi(raw_offset))
+        chunk = actor.directory_part(actor.canonical(raw_path), atoi(raw_offset))
         return _Reply(chunk, f"{len(chunk)} bytes")
 
     def _get_perms(self, payload: bytes, tx: _Transaction | None) -> _Reply:
@@ -963,7 +944,7 @@ class XsConnection:
         """Per connection, counting up from 1 and skipping 0 and ids still in use."""
         while True:
             tx_id = self._next_tx
-            self._next_tx = (self._next_tx + 1) & 0xFFFFFFFF
+            self._next_tx = (self._next_tx + 1) & U32
             if tx_id and tx_id not in self._transactions:
                 return tx_id
 
@@ -984,14 +965,14 @@ class XsConnection:
         arg = wire.one_arg(payload)
         if arg is None:
             raise XsError("EINVAL")
-        path = domain_path(_atoi(arg) & 0xFFFFFFFF)
+        path = domain_path(atoi(arg) & U32)
         return _Reply(path.encode() + b"\0", path)
 
     def _is_domain_introduced(self, payload: bytes, tx: _Transaction | None) -> _Reply:
         arg = wire.one_arg(payload)
         if arg is None:
             raise XsError("EINVAL")
-        domid = _atoi(arg) & 0xFFFFFFFF
+        domid = atoi(arg) & U32
         answer = "T" if domid == DOMID_SELF or self._store.is_introduced(domid) else "F"
         return _Reply(answer.encode() + b"\0", answer)
 
@@ -1020,7 +1001,7 @@ class XsConnection:
     def _introduce(self, payload: bytes, tx: _Transaction | None) -> _Reply:
         """INTRODUCE domid, ring frame, event channel (the frame is not needed here)."""
         fields = wire.split_strings(payload)
-        if len(fields) < 3 or _atoi(fields[2]) & 0xFFFFFFFF == 0:
+        if len(fields) < 3 or atoi(fields[2]) & U32 == 0:
             raise XsError("EINVAL")
         self._store.introduce_domain(_known_domid(fields[0]))
         return _Reply(_OK, "OK")
@@ -1037,7 +1018,7 @@ class XsConnection:
         fields = wire.split_strings(payload)
         if len(fields) < 2:
             raise XsError("EINVAL")
-        domid, target = (_atoi(field) & 0xFFFFFFFF for field in fields[:2])
+        domid, target = (atoi(field) & U32 for field in fields[:2])
         self._store.set_target(domid, target)
         return _Reply(_OK, "OK")
 
@@ -1051,13 +1032,13 @@ def _domid_arg(payload: bytes) -> int:
     arg = wire.one_arg(payload)
     if arg is None:
         raise XsError("EINVAL")
-    return _atoi(arg) & 0xFFFFFFFF
+    return atoi(arg) & U32
 
 
 def _known_domid(raw: bytes) -> int:
     """INTRODUCE's domain id; one Xen could not have given is EINVAL (xenstored fails
     to map such a domain's ring and passes on whatever the mapping left in errno)."""
-    domid = _atoi(raw) & 0xFFFFFFFF
+    domid = atoi(raw) & U32
     if domid > DOMID_MAX:
         raise XsError("EINVAL")
     return domid
