@@ -206,6 +206,18 @@ def test_after_hello_bad_requests_get_errors_and_the_connection_lives(
     assert _ask(raw, _u32s(Op.STATE))[0] == 0  # type: ignore[index]
 
 
+def test_event_status_answers_are_not_logged(rundir: RunDir, raw: socket.socket) -> None:
+    """libvchan-xen asks EVT_STATUS on every is_open: neither answers nor refusals flood
+    the log, while other refusals still reach it."""
+    _hello_on(raw)
+    assert _ask(raw, _u32s(Op.EVT_STATUS, 7, 1))[0] == 0  # type: ignore[index]
+    assert _ask(raw, _u32s(Op.EVT_STATUS, 9, 1))[0] == errno.ESRCH  # type: ignore[index]
+    assert _ask(raw, _u32s(Op.EVT_STATUS, 7, 4096))[0] == errno.EINVAL  # type: ignore[index]
+    assert _ask(raw, _u32s(99))[0] == errno.EINVAL  # type: ignore[index]
+    procs.wait_for(lambda: "unknown op 99" in rundir.log.read_text())
+    assert "EVT_STATUS" not in rundir.log.read_text()
+
+
 def _fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -17,7 +17,12 @@ import os
 from dataclasses import dataclass, field
 
 from ..atomics import AtomicCounters
-from .protocol import RequestError
+from .protocol import (
+    EVTCHNSTAT_CLOSED,
+    EVTCHNSTAT_INTERDOMAIN,
+    EVTCHNSTAT_UNBOUND,
+    RequestError,
+)
 
 #: Ports a domain may have bound: 1..4095 (the 2-level event channel ABI's 4096 on 64-bit
 #: guests, less port 0, which is never handed out).
@@ -202,6 +207,25 @@ class PortTable:
         if port is None:
             raise RequestError(errno.EINVAL, f"domain {domid} has no port {number}")
         return port
+
+    def status(self, domid: int, number: int) -> tuple[int, int, int]:
+        """EVTCHNOP_status of port ``number`` of an existing ``domid``: (state, remote
+        domain, remote port), the remote port 0 unless interdomain.
+
+        Ports 0 .. limit are valid, closed when not bound (port 0 is Xen's reserved one,
+        closed too); a higher number is EINVAL.  Xen's own bound is the event buckets
+        allocated so far, which the hub does not model.
+        """
+        if not 0 <= number <= self.limit:
+            raise RequestError(
+                errno.EINVAL, f"port {number} is not valid in domain {domid} (0..{self.limit})"
+            )
+        port = self._ports.get(domid, {}).get(number)
+        if port is None:
+            return EVTCHNSTAT_CLOSED, 0, 0
+        if port.peer is None:
+            return EVTCHNSTAT_UNBOUND, port.remote, 0
+        return EVTCHNSTAT_INTERDOMAIN, port.remote, port.peer.number
 
     def bind_unbound(self, domid: int, remote: int, owner: int) -> Port:
         """A new port of ``domid`` that ``remote`` may bind to, with a fresh eventfd pair."""

@@ -40,6 +40,7 @@ class Op(IntEnum):
     INSPECT = 11
     SHUTDOWN = 12
     EVT_STATS = 13
+    EVT_STATUS = 14
 
 
 VERSION = 1
@@ -71,7 +72,10 @@ ARG_COUNTS = {
     Op.INSPECT: 2,
     Op.SHUTDOWN: 0,
     Op.EVT_STATS: 2,
+    Op.EVT_STATUS: 2,
 }
+#: EVT_STATUS's port states: Xen's EVTCHNSTAT_closed, _unbound and _interdomain.
+EVTCHNSTAT_CLOSED, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_INTERDOMAIN = 0, 1, 2
 #: Where the flags are among the arguments of the ops that take GNT_NOTIFY.
 _FLAGS_AT = {Op.GNT_SHARE: 2, Op.GNT_MAP: 1}
 #: Replies whose payload after ``status`` is text rather than u32s.

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..rundir import RunDir
-from ..xen import DOMID_MAX
+from ..xen import DOMID_MAX, DOMID_SELF
 from ..xenstore.server import XenstoreService
-from ..xenstore.store import Store
+from ..xenstore.store import PRIVILEGED_DOMID, Store
 from .events import Port, PortTable
 from .grants import GrantHandle, GrantTable
 from .limits import HubLimits
@@ -64,6 +64,9 @@ _REQUESTS_PER_WAKEUP = 16
 #: Room for the largest STATE reply (see docs/hub-protocol.md).
 _SEND_BUFFER = 1 << 20
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Requests whose refusals are answered but not logged: libvchan-xen asks EVT_STATUS on
+#: every ``libvchan_is_open()`` and expects ESRCH or EINVAL as ordinary answers.
+_UNLOGGED_REFUSALS = frozenset({Op.EVT_STATUS.name})
 
 
 def _check_domid(domid: int, what: str) -> int:
@@ -194,6 +197,7 @@ class Hub:
             Op.INSPECT: self._inspect,
             Op.SHUTDOWN: self._shutdown,
             Op.EVT_STATS: self._evt_stats,
+            Op.EVT_STATUS: self._evt_status,
         }
 
     # -- logging --
@@ -322,7 +326,7 @@ class Hub:
                 raise RequestError(errno.EPROTO, f"{op.name} before HELLO")
             outcome = self._handlers[op](client, args)
         except RequestError as exc:
-            self._refuse(client, op_name, exc)
+            self._refuse(client, op_name, exc, logged=op_name not in _UNLOGGED_REFUSALS)
             return
         except Exception:  # a bug must cost one request, not every client's hub
             self.log(f"{client.who} {op_name} crashed:\n{traceback.format_exc().rstrip()}")
@@ -333,11 +337,14 @@ class Hub:
         if outcome.note:
             self.log(f"{client.who} {op_name} {outcome.note}")
 
-    def _refuse(self, client: Client, op_name: str, exc: RequestError) -> None:
+    def _refuse(
+        self, client: Client, op_name: str, exc: RequestError, logged: bool = True
+    ) -> None:
         """Answer with the error; a client that has not said a valid HELLO is dropped."""
         self._reply(client, encode_error(exc.err, exc.message))
         name = errno.errorcode.get(exc.err, str(exc.err))
-        self.log(f"{client.who} {op_name} -> {name}: {exc.message}")
+        if logged:
+            self.log(f"{client.who} {op_name} -> {name}: {exc.message}")
         if client.domid is None:
             self.drop(client, "no valid HELLO")
 
@@ -589,6 +596,23 @@ class Hub:
         domid, number = args
         port = self.ports.lookup(domid, number)
         return Outcome((port.side,), fds=(port.pair.stats_ro_fd,), note=f"dom{domid} port {number}")
+
+    def _evt_status(self, client: Client, args: tuple[int, ...]) -> Outcome:
+        """EVTCHNOP_status, in Xen's order of checks: the domain must exist (ESRCH), an
+        unprivileged caller may ask only about itself (EPERM), the port must be valid
+        (EINVAL).  Not logged: libvchan-xen asks on every ``libvchan_is_open()``."""
+        domid, number = args
+        assert client.domid is not None
+        if domid == DOMID_SELF:
+            domid = client.domid
+        if domid > DOMID_MAX or not self.store.is_introduced(domid):
+            raise RequestError(errno.ESRCH, f"domain {domid} does not exist")
+        if client.domid != PRIVILEGED_DOMID and domid != client.domid:
+            raise RequestError(
+                errno.EPERM,
+                f"domain {client.domid} may not ask about domain {domid}'s ports (only dom0 may)",
+            )
+        return Outcome(self.ports.status(domid, number))
 
     def _shutdown(self, client: Client, args: tuple[int, ...]) -> Outcome:
         self._stopping = True
