@@ -34,3 +34,19 @@ def test_version_names_the_ring_core_in_use(pure: str, core: str | None) -> None
     if core is None:  # the accelerator when it was built here, else the Python core
         core = cores.available()[0]
     assert rest.strip() == f"(ring core: {core})"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["run", "--bogus", "x.toml"], "usage: vchansim run "),
+        (["run"], "usage: vchansim run "),
+        (["scenarios", "list", "--bogus"], "usage: vchansim scenarios "),
+        (["bench", "--no-such-option"], "usage: vchansim bench "),
+    ],
+)
+def test_a_subcommand_mistake_shows_that_subcommands_usage(argv: list[str], usage: str) -> None:
+    done = run_cli(*argv)
+    assert done.returncode == 2
+    assert done.stderr.startswith(usage), done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"vchansim {argv[0]}: error: ")

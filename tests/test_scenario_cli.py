@@ -3,14 +3,13 @@ XML and the traces say what CI needs to know."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from vchansim.cli.run import register
+from vchansim.cli import main
 from vchansim.trace import read_trace
 
 LIBRARY = Path(__file__).resolve().parents[1] / "scenarios"
@@ -36,10 +35,7 @@ within_ms = {within}
 
 def vchansim_run(*argv: str) -> int:
     """The ``run`` subcommand exactly as the ``vchansim`` command dispatches it."""
-    parser = argparse.ArgumentParser(prog="vchansim")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["run", *argv])
-    return args.func(args)
+    return main(["run", *argv])
 
 
 def write(folder: Path, name: str, within: float = 5000) -> Path:

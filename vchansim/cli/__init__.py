@@ -14,8 +14,9 @@ from importlib import import_module
 
 from .. import __version__, core
 from ..errors import VchanError
+from .common import UsageError
 
-COMMANDS = ("bench", "exec", "hub", "inspect", "pipe", "run")
+COMMANDS = ("bench", "exec", "hub", "inspect", "pipe", "run", "scenarios")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, whose usage a mistake in its arguments shows."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command = _subcommand(parser, args.command)
+    if unknown:  # argparse would show the top-level usage; the subcommand's is the help
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:
+        command.error(str(exc))
     except VchanError as exc:
         print(f"vchansim {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,11 @@ from ..backends import available_backends, get_backend
 from ..backends.base import Backend
 
 
+class UsageError(Exception):
+    """A command line the subcommand cannot run: reported with the subcommand's usage and
+    exit status 2, as argparse reports what it catches itself."""
+
+
 def add_command(
     subparsers: argparse._SubParsersAction, name: str, summary: str, doc: str | None
 ) -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
-"""vchansim run: run scenarios (files, or directories of *.toml) and report the verdicts.
+"""vchansim run: run scenarios and report the verdicts.
 
-Each scenario starts its endpoints as separate processes, injects its faults and judges
-its expectations (docs/scenarios.md).  The exit status is 0 only if every expectation of
-every scenario held, 1 if any failed, 2 if a scenario file is invalid.
+A scenario is a file, a directory of *.toml files, or the name of a built-in scenario
+("vchansim scenarios list" shows them; "all" is the whole library).  Each scenario starts
+its endpoints as separate processes, injects its faults and judges its expectations
+(docs/scenarios.md).  The exit status is 0 only if every expectation of every scenario
+held, 1 if any failed, 2 if a scenario file is invalid.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from ..library import builtin_path, resolve
 from ..scenario import Scenario, ScenarioError, ScenarioResult, load_scenarios, run_scenario
 from ..scenario.report import print_report, to_json, write_junit
 from ..scenario.result import unrunnable
 from ..scenario.runner import RunProgress
+from .common import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="SCENARIO", help="a scenario file, or a directory of them"
+        "paths",
+        nargs="*",
+        metavar="SCENARIO",
+        help="a scenario file, a directory of them, or a built-in scenario's name",
+    )
+    parser.add_argument(
+        "--builtin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the built-in scenario NAME (repeatable), even if a file of that name exists",
     )
     parser.add_argument("--seed", type=int, help="override every scenario's seed")
     parser.add_argument(
@@ -139,7 +153,10 @@ def _run_one(
 
 def run(args: argparse.Namespace) -> int:
     try:
-        scenarios = load_scenarios(args.paths)
+        if not args.paths and not args.builtin:
+            raise UsageError("no scenario given: name files, directories or --builtin NAME")
+        paths = [resolve(entry) for entry in args.paths]
+        scenarios = load_scenarios([*paths, *map(builtin_path, args.builtin)])
         traces = trace_paths(args.trace, scenarios)
     except ScenarioError as exc:
         print(f"vchansim run: {exc}", file=sys.stderr)

@@ -1,0 +1,151 @@
+"""The package as a user gets it: an sdist and a wheel, installed into fresh virtual
+environments, with and without a C compiler.
+
+Without a compiler the install must still succeed and run on the Python core: a vchan
+pair moves data, a built-in scenario passes, the library lists its scenarios.  With one,
+the wheel carries the C accelerator and uses it.  Both carry the licence and the
+scenario library.  (About half a minute: each venv installs the dependencies from the
+package index pip is configured with.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import procs
+import pytest
+
+from vchansim import __version__
+from vchansim.rundir import RUNDIR_ENV, RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Bound on building or installing (the dependencies come from the package index).
+INSTALL_DEADLINE = 600.0
+#: Bound on one command of the installed package.
+RUN_DEADLINE = 120.0
+
+rundir = procs.rundir
+
+PAIR = textwrap.dedent(
+    """
+    from vchansim import Vchan, get_backend
+
+    server = Vchan.server(get_backend("shm", domid=1), 0, "data/vchan/0/7", read_min=65536)
+    client = Vchan.client(get_backend("shm", domid=0), 1, "/local/domain/1/data/vchan/0/7")
+    client.write(b"hello from a fresh venv")
+    print(server.read(23).decode())
+    client.close()
+    server.close()
+    """
+)
+
+
+def _run(command: list[str], *, cwd: Path, env: dict[str, str], deadline: float) -> str:
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=deadline
+    )
+    assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stderr}"
+    return done.stdout
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """Our environment without what would make the venv import this checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VCHANSIM_PURE")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sdist built from a copy of the tracked tree (so the checkout stays clean)."""
+    work = tmp_path_factory.mktemp("dist")
+    tree = work / "tree"
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source, target = ROOT / name.decode(), tree / name.decode()
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the work tree, not yet committed
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    out = work / "out"
+    code = "import sys; from setuptools import build_meta as b; b.build_sdist(sys.argv[1])"
+    _run([sys.executable, "-c", code, str(out)], cwd=tree, env=_clean_env(),
+         deadline=INSTALL_DEADLINE)
+    yield out
+
+
+def _sdist(dists: Path) -> Path:
+    (found,) = dists.glob("vchansim-*.tar.gz")
+    return found
+
+
+def _venv(where: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=RUN_DEADLINE)
+    return where / "bin"
+
+
+def test_the_sdist_carries_the_licence_the_python_core_and_the_library(dists: Path) -> None:
+    with tarfile.open(_sdist(dists)) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    for needed in (
+        "LICENSE",
+        "vchansim/pycore.py",
+        "vchansim/_fastpath.c",
+        "vchansim/scenarios/kill-client.toml",
+    ):
+        assert needed in names
+
+
+def test_without_a_compiler_the_sdist_installs_and_runs_on_the_python_core(
+    dists: Path, tmp_path: Path, rundir: RunDir
+) -> None:
+    bin_dir = _venv(tmp_path / "venv")
+    # CC=false: every compile fails, as on a machine without one.
+    env = _clean_env(CC="false", **{RUNDIR_ENV: str(rundir.path)})
+    pip = [str(bin_dir / "pip"), "install", "--quiet", str(_sdist(dists))]
+    _run(pip, cwd=tmp_path, env=env, deadline=INSTALL_DEADLINE)
+    assert not list((tmp_path / "venv").glob("lib/python*/site-packages/vchansim/_fastpath*.so"))
+    cli = str(bin_dir / "vchansim")
+    version = _run([cli, "--version"], cwd=tmp_path, env=env, deadline=RUN_DEADLINE)
+    assert version.strip() == f"vchansim {__version__} (ring core: python)"
+    python = str(bin_dir / "python")
+    said = _run([python, "-c", PAIR], cwd=tmp_path, env=env, deadline=RUN_DEADLINE)
+    assert said.strip() == "hello from a fresh venv"
+    listing = _run([cli, "scenarios", "list"], cwd=tmp_path, env=env, deadline=RUN_DEADLINE)
+    assert "kill-client" in listing.split()
+    run = [cli, "run", "--no-progress", "index-wrap"]
+    report = _run(run, cwd=tmp_path, env=env, deadline=RUN_DEADLINE)
+    assert "1 passed" in report
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="needs cc")
+def test_with_a_compiler_the_wheel_carries_and_uses_the_accelerator(
+    dists: Path, tmp_path: Path
+) -> None:
+    wheels = tmp_path / "wheels"
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
+             str(_sdist(dists))]
+    _run(build, cwd=tmp_path, env=_clean_env(), deadline=INSTALL_DEADLINE)
+    (wheel,) = wheels.glob("vchansim-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert any(n.startswith("vchansim/_fastpath") and n.endswith(".so") for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith("/LICENSE")
+               for n in names)
+    assert "vchansim/scenarios/index-wrap.toml" in names
+    bin_dir = _venv(tmp_path / "venv")
+    install = [str(bin_dir / "pip"), "install", "--quiet", str(wheel)]
+    _run(install, cwd=tmp_path, env=_clean_env(), deadline=INSTALL_DEADLINE)
+    version = _run([str(bin_dir / "vchansim"), "--version"], cwd=tmp_path, env=_clean_env(),
+                   deadline=RUN_DEADLINE)
+    assert version.strip() == f"vchansim {__version__} (ring core: c)"
