@@ -120,5 +120,27 @@ def test_exec_passes_the_exit_status_and_names_a_missing_program(rundir):
     assert proc.wait(DEADLINE) == 7
     proc = vchansim(rundir, "exec", "--domid", "1", "--", "/nonexistent/program")
     _, err = proc.communicate(timeout=DEADLINE)
-    assert proc.returncode == 1
-    assert "no such program: '/nonexistent/program'" in err.decode()
+    assert proc.returncode == 127
+    assert err.decode() == "vchansim exec: /nonexistent/program: no such program\n"
+
+
+def test_exec_a_program_that_cannot_run_exits_126_with_one_line(rundir, tmp_path):
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    for program in (script, tmp_path):  # no execute bit; a directory
+        proc = vchansim(rundir, "exec", "--domid", "1", "--", str(program))
+        _, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 126
+        assert err.decode() == f"vchansim exec: {program}: cannot execute: Permission denied\n"
+
+
+def test_exec_without_a_program_shows_execs_usage(rundir):
+    proc = vchansim(rundir, "exec", "--domid", "1", "--")
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 2
+    lines = err.decode().splitlines()
+    assert lines[0].startswith("usage: vchansim exec ")
+    assert lines[-1] == (
+        "vchansim exec: error: exec needs a program to run: vchansim exec --domid N -- PROGRAM"
+    )

@@ -5,7 +5,8 @@ The program gets the emulator's environment: ``VCHANSIM_DOMID`` and ``VCHANSIM_R
 xenstore socket, for libxenstore and the xenstore-* tools) and ``LD_LIBRARY_PATH`` led by
 the drop-in ``libxengnttab``/``libxenevtchn`` (built on first use), so unmodified
 libxenvchan programs run on the emulator.  The hub stays up while the program runs; the
-exit status is the program's.
+exit status is the program's, and as a shell's when it cannot start: 127 when there is no
+such program, 126 when it cannot be executed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..backends.shm import STRICT_ENV, ShmBackend
 from ..cbuild import library_dir
 from ..errors import ConfigError
 from ..rundir import RUNDIR_ENV
-from .common import add_backend_options, add_command
+from .common import UsageError, add_backend_options, add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not put the drop-in C libraries on LD_LIBRARY_PATH",
     )
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+    parser.add_argument(
+        "program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]"
+    )
     parser.set_defaults(func=_exec)
 
 
@@ -59,10 +62,14 @@ def emulator_env(backend: ShmBackend, *, c_libs: bool = True) -> dict[str, str]:
     return env
 
 
+#: A shell's exit statuses for a command it could not start.
+NOT_FOUND, NOT_EXECUTABLE = 127, 126
+
+
 def _exec(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.program[1:] if args.program[:1] == ["--"] else args.program
     if not command:
-        raise ConfigError("exec needs a program to run: vchansim exec --domid N -- PROGRAM")
+        raise UsageError("exec needs a program to run: vchansim exec --domid N -- PROGRAM")
     if args.backend not in (None, "shm"):
         raise ConfigError(
             f"exec runs programs on the shm emulator, not the {args.backend!r} backend"
@@ -74,7 +81,11 @@ def _exec(args: argparse.Namespace) -> int:
         try:
             child = subprocess.Popen(command, env=env)
         except FileNotFoundError:
-            raise ConfigError(f"no such program: {command[0]!r}") from None
+            print(f"vchansim exec: {command[0]}: no such program", file=sys.stderr)
+            return NOT_FOUND
+        except OSError as exc:  # not executable: permission, format, a directory
+            print(f"vchansim exec: {command[0]}: cannot execute: {exc.strerror}", file=sys.stderr)
+            return NOT_EXECUTABLE
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
         status = child.wait()
