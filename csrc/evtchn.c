@@ -76,6 +76,7 @@ struct xenevtchn_handle {
     int restricted;
     uint32_t restrict_domid;
     int say_waits; /* write the wait words (VCHANSIM_WAIT_STATE is not "off") */
+    pid_t opener;  /* a forked child's close leaves the ports bound, as the device's does */
 };
 
 /* Load-time set-up, so that libxenvchan's first xs_open() already reaches the emulator. */
@@ -120,6 +121,7 @@ xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger, unsigned int 
     if (wait_words_setting(&xce->say_waits) < 0 ||
         vs_hub_open(&xce->hub, "xenevtchn_open", cloexec) < 0)
         goto fail;
+    xce->opener = getpid();
     xce->epfd = epoll_create1(cloexec ? EPOLL_CLOEXEC : 0);
     if (xce->epfd >= 0)
         return xce;
@@ -141,13 +143,21 @@ xenevtchn_handle *xenevtchn_fdopen(struct xentoollog_logger *logger, int fd,
     return NULL;
 }
 
-/* Closing the connection unbinds every port at the hub, as closing the device does. */
+/*
+ * Closing unbinds every port, as closing the device does -- before returning, so that a
+ * status asked on another connection right after sees them closed (the hub would also
+ * unbind them when it notices the connection gone, but later).  A forked child's close
+ * only drops its copies: the device stays open in the parent, and so do its ports.
+ */
 int xenevtchn_close(xenevtchn_handle *xce)
 {
     if (!xce)
         return 0;
     for (size_t i = 0; i < xce->nports; i++) {
         release_port(&xce->ports[i]);
+        if (!xce->hub.lost && xce->opener == getpid())
+            vs_hub_call(&xce->hub, "xenevtchn_close", VS_EVT_UNBIND, &xce->ports[i].port, 1,
+                        NULL);
     }
     free(xce->ports);
     close(xce->epfd);

@@ -48,12 +48,14 @@ void vs_close_fds(const int *fds, size_t n)
 
 /* The environment mistakes are reported once per library, not at every retry. */
 static int env_reported;
+/* Set while vs_absorb_environment_errors() runs: mistakes count as said, unprinted. */
+static int env_silent;
 
 static int env_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int env_error(int err, const char *fmt, ...)
 {
-    if (!__atomic_exchange_n(&env_reported, 1, __ATOMIC_RELAXED)) {
+    if (!__atomic_exchange_n(&env_reported, 1, __ATOMIC_RELAXED) && !env_silent) {
         char msg[800];
         va_list ap;
 
@@ -297,8 +299,8 @@ static int transport_failed(struct vs_hub *hub, const char *what)
     return -1;
 }
 
-int vs_hub_call(struct vs_hub *hub, const char *what, uint32_t op, const uint32_t *args,
-                size_t nargs, struct vs_reply *reply)
+static int exchange(struct vs_hub *hub, const char *what, uint32_t op, const uint32_t *args,
+                    size_t nargs, struct vs_reply *reply, int log_refusal)
 {
     size_t cap = 4 + (reply ? reply->cap : 0) + VS_MESSAGE_ROOM;
     unsigned char *buf = malloc(cap);
@@ -324,7 +326,8 @@ int vs_hub_call(struct vs_hub *hub, const char *what, uint32_t op, const uint32_
     memcpy(&status, buf, 4);
     status = le32toh(status);
     if (status != 0) {
-        vs_log(what, "%.*s", (int)(n - 4), (const char *)buf + 4);
+        if (log_refusal)
+            vs_log(what, "%.*s", (int)(n - 4), (const char *)buf + 4);
         if (reply) {
             vs_close_fds(reply->fds, reply->nfds);
             reply->nfds = 0;
@@ -348,6 +351,18 @@ int vs_hub_call(struct vs_hub *hub, const char *what, uint32_t op, const uint32_
     return 0;
 }
 
+int vs_hub_call(struct vs_hub *hub, const char *what, uint32_t op, const uint32_t *args,
+                size_t nargs, struct vs_reply *reply)
+{
+    return exchange(hub, what, op, args, nargs, reply, 1);
+}
+
+int vs_hub_ask(struct vs_hub *hub, const char *what, uint32_t op, const uint32_t *args,
+               size_t nargs, struct vs_reply *reply)
+{
+    return exchange(hub, what, op, args, nargs, reply, 0);
+}
+
 void vs_prepare_environment(void)
 {
     struct vs_hub hub;
@@ -364,4 +379,11 @@ void vs_prepare_environment(void)
         setenv("XENSTORED_PATH", path, 0);
     }
     vs_hub_close(&hub);
+}
+
+void vs_absorb_environment_errors(void)
+{
+    env_silent = 1;
+    vs_prepare_environment();
+    env_silent = 0;
 }

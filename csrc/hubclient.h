@@ -28,6 +28,7 @@ enum vs_op {
     VS_EVT_BIND_INTERDOMAIN = 7,
     VS_EVT_UNBIND = 8,
     VS_XS_SOCKET = 10,
+    VS_EVT_STATUS = 14,
 };
 
 /* Most pages one GNT_SHARE or GNT_MAP may carry; larger requests are split. */
@@ -85,12 +86,28 @@ int vs_hub_call(struct vs_hub *hub, const char *what, uint32_t op, const uint32_
                 size_t nargs, struct vs_reply *reply);
 
 /*
+ * vs_hub_call for queries whose refusals are answers (EVT_STATUS's ESRCH, EPERM,
+ * EINVAL): the same, except that the hub's message is not printed.  Transport failures
+ * are still reported.
+ */
+int vs_hub_ask(struct vs_hub *hub, const char *what, uint32_t op, const uint32_t *args,
+               size_t nargs, struct vs_reply *reply);
+
+/*
  * Point libxenstore ($XENSTORED_PATH, unless already set) at this domain's emulated
  * xenstored, asking the hub to create the socket.  Run once at library load so that
  * libxenvchan's xs_open() -- which comes before any grant or event call in a client --
  * reaches the emulator.  Prints the no-environment line when VCHANSIM_DOMID is unset.
  */
 void vs_prepare_environment(void);
+
+/*
+ * vs_prepare_environment without printing: whatever it finds wrong counts as already
+ * reported.  For a library whose dependency's constructor has just run the same checks
+ * in the same environment and said so (libxenctrl loads libxenevtchn), so that a
+ * mistake gets one line per process, not one per library.
+ */
+void vs_absorb_environment_errors(void);
 
 /* Close every descriptor in fds[0..n). */
 void vs_close_fds(const int *fds, size_t n);

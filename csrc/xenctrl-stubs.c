@@ -18,8 +18,8 @@ __attribute__((noreturn)) static void unemulated(const char *function)
     fflush(NULL);
     fprintf(stderr,
             "vchansim: %s is not emulated: vchansim's libxenctrl.so.4.17 provides only "
-            "xc_interface_open, xc_interface_close and xc_domain_getinfo; run this program "
-            "on Xen\n",
+            "xc_interface_open/close, xc_domain_getinfo, xc_evtchn_status and the xc_evtchn_* "
+            "compatibility calls; run this program on Xen\n",
             function);
     _exit(127);
 }
@@ -160,18 +160,7 @@ UNEMULATED(xc_domctl)
 UNEMULATED(xc_enable_turbo)
 UNEMULATED(xc_error_code_to_desc)
 UNEMULATED(xc_evtchn_alloc_unbound)
-UNEMULATED(xc_evtchn_bind_interdomain)
-UNEMULATED(xc_evtchn_bind_unbound_port)
-UNEMULATED(xc_evtchn_bind_virq)
-UNEMULATED(xc_evtchn_close)
-UNEMULATED(xc_evtchn_fd)
-UNEMULATED(xc_evtchn_notify)
-UNEMULATED(xc_evtchn_open)
-UNEMULATED(xc_evtchn_pending)
 UNEMULATED(xc_evtchn_reset)
-UNEMULATED(xc_evtchn_status)
-UNEMULATED(xc_evtchn_unbind)
-UNEMULATED(xc_evtchn_unmask)
 UNEMULATED(xc_ffs16)
 UNEMULATED(xc_ffs32)
 UNEMULATED(xc_ffs64)

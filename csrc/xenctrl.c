@@ -1,14 +1,17 @@
 /*
  * Drop-in libxenctrl.so.4.17 for vchansim: the part of Xen's control library that vchan
- * programs use -- opening the interface and asking whether a domain exists -- answered
- * from the emulated XenStore instead of hypercalls through /dev/xen/privcmd.
+ * programs use -- opening the interface, asking whether a domain exists, and an event
+ * channel's status -- answered from the emulated XenStore and the hub instead of
+ * hypercalls through /dev/xen/privcmd.  (The xc_evtchn_* compatibility calls are in
+ * xenctrl-compat.c.)
  *
  * On the emulator a domain exists when it has a home in the XenStore,
  * /local/domain/<id>: the hub creates it the first time any process acts as that
- * domain, and never removes it (emulated domains do not die).  Listing /local/domain
- * needs domain 0's rights, just as Xen's domain-info hypercall does, so any other
- * domain gets EPERM, as a guest does on Xen.  The store is read with Debian's own
- * libxenstore.so.4, loaded at run time so that building these libraries never needs it.
+ * domain, and never removes it (emulated domains do not die).
+ * Listing /local/domain needs domain 0's rights, just as Xen's domain-info hypercall
+ * does, so any other domain gets EPERM, as a guest does on Xen.  The store is read with
+ * Debian's own libxenstore.so.4, loaded at run time so that building these libraries
+ * never needs it.
  *
  * Every other function of the real library is exported too (xenctrl-stubs.c), so any
  * program linked against libxenctrl loads; calling one of those ends the program with a
@@ -21,6 +24,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if __has_include(<xenctrl.h>)
 #include <stddef.h>
@@ -30,7 +34,27 @@
 struct xentoollog_logger;
 typedef struct xc_interface_core xc_interface;
 typedef struct vs_dominfo xc_dominfo_t;
+typedef struct vs_evtchn_status xc_evtchn_status_t;
 #endif
+
+/* struct evtchn_status of Xen's public event_channel.h (24 bytes), for the same reason. */
+struct vs_evtchn_status {
+    uint16_t dom;
+    uint32_t port;
+    uint32_t status;
+    uint32_t vcpu;
+    union {
+        struct {
+            uint16_t dom;
+        } unbound;
+        struct {
+            uint16_t dom;
+            uint32_t port;
+        } interdomain;
+        uint32_t pirq;
+        uint32_t virq;
+    } u;
+};
 
 /*
  * xc_dominfo_t of Xen 4.17 on x86_64, field for field (112 bytes).  Declared here
@@ -75,7 +99,16 @@ VS_SAME_FIELD(cpupool);
 VS_SAME_FIELD(gpaddr_bits);
 VS_SAME_FIELD(arch_config);
 _Static_assert(sizeof(struct vs_dominfo) == sizeof(xc_dominfo_t), "xc_dominfo_t size");
+_Static_assert(offsetof(struct vs_evtchn_status, u.interdomain.port) ==
+                   offsetof(xc_evtchn_status_t, u.interdomain.port),
+               "evtchn_status moved");
+_Static_assert(sizeof(struct vs_evtchn_status) == sizeof(xc_evtchn_status_t),
+               "evtchn_status size");
 #endif
+
+/* Xen's EVTCHNSTAT_unbound and _interdomain, as EVT_STATUS answers them. */
+#define VS_EVTCHNSTAT_UNBOUND 1u
+#define VS_EVTCHNSTAT_INTERDOMAIN 2u
 
 /* The libxenstore calls used, looked up in Debian's libxenstore.so.4 (xenstore.h). */
 struct vs_xs {
@@ -91,8 +124,35 @@ struct vs_xs {
 
 struct xc_interface_core {
     struct vs_xs xs;
-    void *xsh; /* one xenstored connection per handle, as Xen's holds one privcmd fd */
+    void *xsh;         /* one xenstored connection per handle, as Xen's holds one privcmd fd */
+    struct vs_hub hub; /* for xc_evtchn_status: one round trip each, no reconnecting */
+    pid_t hub_pid;     /* the process that opened hub: a forked child opens its own */
+    pthread_mutex_t lock; /* guards hub and hub_pid (vs_hub_open re-creates hub.lock) */
 };
+
+/*
+ * The handle's hub connection, for this process: a child forked with the handle (qrexec
+ * forks one per service call) must not share its parent's connection, whose replies the
+ * two would steal from each other.  Its copy is closed, which leaves the parent's open.
+ * Called with the lock held; returns 0, or -1 with errno.
+ */
+static int own_hub(xc_interface *xch)
+{
+    if (xch->hub_pid == getpid())
+        return 0;
+    close(xch->hub.fd);
+    xch->hub.fd = -1;
+    if (vs_hub_open(&xch->hub, "xc_evtchn_status", 1) < 0)
+        return -1;
+    xch->hub_pid = getpid();
+    return 0;
+}
+
+/* libxenevtchn.so.1, loaded first, has reported any emulator-environment mistake. */
+__attribute__((constructor)) static void vs_xenctrl_loaded(void)
+{
+    vs_absorb_environment_errors();
+}
 
 /* Load libxenstore and its three calls; on failure say which package provides it. */
 static int load_xenstore(struct vs_xs *xs)
@@ -126,35 +186,40 @@ static int load_xenstore(struct vs_xs *xs)
 xc_interface *xc_interface_open(struct xentoollog_logger *logger,
                                 struct xentoollog_logger *dombuild_logger, unsigned open_flags)
 {
-    struct vs_hub hub;
     xc_interface *xch;
+    int err;
 
     (void)logger;
     (void)dombuild_logger;
     (void)open_flags;
-    if (vs_hub_open(&hub, "xc_interface_open", 1) < 0)
-        return NULL;
-    vs_hub_close(&hub);
-    vs_prepare_environment(); /* $XENSTORED_PATH, if no other library has set it yet */
     xch = calloc(1, sizeof(*xch));
     if (!xch)
         return NULL;
-    if (load_xenstore(&xch->xs) < 0) {
-        free(xch);
-        return NULL;
-    }
+    if (vs_hub_open(&xch->hub, "xc_interface_open", 1) < 0)
+        goto no_hub;
+    xch->hub_pid = getpid();
+    pthread_mutex_init(&xch->lock, NULL);
+    vs_prepare_environment(); /* $XENSTORED_PATH, if no other library has set it yet */
+    if (load_xenstore(&xch->xs) < 0)
+        goto no_xenstore;
     xch->xsh = xch->xs.open(0);
-    if (!xch->xsh) {
-        int err = errno;
-
-        vs_log("xc_interface_open", "cannot reach the emulated xenstored at %s (%s)",
-               getenv("XENSTORED_PATH"), strerror(err));
-        dlclose(xch->xs.lib);
-        free(xch);
-        errno = err;
-        return NULL;
-    }
-    return xch;
+    if (xch->xsh)
+        return xch;
+    err = errno;
+    vs_log("xc_interface_open", "cannot reach the emulated xenstored at %s (%s)",
+           getenv("XENSTORED_PATH"), strerror(err));
+    dlclose(xch->xs.lib);
+    errno = err;
+no_xenstore:
+    err = errno;
+    pthread_mutex_destroy(&xch->lock);
+    vs_hub_close(&xch->hub);
+    errno = err;
+no_hub:
+    err = errno;
+    free(xch);
+    errno = err;
+    return NULL;
 }
 
 int xc_interface_close(xc_interface *xch)
@@ -163,7 +228,46 @@ int xc_interface_close(xc_interface *xch)
         return 0;
     xch->xs.close(xch->xsh);
     dlclose(xch->xs.lib);
+    vs_hub_close(&xch->hub);
+    pthread_mutex_destroy(&xch->lock);
     free(xch);
+    return 0;
+}
+
+/*
+ * EVTCHNOP_status, asked of the hub (EVT_STATUS), with Xen's errors: ESRCH for a domain
+ * that does not exist, EPERM for a guest asking about another domain, EINVAL for a port
+ * not valid there.  Xen's library logs nothing on these, and neither does this: callers
+ * such as libvchan-xen use them as answers ("is that domain alive?"), many times a second.
+ */
+int xc_evtchn_status(xc_interface *xch, xc_evtchn_status_t *status)
+{
+    struct vs_evtchn_status *st = (struct vs_evtchn_status *)status;
+    uint32_t args[2] = {st->dom, st->port};
+    unsigned char buf[12];
+    struct vs_reply reply = {.buf = buf, .cap = sizeof(buf)};
+    int rc;
+
+    pthread_mutex_lock(&xch->lock);
+    rc = own_hub(xch);
+    if (rc == 0)
+        rc = vs_hub_ask(&xch->hub, "xc_evtchn_status", VS_EVT_STATUS, args, 2, &reply);
+    pthread_mutex_unlock(&xch->lock);
+    if (rc < 0)
+        return -1;
+    if (vs_reply_words(&reply) != 3) {
+        errno = EPROTO;
+        return -1;
+    }
+    st->status = vs_reply_word(&reply, 0);
+    st->vcpu = 0;
+    memset(&st->u, 0, sizeof(st->u));
+    if (st->status == VS_EVTCHNSTAT_UNBOUND) {
+        st->u.unbound.dom = (uint16_t)vs_reply_word(&reply, 1);
+    } else if (st->status == VS_EVTCHNSTAT_INTERDOMAIN) {
+        st->u.interdomain.dom = (uint16_t)vs_reply_word(&reply, 1);
+        st->u.interdomain.port = vs_reply_word(&reply, 2);
+    }
     return 0;
 }
 

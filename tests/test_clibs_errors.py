@@ -204,8 +204,8 @@ def test_unemulated_xenctrl_function_ends_the_program_clearly(probe: Path, hub_d
     assert result.stdout == ""  # xc_domain_pause never returned
     assert result.stderr.splitlines() == [
         "vchansim: xc_domain_pause is not emulated: vchansim's libxenctrl.so.4.17 provides "
-        "only xc_interface_open, xc_interface_close and xc_domain_getinfo; run this program "
-        "on Xen"
+        "only xc_interface_open/close, xc_domain_getinfo, xc_evtchn_status and the "
+        "xc_evtchn_* compatibility calls; run this program on Xen"
     ]
 
 

@@ -117,3 +117,49 @@ def test_a_domain_exists_once_a_process_acts_as_it(probe: Path) -> None:
             "getinfo 1 -",
             "domain 9 ok",
         ]
+
+
+@pytest.mark.parametrize(
+    ("domid", "dom", "port", "expected"),
+    [
+        (0, "1", "1", "status 0 - 0 - -"),  # a valid port with nothing bound: closed
+        (0, "9", "-1", "status -1 ESRCH"),  # libvchan-xen's "is domain 9 alive?"
+        (0, "1", "-1", "status -1 EINVAL"),  # ... it is
+        (2, "1", "1", "status -1 EPERM"),  # a guest asking about another domain
+        (2, "32752", "4095", "status 0 - 0 - -"),  # DOMID_SELF, the highest port
+        (2, "2", "4096", "status -1 EINVAL"),
+    ],
+    ids=["closed", "no-domain", "alive", "guest-other", "self", "too-high"],
+)
+def test_evtchn_status_follows_xen(
+    probe: Path, hub_dir: Path, domid: int, dom: str, port: str, expected: str
+) -> None:
+    assert run_probe(probe, hub_dir, domid, "status", dom, port) == [expected]
+
+
+def test_evtchn_status_from_a_forked_child(probe: Path, hub_dir: Path) -> None:
+    """qrexec forks with an open interface: the child asks on its own hub connection and
+    the parent's still answers afterwards."""
+    assert run_probe(probe, hub_dir, 0, "status-fork", "9", "-1") == ["status -1 ESRCH"] * 3
+
+
+def test_the_compat_evtchn_calls_forward_to_libxenevtchn(probe: Path, hub_dir: Path) -> None:
+    assert run_probe(probe, hub_dir, 1, "compat", "1") == [
+        "compat fds ok",
+        "compat bind-unbound ok",
+        "status 0 - 1 1 -",
+        "compat bind-interdomain ok",
+        "status 0 - 2 1 2",
+        "compat first-pending ok",
+        "compat unmask ok",
+        "compat notify ok",
+        "compat pending ok",
+        "compat notify-back ok",
+        "compat pending-back ok",
+        "compat bind-virq -1 EOPNOTSUPP",
+        "compat unbind ok",
+        "status 0 - 1 1 -",
+        "compat unbind-again -1 ENOTCONN",
+        "compat close ok",
+        "status 0 - 0 - -",
+    ]
