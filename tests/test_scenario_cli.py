@@ -119,3 +119,62 @@ def test_usage_errors_are_argparse_errors(argv):
     with pytest.raises(SystemExit) as info:
         vchansim_run(*argv)
     assert info.value.code == 2
+
+
+ON_SHM = PASSING.replace('backend = "memory"', 'backend = "shm"')
+
+
+def test_an_unknown_backend_is_an_invalid_file_naming_the_known_ones(tmp_path, capsys):
+    bad = tmp_path / "typo.toml"
+    bad.write_text(PASSING.format(name="typo", within=5000).replace('"memory"', '"nope"'))
+    assert vchansim_run(str(bad)) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"vchansim run: {bad}: scenario.backend: 'nope' is not one of ")
+    assert all(f"'{known}'" in line for known in ("memory", "shm", "xen"))
+
+
+@pytest.mark.parametrize("where", ["scenario", "endpoint"])
+def test_a_backend_the_runner_cannot_drive_is_refused_not_replaced(tmp_path, capsys, where):
+    text = ON_SHM.format(name="on-xen", within=5000)
+    if where == "scenario":
+        text = text.replace('backend = "shm"', 'backend = "xen"')
+    else:  # one end on xen, the other on shm
+        text = text.replace('role = "client"', 'role = "client"\nbackend = "xen"')
+    path = tmp_path / "on-xen.toml"
+    path.write_text(text)
+    assert vchansim_run(str(path), "--json") == 1
+    (result,) = json.loads(capsys.readouterr().out)["scenarios"]
+    (verdict,) = result["verdicts"]
+    assert verdict["expectation"] == "the scenario runs" and not verdict["passed"]
+    reason = verdict["detail"]
+    assert "on-xen: " in reason and "xen" in reason.split("on-xen: ", 1)[1]
+    assert result["endpoints"] == []  # nothing started, on shm or anywhere
+
+
+def test_rundir_puts_the_scenarios_hub_there_and_keeps_the_directory(tmp_path):
+    rundir = tmp_path / "watch"
+    path = tmp_path / "on-shm.toml"
+    path.write_text(ON_SHM.format(name="on-shm", within=5000))
+    assert vchansim_run(str(path), "--no-progress", "--rundir", str(rundir)) == 0
+    log = (rundir / "hub.log").read_text()
+    assert f"serving {rundir / 'hub'}" in log and "GNT_SHARE" in log
+    assert not (rundir / "hub").exists()  # the hub was stopped
+
+
+def test_rundir_with_a_hub_of_its_own_or_for_an_in_process_run_is_refused(tmp_path, capsys):
+    from vchansim.hub.launcher import ensure_hub
+    from vchansim.leaks import stop_hub
+
+    busy = tmp_path / "busy"
+    ensure_hub(busy)
+    try:
+        path = tmp_path / "on-shm.toml"
+        path.write_text(ON_SHM.format(name="on-shm", within=5000))
+        assert vchansim_run(str(path), "--json", "--rundir", str(busy)) == 1
+        (verdict,) = json.loads(capsys.readouterr().out)["scenarios"][0]["verdicts"]
+        assert f"a hub already serves {busy}" in verdict["detail"]
+    finally:
+        stop_hub(busy)
+    assert vchansim_run(str(write(tmp_path, "mem")), "--json", "--rundir", str(busy)) == 1
+    (verdict,) = json.loads(capsys.readouterr().out)["scenarios"][0]["verdicts"]
+    assert "has no hub to put in a run directory" in verdict["detail"]

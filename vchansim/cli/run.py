@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "to PATH/<scenario>.jsonl for several",
     )
     parser.add_argument(
+        "--rundir",
+        metavar="DIR",
+        help="run each scenario's hub in DIR (for vchansim inspect --rundir DIR) instead of "
+        "a private directory; DIR is kept",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress display, even on a terminal"
     )
     parser.set_defaults(func=run)
@@ -144,7 +150,9 @@ def _run_one(
 ) -> ScenarioResult:
     display.begin(scenario)
     try:
-        return run_scenario(scenario, seed=args.seed, trace=trace, progress=display.update)
+        return run_scenario(
+            scenario, seed=args.seed, trace=trace, progress=display.update, rundir=args.rundir
+        )
     except OSError as exc:  # the run itself could not happen (no hub, bad trace path...)
         return unrunnable(scenario, exc)
     finally:

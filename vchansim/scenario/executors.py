@@ -11,6 +11,10 @@ for property tests, but nothing can be killed there.
 The machine's limits (grants, ports, XenStore nodes per domain) are those of Xen unless
 a fault lowers one (``Fault.limits``): the private hub, or the in-process hypervisor, is
 made with the scenario's limits, so the endpoint meets the real error where a guest would.
+
+Those two are the only machines a scenario runs on: the runner sets the limits, watches
+the control page and checks for leaks through them.  A scenario naming another backend
+(``xen``, a third party's) is refused with the reason, never quietly run on ``shm``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import multiprocess
@@ -30,11 +35,13 @@ import multiprocess
 from ..backends.base import Backend
 from ..backends.memory import MemoryBackend, MemoryHypervisor
 from ..backends.shm import ShmBackend
-from ..hub.launcher import ensure_hub, open_hub
+from ..errors import ConfigError
+from ..hub.launcher import ensure_hub, hub_running, open_hub
 from ..hub.limits import HubLimits
 from ..hub.observe import map_grant, map_stats
 from ..layout import PAGE_SIZE
 from ..leaks import Leak, LeakKind, find_leaks, memory_leaks, stop_hub
+from ..rundir import prepare_rundir
 from ..xenstore.store import Store as XsStore
 from .endpoint import Endpoint, EndpointJob, Link
 from .program import ProgramEndpoint
@@ -62,10 +69,41 @@ def hub_limits(scenario: Scenario) -> HubLimits:
     return limits
 
 
-def make_executor(scenario: Scenario) -> ProcessExecutor | ThreadExecutor:
-    """Threads for in-process backends, processes (over a private hub) otherwise."""
+#: The backend whose endpoints run as processes on a hub of the runner's.
+HUB_BACKEND = "shm"
+#: Where the xen backend's devices are.
+XEN_DEVICES = Path("/dev/xen")
+
+
+def make_executor(
+    scenario: Scenario, rundir: str | Path | None = None
+) -> ProcessExecutor | ThreadExecutor:
+    """Threads for in-process backends, processes over a hub of our own (in ``rundir``,
+    else a private directory) for ``shm``; ConfigError naming why for any other."""
+    backends = {scenario.server.backend, scenario.client.backend}
     limits = hub_limits(scenario)
-    return ThreadExecutor(limits) if scenario.in_process else ProcessExecutor(limits)
+    if scenario.in_process:
+        if rundir is not None:
+            raise ConfigError(
+                f"{scenario.name}: runs in process on the memory backend, which has no hub "
+                "to put in a run directory"
+            )
+        return ThreadExecutor(limits)
+    if backends == {HUB_BACKEND}:
+        return ProcessExecutor(limits, rundir)
+    other = min(backends - {HUB_BACKEND})
+    raise ConfigError(f"{scenario.name}: {refusal(other)}")
+
+
+def refusal(backend: str) -> str:
+    """Why a scenario cannot run on ``backend`` (neither shm nor memory)."""
+    if backend == "xen" and not XEN_DEVICES.is_dir():
+        return f"backend 'xen' needs {XEN_DEVICES} (a Xen domain's devices), absent here"
+    return (
+        f"scenarios run on the emulator ('shm', or 'memory' in process), not on {backend!r}: "
+        "the runner sets the machine's limits, watches the ring and checks for leaks "
+        "through the emulator"
+    )
 
 
 @dataclass(frozen=True)
@@ -116,10 +154,17 @@ class Executor(Protocol):
 
 
 class ProcessExecutor:
-    """Endpoints as spawned processes on the hub of a private, short-named run directory."""
+    """Endpoints as spawned processes on a hub of our own: in ``rundir`` (kept after the
+    run, for an inspector to find) or in a private, short-named directory (removed)."""
 
-    def __init__(self, limits: HubLimits) -> None:
-        self.rundir = tempfile.mkdtemp(prefix="vs-")
+    def __init__(self, limits: HubLimits, rundir: str | Path | None = None) -> None:
+        self._own_dir = rundir is None
+        self.rundir = str(prepare_rundir(rundir or tempfile.mkdtemp(prefix="vs-")).path)
+        if not self._own_dir and hub_running(prepare_rundir(self.rundir)):
+            raise ConfigError(
+                f"a hub already serves {self.rundir}: a scenario starts its own, with its "
+                "limits, and checks it for leaks"
+            )
         self.limits = limits
         self._ctx = multiprocess.get_context("spawn")
         self.backends = ShmBackends(self.rundir)
@@ -169,7 +214,8 @@ class ProcessExecutor:
         try:
             stop_hub(self.rundir)
         finally:
-            shutil.rmtree(self.rundir, ignore_errors=True)
+            if self._own_dir:
+                shutil.rmtree(self.rundir, ignore_errors=True)
 
 
 def _thread_main(job: EndpointJob, conn: Any) -> None:

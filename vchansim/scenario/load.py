@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
+from ..backends import available_backends
 from ..errors import ConfigError
 from ..xen import DOMID_MAX
 from .checks import check_scenario
@@ -88,7 +89,7 @@ def scenario_from_dict(
     top = Table(source, "", data)
     head = top.table("scenario")
     name = head.text("name", default_name)
-    backend = head.text("backend", "shm")
+    backend = head.text("backend", "shm", available_backends())
     seed = head.integer("seed", 0, 0, 2**63)
     deadline = head.number("deadline", DEFAULT_DEADLINE, 0.1, 3600.0)
     description = head.text("description", "")
@@ -160,7 +161,7 @@ def _parse_endpoint(table: Table, name: str, default_backend: str) -> EndpointSp
         domain=table.integer("domain", 1 if server else 0, 0, DOMID_MAX),
         kind=kind,
         program=_program(table) if kind == "program" else (),
-        backend=table.text("backend", default_backend),
+        backend=table.text("backend", default_backend, available_backends()),
         read_min=table.integer("read_min", 0, 0, layout.MAX_RING_SIZE),
         write_min=table.integer("write_min", 0, 0, layout.MAX_RING_SIZE),
         blocking=table.boolean("blocking", True),

@@ -360,9 +360,10 @@ def execute(
     *,
     trace: TraceWriter | None = None,
     progress: ProgressFn | None = None,
+    rundir: str | Path | None = None,
 ) -> RunRecord:
     """Run ``scenario`` once and return what happened (not yet judged)."""
-    executor = make_executor(scenario)
+    executor = make_executor(scenario, rundir)
     try:
         record = Run(scenario, executor, trace, progress).run()
         record.leaks = executor.leaks()
@@ -377,10 +378,14 @@ def run_scenario(
     seed: int | None = None,
     trace: str | Path | None = None,
     progress: ProgressFn | None = None,
+    rundir: str | Path | None = None,
 ) -> ScenarioResult:
     """Run one scenario (an object or a file) and judge it.
 
-    ``seed`` overrides the scenario's; ``trace`` writes a trace file (docs/trace.md).
+    ``seed`` overrides the scenario's; ``trace`` writes a trace file (docs/trace.md);
+    ``rundir`` puts the scenario's hub there (for an inspector to attach to) instead of
+    in a private directory.  The scenario's backend must be ``shm`` or ``memory``
+    (ConfigError naming why otherwise, before anything starts).
     """
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
@@ -389,7 +394,7 @@ def run_scenario(
     writer = TraceWriter(trace, trace_header(scenario)) if trace is not None else None
     started = time.monotonic()
     try:
-        record = execute(scenario, trace=writer, progress=progress)
+        record = execute(scenario, trace=writer, progress=progress, rundir=rundir)
         verdicts = judge(record)
     except BaseException:
         if writer is not None:
