@@ -139,10 +139,12 @@ def test_malformed_node_paths_are_einval(dom1: Peer, path: str) -> None:
 
 
 def test_special_paths_are_only_for_watches_and_permissions(dom0: Peer) -> None:
-    assert dom0.perms("@releaseDomain") == ["n0"]
+    with fails("EINVAL"):  # 4.17: no node, and GET_PERMS has no special case
+        dom0.perms("@releaseDomain")
+    dom0.chmod("@releaseDomain", "n0", "r1")
     dom0.watch("@releaseDomain")
-    dom0.watch("@anything")
-    assert dom0.take_events() == [("@releaseDomain", "t"), ("@anything", "t")]
+    dom0.watch("@any text, even this!")
+    assert dom0.take_events() == [("@releaseDomain", "t"), ("@any text, even this!", "t")]
 
 
 def test_path_length_quota_counts_below_the_domain_home(store: Store) -> None:
@@ -153,7 +155,9 @@ def test_path_length_quota_counts_below_the_domain_home(store: Store) -> None:
         dom1.write("data/678901", "too long")
     with fails("EINVAL"):
         dom1.read("/tool/xenstored")  # 15 characters, no home prefix to discount
-    dom0.write("/tool/xenstored/a/much/longer/path", "dom0 has no limit")
+    with fails("EINVAL"):  # 4.17 applies the limit to domain 0 as well
+        dom0.write("/tool/xenstored/a/much/longer/path", "too long")
+    dom0.write("/local/domain/1/data/67890", "ok")
 
 
 # --- permissions -----------------------------------------------------------------------------
@@ -541,12 +545,30 @@ def test_node_quota_at_commit_refuses_reaching_it(store: Store, dom1: Peer) -> N
         dom1.end(tx)
 
 
-def test_node_size_quota(store: Store, dom0: Peer, dom1: Peer) -> None:
-    limit = store.quotas.node_size - 16 - 8  # one permission entry
-    dom1.write("data/v", b"x" * limit)
+def test_node_size_quota_counts_as_4_17(store: Store, dom0: Peer, dom1: Peer) -> None:
+    """4.17's record: a 24-byte header, 8 bytes per permission, the value, the child
+    names with their NULs; a record of node_size (2048) bytes or more is ENOSPC."""
+    dom1.write("data/v", b"x" * 2015)  # 24 + 8 + 2015 = 2047
     with fails("ENOSPC"):
-        dom1.write("data/v", b"x" * (limit + 1))
-    dom0.write("/local/domain/1/data/v", b"x" * 4000)
+        dom1.write("data/v", b"x" * 2016)  # 2048
+    with fails("ENOSPC"):  # three permissions: 24 + 24 + 2015
+        dom1.chmod("data/v", "n1", "r2", "r0")
+    dom1.write("data/v", b"x" * 1999)
+    dom1.chmod("data/v", "n1", "r2", "r0")
+    with fails("ENOSPC"):
+        dom1.write("data/v", b"x" * 2000)
+    dom0.write("/local/domain/1/data/v", b"x" * 4000)  # domain 0 is exempt
+
+
+def test_node_size_quota_covers_the_parents_child_list(store: Store, dom1: Peer) -> None:
+    dom1.call(XsType.MKDIR, "data/p")
+    for i in range(10):  # each name 199 characters + NUL: 24 + 8 + 2000 = 2032 bytes
+        dom1.call(XsType.MKDIR, f"data/p/{i:0>199}")
+    with fails("ENOSPC"):  # the parent would become 2032 + 16 = 2048 bytes
+        dom1.write("data/p/" + "n" * 15, "v")
+    assert len(dom1.ls("data/p")) == 10
+    assert store.node("/local/domain/1/data/p/" + "n" * 15) is None
+    dom1.write("data/p/" + "n" * 14, "v")  # 2047
 
 
 def test_transaction_node_quota_dooms_the_transaction(dom1: Peer) -> None:

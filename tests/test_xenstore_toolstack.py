@@ -241,8 +241,8 @@ def test_second_release_is_enoent(dom0: Peer) -> None:
 def test_release_drops_the_domain_from_special_paths(store: Store, dom0: Peer) -> None:
     dom0.chmod(RELEASE_DOMAIN, "n1", "r2", "r1")
     dom0.call(XsType.RELEASE, "1")
-    node = store.node(RELEASE_DOMAIN)
-    assert node is not None and [str(p) for p in node.perms] == ["n0", "r2"]
+    perms = store.special_perms(RELEASE_DOMAIN)
+    assert perms is not None and [str(p) for p in perms] == ["n0", "r2"]
 
 
 def test_store_methods_are_the_wire_operations(store: Store) -> None:

@@ -60,11 +60,12 @@ class _Listener:
             except OSError as err:  # e.g. EMFILE: keep serving the clients we have
                 self.service._log(f"dom{self.domid} accept failed: {err}")
                 return
-            if self.service.store.is_introduced(self.domid):
+            refusal = self.service.store.admission(self.domid)
+            if refusal is None:
                 self.service._add_client(conn, self.domid)
-            else:  # released: like a guest whose ring xenstored no longer serves
+            else:  # e.g. released: like a guest whose ring xenstored no longer serves
                 conn.close()
-                self.service._log(f"dom{self.domid} connection refused: domain not introduced")
+                self.service._log(f"dom{self.domid} connection refused: {refusal}")
 
 
 class _Client:

@@ -30,6 +30,10 @@ INTRODUCE_DOMAIN = "@introduceDomain"
 RELEASE_DOMAIN = "@releaseDomain"
 
 _NO_GENERATION = -1
+#: ``struct xs_tdb_record_hdr`` (u64 generation, three u32 counts, padded) and one
+#: ``struct xs_permissions`` (two u32) -- the record layout sizes are counted by.
+_RECORD_HEADER = 24
+_PERM_SIZE = 8
 _VALID_PATH = re.compile(r"[A-Za-z0-9\-/_@]*\Z")
 _LOCAL_PREFIX = re.compile(r"/local/domain/\d{1,5}/")
 
@@ -58,16 +62,14 @@ def _is_child(path: str, ancestor: str) -> bool:
 
 @dataclass
 class Quotas:
-    """Limits xenstored puts on unprivileged domains (domain 0 is exempt), with its defaults.
+    """Limits xenstored puts on each unprivileged domain (domain 0 is exempt), with Xen
+    4.17's defaults.  docs/xenstore.md ("Quotas") says how each is counted and compared;
+    the comparisons are xenstored's own, off-by-ones included, so that a guest meets a
+    limit here exactly where it would on Xen.
 
-    The comparisons are xenstored's own, off-by-ones included, so that a guest hits a limit
-    here exactly where it would on Xen 4.17: a connection may hold ``transactions + 1``
-    open transactions and a domain ``watches + 1`` watches (the daemon refuses only once the count
-    already *exceeds* the quota, with ENOSPC and E2BIG respectively); it may own ``nodes``
-    nodes when creating them one by one, but a transaction commit that would leave it
-    owning ``nodes`` or more fails with ENOSPC.  ``node_size`` is xenstored's accounted
-    size (16 + 8 per permission + value + child names with their NULs); ``path_length``
-    counts the characters after ``/local/domain/<id>/`` (the whole path elsewhere).
+    ``memory`` is 4.17's hard memory quota (0: none); ``connections`` is vchansim's own,
+    since a guest of Xen has exactly one connection (its ring) and vchansim gives each
+    process of a domain its own socket connection.
     """
 
     nodes: int = 1000
@@ -77,6 +79,8 @@ class Quotas:
     permissions: int = 5
     path_length: int = wire.REL_PATH_MAX
     node_size: int = 2048
+    memory: int = 2 * 1024 * 1024 + 512 * 1024
+    connections: int = 64
 
 
 class XsError(Exception):
@@ -105,10 +109,12 @@ class Node:
         transactions hold references to them."""
         return Node(self.value, self.perms, list(self.children), self.generation)
 
-    def accounted_size(self) -> int:
-        """The size xenstored checks against the node-size quota."""
+    def record_size(self) -> int:
+        """The size of xenstored's database record for the node: a 24-byte header, 8
+        bytes per permission, the value, the child names with their NULs.  This is what
+        the node-size quota limits and, with the key, what the memory quota counts."""
         names = sum(len(child) + 1 for child in self.children)
-        return 16 + 8 * len(self.perms) + len(self.value) + names
+        return _RECORD_HEADER + _PERM_SIZE * len(self.perms) + len(self.value) + names
 
 
 class _Access:
@@ -149,7 +155,8 @@ _FireFn = Callable[[str, bool, Node | None, _OldPerms], None]
 
 
 class _Tree:
-    """The committed store: a flat map path -> node, plus per-owner node counts.
+    """The committed store: a flat map path -> node, plus each owner's node count and
+    memory (record size plus path, as xenstored counts its database).
 
     Outside transactions, operations change it directly and their watch events go out at
     once through ``fire``.
@@ -159,6 +166,7 @@ class _Tree:
         self.notify = fire
         self.nodes: dict[str, Node] = {}
         self.owned: Counter[int] = Counter()
+        self.memory: Counter[int] = Counter()
         self.generation = 0
 
     def get(self, path: str) -> Node | None:
@@ -171,14 +179,22 @@ class _Tree:
         node.generation = self.generation
         self.nodes[path] = node
         self.owned[node.owner] += 1
+        self.memory[node.owner] += node.record_size() + len(path)
 
     def delete(self, path: str) -> None:
         old = self.nodes.pop(path, None)
         if old is not None:
             self.owned[old.owner] -= 1
+            self.memory[old.owner] -= old.record_size() + len(path)
 
     def owned_by(self, domid: int) -> int:
         return self.owned[domid]
+
+    def charge(self, path: str, node: Node) -> tuple[int, int]:
+        """Who pays for storing ``node`` at ``path`` (its owner) and how many bytes more."""
+        old = self.nodes.get(path)
+        refund = old.record_size() + len(path) if old is not None and old.owner == node.owner else 0
+        return node.owner, node.record_size() + len(path) - refund
 
 
 class _Transaction:
@@ -194,6 +210,11 @@ class _Transaction:
     def __init__(self, tree: _Tree, tx_id: int, domid: int, quotas: Quotas) -> None:
         self.tree = tree
         self.id = tx_id
+        #: xenstored keys a transaction's copies ``<generation>/<path>``.
+        self.key_prefix = len(f"{tree.generation}/")
+        #: Bytes of the copies this transaction holds (charged to its domain).
+        self.memory = 0
+        self.costs: dict[str, int] = {}
         self.domid = domid
         self.quotas = quotas
         self.local: dict[str, Node | None] = {}
@@ -215,8 +236,22 @@ class _Transaction:
         node = self.tree.get(path)
         if node is not None:
             self.original_perms[path] = node.perms
+            self._set_cost(path, node)  # xenstored copies even what it only reads
         self.local[path] = node
         return node
+
+    def _set_cost(self, path: str, node: Node | None) -> None:
+        cost = self.cost(path, node)
+        self.memory += cost - self.costs.pop(path, 0)
+        if cost:
+            self.costs[path] = cost
+
+    def cost(self, path: str, node: Node | None) -> int:
+        return 0 if node is None else node.record_size() + self.key_prefix + len(path)
+
+    def charge(self, path: str, node: Node) -> tuple[int, int]:
+        """Who pays for the transaction's copy of ``node`` (its domain), how much more."""
+        return self.domid, self.cost(path, node) - self.costs.get(path, 0)
 
     def get(self, path: str) -> Node | None:
         if path in self.local:
@@ -239,6 +274,7 @@ class _Transaction:
             self.owned_delta[node.owner] += 1
         self.local[path] = node
         self.modified[path] = None
+        self._set_cost(path, node)
 
     def owned_by(self, domid: int) -> int:
         return self.tree.owned_by(domid) + self.owned_delta[domid]
@@ -274,6 +310,10 @@ _View = _Tree | _Transaction
 
 # --- operations on paths ----------------------------------------------------------------
 
+#: What we answer where xenstored 4.17 replies with whatever errno an earlier failure
+#: left behind (docs/xenstore.md lists each case).
+_STALE_ERRNO = "EINVAL"
+
 
 class _Actor:
     """Performs path operations for one domain against one view (tree or transaction),
@@ -286,20 +326,28 @@ class _Actor:
         self.unprivileged = domid != PRIVILEGED_DOMID
         self.target = store.target_of(domid)
 
-    def canonical(self, raw: bytes | None, *, special: bool = False) -> str:
-        """Validate a request path and make it absolute (relative to the domain's home)."""
+    def absolute(self, raw: bytes) -> str:
+        """A request path made absolute, unchecked (4.17's ``canonicalize``): a path not
+        starting with ``/`` or ``@`` is relative to the domain's home."""
+        text = raw.decode("latin-1")
+        return text if text[:1] in ("/", "@") else f"{domain_path(self.domid)}/{text}"
+
+    def canonical(self, raw: bytes | None) -> str:
+        """A node's path, absolute and valid as 4.17's ``is_valid_nodename`` wants it, for
+        every domain: it starts with ``/`` (so no ``@`` path is a node), has no empty
+        component or trailing ``/``, only the characters ``A-Za-z0-9-/_@``, and at most
+        ``path_length`` characters after ``/local/domain/<up to 5 digits>/`` (the whole
+        path elsewhere, e.g. below ``/local/domain/123456``).  Otherwise EINVAL."""
         if raw is None:
             raise XsError("EINVAL")
-        text = raw.decode("latin-1")
-        if not _VALID_PATH.match(text) or (text.startswith("@") and not special):
+        name = self.absolute(raw)
+        if not name.startswith("/") or not _VALID_PATH.match(name):
             raise XsError("EINVAL")
-        name = text if text[:1] in ("/", "@") else f"{domain_path(self.domid)}/{text}"
         if (name.endswith("/") and name != "/") or "//" in name:
             raise XsError("EINVAL")
-        if self.unprivileged:
-            local = _LOCAL_PREFIX.match(name)
-            if len(name) - (local.end() if local else 0) > self.store.quotas.path_length:
-                raise XsError("EINVAL")
+        local = _LOCAL_PREFIX.match(name)
+        if len(name) - (local.end() if local else 0) > self.store.quotas.path_length:
+            raise XsError("EINVAL")
         return name
 
     def lookup(self, path: str, need: int) -> Node:
@@ -320,14 +368,33 @@ class _Actor:
             raise XsError(error)
         raise XsError("EACCES")
 
-    def _check_size(self, nodes: Sequence[Node]) -> None:
-        quota = self.store.quotas.node_size
-        if self.unprivileged and any(node.accounted_size() > quota for node in nodes):
-            raise XsError("ENOSPC")
+    def _store_node(self, path: str, node: Node, memory_error: str) -> None:
+        """Store ``node`` as xenstored writes a node: an unprivileged writer's record must
+        stay under the node-size quota (ENOSPC), and whoever pays for it -- the owner, or
+        the domain of the transaction -- must stay under its memory quota.  4.17's error
+        for the latter depends on the caller (``memory_error``).  In a transaction any
+        failure here dooms the transaction, as xenstored cannot undo a half-done write."""
+        quotas = self.store.quotas
+        error = None
+        if self.unprivileged and node.record_size() >= quotas.node_size:
+            error = "ENOSPC"
+        else:
+            payer, more = self.view.charge(path, node)
+            if self.store._over_memory_quota(payer, more):
+                error = memory_error
+        if error is not None:
+            if isinstance(self.view, _Transaction):
+                self.view.failed = True
+            raise XsError(error)
+        self.view.put(path, node)
 
     def _create(self, path: str, value: bytes) -> Node:
-        """Create ``path`` and any missing ancestors.  New nodes inherit their parent's
-        permissions, except that a node an unprivileged domain creates is owned by it."""
+        """Create ``path`` and any missing ancestors, bottom up as xenstored does: each new
+        node passes the node-count quota (counted on committed nodes only, so a
+        transaction is checked again at commit) and :meth:`_store_node`, then the
+        existing parent takes its new child.  New nodes inherit their parent's
+        permissions, except that a node an unprivileged domain creates is owned by it.
+        A failure removes the nodes already written."""
         missing = [path]
         top_path = parent_of(path)
         top = self.view.get(top_path)
@@ -335,27 +402,32 @@ class _Actor:
             missing.append(top_path)
             top_path = parent_of(top_path)
             top = self.view.get(top_path)
-        if self.unprivileged and self.view.owned_by(self.domid) + len(missing) > (
-            self.store.quotas.nodes
-        ):
-            raise XsError("ENOSPC")
         parent = top.copy()
         parent.children.append(_basename(missing[-1]))
         perms = parent.perms
         if self.unprivileged:
             perms = (Perm(perms[0].access, self.domid), *perms[1:])
-        created = [
-            Node(b"", perms, [_basename(missing[level - 1])])
-            for level in range(len(missing) - 1, 0, -1)
-        ]
-        created.append(Node(value, perms))
-        self._check_size([parent, *created])
-        self.view.put(top_path, parent)
-        for new_path, node in zip(reversed(missing), created, strict=True):
-            self.view.put(new_path, node)
+        created = [Node(value, perms)]
+        created += [Node(b"", perms, [_basename(below)]) for below in missing[:-1]]
+        written: list[str] = []
+        try:
+            for new_path, node in zip(missing, created, strict=True):
+                if self.unprivileged and self.store._tree.owned_by(self.domid) >= (
+                    self.store.quotas.nodes
+                ):
+                    raise XsError("ENOSPC")
+                self._store_node(new_path, node, "EIO")
+                written.append(new_path)
+            self._store_node(top_path, parent, "EIO")
+        except XsError:
+            for new_path in written:
+                self.view.delete(new_path)
+            if written and isinstance(self.view, _Transaction):
+                self.view.failed = True
+            raise
         if isinstance(self.view, _Transaction):
             self.view.created = True
-        return created[-1]
+        return created[0]
 
     def write(self, path: str, value: bytes) -> None:
         try:
@@ -367,8 +439,7 @@ class _Actor:
         else:
             node = node.copy()
             node.value = value
-            self._check_size([node])
-            self.view.put(path, node)
+            self._store_node(path, node, _STALE_ERRNO)
         self.view.notify(path, False, node, None)
 
     def mkdir(self, path: str) -> None:
@@ -442,8 +513,7 @@ class _Actor:
             raise XsError("EPERM")
         changed = node.copy()
         changed.perms = tuple(perms)
-        self._check_size([changed])
-        self.view.put(path, changed)
+        self._store_node(path, changed, _STALE_ERRNO)
         self.view.notify(path, False, changed, node.perms)
 
 
@@ -465,8 +535,11 @@ class Store:
         none0 = (Perm("n", PRIVILEGED_DOMID),)
         for path, children in (("/", ["tool"]), ("/tool", ["xenstored"]), ("/tool/xenstored", [])):
             self._tree.put(path, Node(b"", none0, children))
-        for special in (INTRODUCE_DOMAIN, RELEASE_DOMAIN):
-            self._tree.put(special, Node(b"", none0))
+        #: The permissions of the ``@`` paths, which are not nodes.
+        self._special: dict[str, tuple[Perm, ...]] = {
+            INTRODUCE_DOMAIN: none0,
+            RELEASE_DOMAIN: none0,
+        }
 
     # -- domains (the toolstack's operations; the wire's INTRODUCE, RELEASE... call these) --
 
@@ -504,7 +577,7 @@ class Store:
             return
         self._introduced.add(domid)
         if domid != PRIVILEGED_DOMID:
-            self._fire(INTRODUCE_DOMAIN, True, self._tree.get(INTRODUCE_DOMAIN), None)
+            self._fire(INTRODUCE_DOMAIN, True, None, None)
 
     def release_domain(self, domid: int) -> None:
         """RELEASE: forget ``domid`` as xenstored does when the toolstack destroys it.
@@ -521,9 +594,9 @@ class Store:
         for conn in self._connections_of(domid):
             conn._end(f"domain {domid} released")
         self._remove_owned_by(domid)
-        for special in (INTRODUCE_DOMAIN, RELEASE_DOMAIN):
-            self._forget_in_perms(special, domid)
-        self._fire(RELEASE_DOMAIN, True, self._tree.get(RELEASE_DOMAIN), None)
+        for special, perms in self._special.items():
+            self._special[special] = _without(perms, domid)
+        self._fire(RELEASE_DOMAIN, True, None, None)
 
     def resume_domain(self, domid: int) -> None:
         """RESUME: xenstored clears the domain's "shut down" mark; nothing here depends
@@ -572,18 +645,23 @@ class Store:
             base = "" if path == "/" else path
             pending += [f"{base}/{child}" for child in reversed(node.children)]
 
-    def _forget_in_perms(self, special: str, domid: int) -> None:
-        """Drop ``domid`` from an ``@`` path's permissions (an owner entry becomes dom0's)."""
-        node = self._tree.get(special)
-        assert node is not None, f"{special} is missing"
-        owner, *rest = node.perms
-        if owner.domid == domid:
-            owner = Perm(owner.access, PRIVILEGED_DOMID)
-        perms = (owner, *(perm for perm in rest if perm.domid != domid))
-        if perms != node.perms:
-            changed = node.copy()
-            changed.perms = perms
-            self._tree.put(special, changed)
+    # -- the special paths --
+
+    def special_perms(self, path: str) -> tuple[Perm, ...] | None:
+        """The permissions of ``@introduceDomain`` or ``@releaseDomain``; None for any
+        other path."""
+        return self._special.get(path)
+
+    def _set_special_perms(self, domid: int, path: str, perms: Sequence[Perm]) -> None:
+        """SET_PERMS on an ``@`` path: only those two exist (EINVAL), the caller needs
+        write and owner rights (EACCES), and, as in 4.17, no watch fires."""
+        current = self._special.get(path)
+        if current is None:
+            raise XsError("EINVAL")
+        need = _Access.WRITE | _Access.OWNER
+        if _access(domid, current, self.target_of(domid)) & need != need:
+            raise XsError("EACCES")
+        self._special[path] = tuple(perms)
 
     # -- inspection (leak checks, tests) --
 
@@ -612,10 +690,42 @@ class Store:
     def _count(self, domid: int, what: Callable[[XsConnection], int]) -> int:
         return sum(what(conn) for conn in self._connections if conn.domid == domid)
 
+    def admission(self, domid: int) -> str | None:
+        """Why a new connection of ``domid`` must be refused, or None to accept it: the
+        domain is not introduced, or it has its quota of connections already."""
+        if domid not in self._introduced:
+            return "domain not introduced"
+        limit = self.quotas.connections
+        if domid != PRIVILEGED_DOMID and self._count(domid, lambda conn: 1) >= limit:
+            return f"domain has its quota of {limit} connections"
+        return None
+
+    def memory_of(self, domid: int) -> int:
+        """The bytes xenstored's memory quota counts for ``domid``: the nodes it owns,
+        its transactions' copies of nodes, and its watches."""
+        held = self._count(domid, lambda conn: conn.memory)
+        return self._tree.memory[domid] + held
+
+    def _over_memory_quota(self, domid: int, more: int) -> bool:
+        """Would ``more`` bytes take ``domid`` to its memory quota?  (4.17 refuses at
+        ``>=``; domain 0 has no quota, nor has anyone if the quota is 0.)"""
+        quota = self.quotas.memory
+        if domid == PRIVILEGED_DOMID or not quota or more <= 0:
+            return False
+        return self.memory_of(domid) + more >= quota
+
     def _fire(self, path: str, exact: bool, node: Node | None, old_perms: _OldPerms) -> None:
         """Deliver an event for ``path`` to every matching watch whose domain may see it."""
+        special = self._special.get(path)
         for conn in list(self._connections):
-            if conn.watch_count and self._watch_permitted(conn.domid, path, node, old_perms):
+            if not conn.watch_count:
+                continue
+            if special is not None:
+                target = self.target_of(conn.domid)
+                permitted = bool(_access(conn.domid, special, target) & _Access.READ)
+            else:
+                permitted = self._watch_permitted(conn.domid, path, node, old_perms)
+            if permitted:
                 conn._fire(path, exact)
 
     def _watch_permitted(self, domid: int, path: str, node: Node | None, old: _OldPerms) -> bool:
@@ -754,6 +864,13 @@ class XsConnection:
     def transaction_count(self) -> int:
         return len(self._transactions)
 
+    @property
+    def memory(self) -> int:
+        """What this connection holds for its domain's memory quota: each watch's path and
+        token, and the node copies of its open transactions."""
+        watches = sum(len(watch.path) + len(watch.token) for watch in self._watches)
+        return watches + sum(tx.memory for tx in self._transactions.values())
+
     def receive(self, data: bytes) -> None:
         """Process bytes from the client; raises XsProtocolError if the stream is broken."""
         if self._closed:
@@ -826,7 +943,7 @@ class XsConnection:
                 self._send(self._event(path[watch.prefix :], watch.token))
 
     def _event(self, path: str, token: bytes) -> bytes:
-        payload = path.encode() + b"\0" + token + b"\0"
+        payload = path.encode("latin-1") + b"\0" + token + b"\0"
         if len(payload) > wire.PAYLOAD_MAX:
             return b""  # xenstored silently skips events it could not send
         return Message(XsType.WATCH_EVENT, payload).encode()
@@ -870,50 +987,71 @@ class XsConnection:
         return _Reply(chunk, f"{len(chunk)} bytes")
 
     def _get_perms(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        """GET_PERMS of a node.  The ``@`` paths are no nodes: 4.17 answers EINVAL there,
+        as for any path that does not start with ``/``."""
         actor = self._actor(tx)
-        perms = actor.get_perms(actor.canonical(wire.one_arg(payload), special=True))
-        return _Reply(wire.format_perms(perms), " ".join(map(str, perms)))
+        perms = actor.get_perms(actor.canonical(wire.one_arg(payload)))
+        shown = [f"{perm.access}{_c_int(perm.domid)}" for perm in perms]
+        return _Reply(wire.join_strings(shown), " ".join(shown))
 
     def _set_perms(self, payload: bytes, tx: _Transaction | None) -> _Reply:
+        """SET_PERMS, checked in 4.17's order: count, quota, parse, owner, then the path
+        (an ``@`` path's permissions are set without validating or canonicalising it)."""
         fields = wire.split_strings(payload)
         if len(fields) < 2:
             raise XsError("EINVAL")
         if self.domid != PRIVILEGED_DOMID and len(fields) - 1 > self._store.quotas.permissions:
             raise XsError("ENOSPC")
         try:
-            perms = wire.parse_perms(fields[1:])
+            perms = wire.parse_request_perms(fields[1:])
         except ValueError:
             raise XsError("EINVAL") from None
         if perms[0].domid > DOMID_MAX:
             raise XsError("ENOENT")  # xenstored: the owner must be an existing domain
+        if fields[0][:1] == b"@":
+            self._store._set_special_perms(self.domid, fields[0].decode("latin-1"), perms)
+            return _Reply(_OK, "OK")
         actor = self._actor(tx)
-        actor.set_perms(actor.canonical(fields[0], special=True), perms)
+        actor.set_perms(actor.canonical(fields[0]), perms)
         return _Reply(_OK, "OK")
 
     # -- watches --
 
-    def _watch_args(self, payload: bytes) -> tuple[str, bytes, bool]:
+    def _watch_args(self, payload: bytes) -> tuple[bytes, bytes]:
+        """WATCH's and UNWATCH's two strings (EINVAL unless exactly two)."""
         fields = wire.split_strings(payload)
         if len(fields) != 2:
             raise XsError("EINVAL")
-        path = self._actor(None).canonical(fields[0], special=True)
-        relative = fields[0][:1] not in (b"/", b"@")
-        return path, fields[1], relative
+        return fields[0], fields[1]
 
     def _watch(self, payload: bytes, tx: _Transaction | None) -> _Reply:
-        path, token, relative = self._watch_args(payload)
+        """WATCH: an ``@`` path may be any text of up to 2048 bytes (4.17 checks nothing
+        else); any other path must be a valid node path, though the node need not exist."""
+        raw, token = self._watch_args(payload)
+        relative = raw[:1] not in (b"/", b"@")
+        if raw[:1] != b"@":
+            path = self._actor(None).canonical(raw)
+        elif len(raw) > wire.REL_PATH_MAX:
+            raise XsError("EINVAL")
+        else:
+            path = raw.decode("latin-1")
         if any(w.path == path and w.token == token for w in self._watches):
             raise XsError("EEXIST")
         if not self.privileged and (
             self._store._count(self.domid, lambda c: c.watch_count) > self._store.quotas.watches
         ):
             raise XsError("E2BIG")
+        if self._store._over_memory_quota(self.domid, len(path) + len(token)):
+            raise XsError("ENOMEM")
         watch = _Watch(path, token, len(domain_path(self.domid)) + 1 if relative else 0)
         self._watches.append(watch)
         return _Reply(_OK, "OK", followup=self._event(path[watch.prefix :], token))
 
     def _unwatch(self, payload: bytes, tx: _Transaction | None) -> _Reply:
-        path, token, _ = self._watch_args(payload)
+        """UNWATCH: 4.17 makes the path absolute but does not validate it, so a path no
+        watch could have is simply not found (ENOENT)."""
+        raw, token = self._watch_args(payload)
+        path = self._actor(None).absolute(raw)
         for watch in self._watches:
             if watch.path == path and watch.token == token:
                 self._watches.remove(watch)
@@ -1025,6 +1163,19 @@ class XsConnection:
 
 #: The CONTROL commands served and their arguments (as ``help`` lists them; one word each).
 _CONTROL_COMMANDS = {b"check": "", b"log": "on|off", b"print": "<string>", b"help": ""}
+
+
+def _c_int(domid: int) -> int:
+    """A u32 domain id as 4.17 prints it in GET_PERMS (``%i`` of an int: 0xFFFFFFFF is -1)."""
+    return domid - (1 << 32) if domid >= 1 << 31 else domid
+
+
+def _without(perms: tuple[Perm, ...], domid: int) -> tuple[Perm, ...]:
+    """``perms`` with ``domid`` gone: its entries dropped, an owner entry given to dom0."""
+    owner, *rest = perms
+    if owner.domid == domid:
+        owner = Perm(owner.access, PRIVILEGED_DOMID)
+    return (owner, *(perm for perm in rest if perm.domid != domid))
 
 
 def _domid_arg(payload: bytes) -> int:

@@ -274,3 +274,46 @@ def format_perms(perms: Sequence[Perm]) -> bytes:
 def parse_perms(fields: Iterable[bytes]) -> list[Perm]:
     """Parse a sequence of permission strings; raises ValueError on the first bad one."""
     return [Perm.parse(field) for field in fields]
+
+
+_C_SPACE = b" \t\n\v\f\r"
+_LONG_MAX = 2**63 - 1
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def parse_request_perms(fields: Iterable[bytes]) -> list[Perm]:
+    """Permission strings as xenstored reads SET_PERMS: a letter, then a domain id that
+    C's ``strtol(..., 0)`` must consume entirely (``r0x10`` is domain 16, ``r010``
+    domain 8, ``r-1`` domain 0xFFFFFFFF), cut to xenstored's u32.  Raises ValueError on
+    the first string it rejects (xenstored: EINVAL)."""
+    perms = []
+    for text in fields:
+        letter, number = text[:1].decode("latin-1"), text[1:]
+        value, used = strtol(number)
+        if letter not in ACCESS_LETTERS or not number or used != len(number):
+            raise ValueError(f"permission {text!r} is not a letter and a whole number")
+        perms.append(Perm(letter, value & 0xFFFFFFFF))
+    return perms
+
+
+def strtol(raw: bytes) -> tuple[int, int]:
+    """C ``strtol(raw, &end, 0)`` on a 64-bit machine: the value (clamped to ``long``) and
+    how many bytes it consumed (0 when no digits: C leaves ``end`` at the start)."""
+    pos = len(raw) - len(raw.lstrip(_C_SPACE))
+    sign = 1
+    if raw[pos : pos + 1] in (b"+", b"-"):
+        sign = -1 if raw[pos : pos + 1] == b"-" else 1
+        pos += 1
+    base, digits = 10, b"0123456789"
+    after_prefix = raw[pos + 2 : pos + 3]
+    if raw[pos : pos + 2] in (b"0x", b"0X") and after_prefix and after_prefix in _HEX:
+        base, digits, pos = 16, _HEX, pos + 2
+    elif raw[pos : pos + 1] == b"0":
+        base, digits = 8, b"01234567"
+    first = pos
+    while pos < len(raw) and raw[pos] in digits:
+        pos += 1
+    if pos == first:
+        return 0, 0
+    value = sign * int(raw[first:pos], base)
+    return max(-_LONG_MAX - 1, min(_LONG_MAX, value)), pos
