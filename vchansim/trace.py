@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from .errors import VchanError
 from .layout import U32, PageState
+from .statspage import Blocked, Wait
 
 FORMAT = "vchansim-trace"
 VERSION = 1
@@ -85,6 +86,8 @@ class RingSample(PageState):
     #: Events sent server->client and client->server so far (None where unknown).
     events_srv_to_cli: int | None = None
     events_cli_to_srv: int | None = None
+    #: What the server and the client sleep in, since when (trace time); None: unknown.
+    waits: tuple[Wait | None, Wait | None] | None = None
 
     @property
     def left_fill(self) -> int:
@@ -122,8 +125,16 @@ class Trace:
         return sorted(self.records, key=lambda r: r["t"])
 
 
+_BLOCKED = {b.name.lower(): b for b in Blocked if b is not Blocked.NONE}
+
+
+def _wait(t: float, end: dict[str, Any] | None) -> Wait | None:
+    return None if end is None else Wait(_BLOCKED[end["in"]], t - end["for"])
+
+
 def _sample(r: dict[str, Any]) -> RingSample:
     events = r.get("events") or {}
+    waits = r.get("waits")
     return RingSample(
         t=r["t"],
         left_cons=r["left"]["cons"],
@@ -138,6 +149,9 @@ def _sample(r: dict[str, Any]) -> RingSample:
         srv_notify=r["srv_notify"],
         events_srv_to_cli=events.get("srv_to_cli"),
         events_cli_to_srv=events.get("cli_to_srv"),
+        waits=None
+        if waits is None
+        else (_wait(r["t"], waits["server"]), _wait(r["t"], waits["client"])),
     )
 
 
@@ -184,6 +198,23 @@ def _check_ring(line: _Line) -> None:
     events = line.record.get("events")
     if events is not None and not isinstance(events, dict):
         raise line.fail(f"field 'events' must be an object or null, not {events!r}")
+    waits = line.record.get("waits")
+    if waits is not None:
+        _check_waits(line, waits)
+
+
+def _check_waits(line: _Line, waits: Any) -> None:
+    if not isinstance(waits, dict):
+        raise line.fail(f"field 'waits' must be an object or null, not {waits!r}")
+    for end in ("server", "client"):
+        wait = waits.get(end)
+        if wait is None:
+            continue
+        kind, age = line.need("in", str, wait), line.need("for", (int, float), wait)
+        if kind not in _BLOCKED or age < 0:
+            raise line.fail(
+                f"waits.{end} = {wait!r}: 'in' is one of {sorted(_BLOCKED)}, 'for' >= 0"
+            )
 
 
 _CHECKS = {

@@ -1,20 +1,26 @@
 """The trace's view of the control page: sampled whenever it changes.
 
-An :class:`Observer` reads the page (and the event counters, where the backend keeps
-them) read-only; the :class:`Sampler` turns its changes into ``ring`` trace records.
+An :class:`Observer` reads the page (and the event counters and wait words, where the
+backend keeps them) read-only; the :class:`Sampler` turns its changes into ``ring`` trace
+records.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..hub.observe import PageView, StatsView
 from ..layout import PageState
+from ..statspage import Wait
 
 #: How often the trace sampler looks at the control page (it records only changes).
 SAMPLE_PERIOD = 0.001
+#: Seconds between ring records while an end sleeps and nothing else changes, so that a
+#: replay sees the sleep grow old.
+ASLEEP_PERIOD = 0.05
 
 
 class Observer(Protocol):
@@ -25,6 +31,9 @@ class Observer(Protocol):
 
     def events(self) -> dict[str, int] | None:
         """Events sent so far by each side, or None if only the endpoints know."""
+
+    def waits(self) -> tuple[Wait | None, Wait | None] | None:
+        """What the server and the client sleep in, or None if the backend cannot say."""
 
     def close(self) -> None: ...
 
@@ -43,6 +52,9 @@ class HubObserver:
         server, client = self._stats.counts()
         return {"srv_to_cli": server, "cli_to_srv": client}
 
+    def waits(self) -> tuple[Wait | None, Wait | None]:
+        return self._stats.waits()
+
     def close(self) -> None:
         self._page.close()
         self._stats.close()
@@ -60,12 +72,26 @@ class MemoryObserver:
     def events(self) -> None:
         """The hypervisor keeps no counts: the endpoints' reports say."""
 
+    def waits(self) -> None:
+        """Nor wait words."""
+
     def close(self) -> None:
         self._page.release()
 
 
+def _waits_record(waits: tuple[Wait | None, Wait | None] | None, now: float) -> Any:
+    """The ring record's ``waits``: per end, what it sleeps in and for how long by now."""
+    if waits is None:
+        return None
+    return {
+        end: None if w is None else {"in": w.blocked.name.lower(), "for": round(now - w.since, 6)}
+        for end, w in zip(("server", "client"), waits, strict=True)
+    }
+
+
 class Sampler:
-    """Records the control page whenever it changes, at up to 1/SAMPLE_PERIOD per second.
+    """Records the control page whenever it changes, at up to 1/SAMPLE_PERIOD per second,
+    and every ASLEEP_PERIOD while an end sleeps.
 
     Event counts come from the observer when the backend keeps them, else from
     ``fallback`` (what the endpoints last reported)."""
@@ -79,7 +105,8 @@ class Sampler:
         self._observer = observer
         self._record = record
         self._fallback = fallback
-        self._last: tuple[PageState, Any] | None = None
+        self._last: tuple[PageState, Any, Any] | None = None
+        self._recorded = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="vchansim-sampler", daemon=True)
         self._thread.start()
@@ -91,9 +118,15 @@ class Sampler:
     def sample(self) -> None:
         state = self._observer.state()
         events = self._observer.events() or self._fallback()
-        if (state, events) == self._last:
+        waits = self._observer.waits()
+        now = time.monotonic()
+        asleep = waits is not None and waits != (None, None)
+        if (state, events, waits) == self._last and not (
+            asleep and now - self._recorded >= ASLEEP_PERIOD
+        ):
             return
-        self._last = (state, events)
+        self._last = (state, events, waits)
+        self._recorded = now
         self._record(
             "ring",
             left={"cons": state.left_cons, "prod": state.left_prod},
@@ -104,6 +137,7 @@ class Sampler:
             cli_notify=state.cli_notify,
             srv_notify=state.srv_notify,
             events=events,
+            waits=_waits_record(waits, now),
         )
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .. import layout
 from ..layout import PageState
+from .stalls import EndWaits, Ring, Stall, StallJudge, Waits
 
 #: An index that moved by this much or more went *backwards* (a reset or corruption).
 BACKWARDS = 1 << 31
@@ -99,6 +100,10 @@ class Frame:
     #: None where the source cannot count events.
     events: EventCounts | None
     problems: tuple[str, ...]
+    #: What (server, client) sleep in; None where the source cannot see it.
+    waits: EndWaits | None = None
+    #: The verdicts on those sleeps (vchansim/tui/stalls.py).
+    stalls: tuple[Stall, ...] = ()
 
     @property
     def rings(self) -> tuple[RingFrame, RingFrame]:
@@ -189,9 +194,18 @@ class FrameBuilder:
 
     def __init__(self) -> None:
         self._rings = [RingTracker(name, way) for name, way in RINGS]
+        self._judge = StallJudge()
 
-    def feed(self, time: float, page: PageState, events: EventCounts | None = None) -> Frame:
+    def feed(
+        self,
+        time: float,
+        page: PageState,
+        events: EventCounts | None = None,
+        waits: Waits | None = None,
+    ) -> Frame:
         """The frame for a snapshot taken at ``time`` (seconds, any origin, never earlier
-        than the previous one)."""
+        than the previous one); ``waits`` (the ends' sleeps) on the same clock."""
         left, right = (ring.feed(time, page) for ring in self._rings)
-        return Frame(time, page, left, right, events, tuple(page.problems()))
+        rings = {r.name: Ring(r.fill, r.size) for r in (left, right)}
+        ends, stalls = self._judge.judge(time, page, rings, waits)
+        return Frame(time, page, left, right, events, tuple(page.problems()), ends, stalls)

@@ -27,6 +27,7 @@ from ..hub.observe import PageView, StatsView, map_grant, map_stats
 from ..hub.protocol import HubConnection, Op
 from ..layout import PageState
 from ..rundir import RunDir
+from ..statspage import Wait
 from .frames import (
     CLIENT_STATES,
     SERVER_STATES,
@@ -206,6 +207,11 @@ class HubLink:
         self._conn.close()
 
 
+def _from(wait: Wait | None, origin: float) -> Wait | None:
+    """``wait`` with its start on a clock that begins at monotonic time ``origin``."""
+    return None if wait is None else replace(wait, since=wait.since - origin)
+
+
 class LiveSource:
     """Frames sampled from a live channel's control page.
 
@@ -241,8 +247,14 @@ class LiveSource:
             self._checked = now
             self._notice = self._check_gone()
         self.samples += 1
-        events = EventCounts(*self._stats.counts()) if self._stats is not None else None
-        return self._builder.feed(now - self._start, self._view.snapshot(), events)
+        page = self._view.snapshot()
+        if self._stats is None:
+            return self._builder.feed(now - self._start, page)
+        server, client = self._stats.waits()
+        waits = (_from(server, self._start), _from(client, self._start))
+        return self._builder.feed(
+            now - self._start, page, EventCounts(*self._stats.counts()), waits
+        )
 
     def _check_gone(self) -> str:
         try:

@@ -82,7 +82,7 @@ class ReplaySource:
         if not samples:
             raise TraceError(f"{name}: the trace has no ring records: nothing to replay")
         builder = FrameBuilder()
-        self.frames = [builder.feed(s.t, s, _events(s)) for s in samples]
+        self.frames = [builder.feed(s.t, s, _events(s), s.waits) for s in samples]
         self.times = [frame.time for frame in self.frames]
         self.marks = _marks(trace)
         self.title = _title(trace, name)

@@ -1,9 +1,11 @@
-"""The control page's bytes that are not indices: who is live, who asked to be kicked.
+"""Each end: is it live, what did it ask to be kicked for, and is it asleep.
 
 ``cli_live``/``srv_live`` say whether each end is there; the notify bytes hold requests
 ("send me an event when you next WRITE / READ").  A request sits in the *other* end's
 byte: ``srv_notify`` holds what the client asked of the server, and the server clears a
-bit as it honours it.  Each bit is its own widget so that "lit" is a CSS class.
+bit as it honours it.  Each bit is its own widget so that "lit" is a CSS class.  What an
+end sleeps in comes from the statistics page, not the control page (n/a where the source
+cannot see it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from textual.widgets import Static
 
 from ... import layout
 from ..frames import CLIENT_STATES, SERVER_STATES, EventCounts, Frame, live_word
+from ..stalls import EndWait
 from .text import set_text
 
 _BITS = (("WRITE", layout.NOTIFY_WRITE), ("READ", layout.NOTIFY_READ))
@@ -56,6 +59,17 @@ class Bit(Static):
             self.update(f"{'●' if lit else '○'}{self.label}", layout=False)
 
 
+class Asleep(Static):
+    """Whether one end sleeps, in what and for how long; ``-asleep`` while it does."""
+
+    def __init__(self, end: str) -> None:
+        super().__init__(id=f"wait-{end}", classes="wait")
+
+    def show(self, known: bool, wait: EndWait | None) -> None:
+        self.set_class(wait is not None, "-asleep")
+        set_text(self, "wait n/a" if not known else "awake" if wait is None else wait.describe())
+
+
 def events_text(events: EventCounts | None) -> str:
     if events is None:
         return "events n/a"
@@ -72,6 +86,7 @@ class PageBits(Vertical):
                 yield Static(byte, classes="bit-label")
                 for name, mask in _BITS:
                     yield Bit(byte, name, mask)
+                yield Asleep(end)
         yield Static(id="events")
 
     def show(self, frame: Frame) -> None:
@@ -80,4 +95,8 @@ class PageBits(Vertical):
         self.query_one("#live-client", LiveState).show(page.cli_live)
         for bit in self.query(Bit):
             bit.show(getattr(page, bit.byte))
+        waits = frame.waits
+        for index, end in enumerate(("server", "client")):
+            wait = waits[index] if waits is not None else None
+            self.query_one(f"#wait-{end}", Asleep).show(waits is not None, wait)
         set_text(self.query_one("#events", Static), events_text(frame.events))

@@ -11,18 +11,24 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from ..frames import Frame
+from ..stalls import Stall
 from .bits import PageBits
 from .ring import RingPanel
 from .text import set_text
 
 
 class Problems(Static):
-    """Corrupt states in words; ``-bad`` (red) while there are any."""
+    """Corrupt states and stalled waits in words: ``-bad`` (red) while any can only end
+    in a hang, ``-warn`` while the only ones are stalls."""
 
-    def show(self, problems: tuple[str, ...]) -> None:
-        self.set_class(bool(problems), "-bad")
-        text = "\n".join(f"✖ {p}" for p in problems) if problems else "page is consistent"
-        set_text(self, text)
+    def show(self, problems: tuple[str, ...], stalls: tuple[Stall, ...]) -> None:
+        hang = bool(problems) or any(s.severity == "hang" for s in stalls)
+        self.set_class(hang, "-bad")
+        self.set_class(bool(stalls) and not hang, "-warn")
+        lines = [f"✖ {p}" for p in problems] + [
+            f"{'✖' if s.severity == 'hang' else '◐'} {s.name}: {s.text}" for s in stalls
+        ]
+        set_text(self, "\n".join(lines) or "page is consistent · no stalled wait")
 
 
 class ChannelView(Vertical):
@@ -36,7 +42,7 @@ class ChannelView(Vertical):
         bits.border_title = "live and notify bytes"
         yield bits
         problems = Problems(id="problems")
-        problems.border_title = "problems"
+        problems.border_title = "problems · who waits for whom"
         yield problems
 
     def show(self, frame: Frame) -> None:
@@ -44,4 +50,4 @@ class ChannelView(Vertical):
         for panel, ring in zip(self.query(RingPanel), frame.rings, strict=True):
             panel.show(ring)
         self.query_one(PageBits).show(frame)
-        self.query_one(Problems).show(frame.problems)
+        self.query_one(Problems).show(frame.problems, frame.stalls)
