@@ -32,7 +32,10 @@ def page(
 
 
 def judge(state: PageState, server: Wait | None, client: Wait | None, now: float = LATE):
-    frame = FrameBuilder().feed(now, state, None, (server, client))
+    """The verdicts on ``state`` held from the start of the sleeps (time 0) until ``now``."""
+    builder = FrameBuilder()
+    builder.feed(0.0, state, None, (server, client))
+    frame = builder.feed(now, state, None, (server, client))
     return [s.name for s in frame.stalls], frame
 
 
@@ -84,6 +87,19 @@ def test_young_sleeps_are_not_judged() -> None:
     assert judge(page(left=100), asleep(Blocked.READ), None, now=GRACE / 2)[0] == []
 
 
+def test_an_old_sleep_whose_request_was_just_taken_is_a_wakeup_in_flight() -> None:
+    """What must last is the stalled state, not the sleep: the writer taking the request
+    of a reader asleep for seconds has its event on the way."""
+    builder = FrameBuilder()
+    wait = asleep(Blocked.READ, since=0.0)
+    builder.feed(5.0, page(asked=(W, 0)), None, (wait, None))
+    taken = builder.feed(5.001, page(left=100), None, (wait, None))
+    assert taken.stalls == ()
+    still = builder.feed(5.001 + 2 * GRACE, page(left=100), None, (wait, None))
+    assert [s.name for s in still.stalls] == ["lost-wakeup"]
+    assert "sleeps 5.2 s reading with 100 B to read" in still.stalls[0].text
+
+
 def test_an_unexplained_sleep_is_read_by_its_request_and_remembered() -> None:
     """The C library only says it waits for an event: the request it made says which way,
     and the verdict stands after the peer took the request."""
@@ -92,8 +108,9 @@ def test_an_unexplained_sleep_is_read_by_its_request_and_remembered() -> None:
     first = builder.feed(1.05, page(asked=(W, 0)), None, (wait, None))
     assert first.waits is not None and first.waits[0] is not None
     assert first.waits[0].direction == "read" and first.stalls == ()
-    later = builder.feed(1.0 + LATE, page(left=64), None, (wait, None))
-    assert [s.name for s in later.stalls] == ["lost-wakeup"]
+    taken = builder.feed(1.0 + LATE, page(left=64), None, (wait, None))
+    later = builder.feed(1.0 + LATE + 2 * GRACE, page(left=64), None, (wait, None))
+    assert taken.stalls == () and [s.name for s in later.stalls] == ["lost-wakeup"]
     # A new sleep starts with nothing learned.
     fresh = builder.feed(3.0 + LATE, page(left=64), None, (asleep(Blocked.EVENT, 3.0), None))
     assert fresh.waits is not None and fresh.waits[0] is not None

@@ -60,6 +60,23 @@ def _marks(trace: Trace) -> list[Mark]:
     ]
 
 
+def _flags(frame: Frame) -> set[str]:
+    return {*frame.problems, *(stall.name for stall in frame.stalls)}
+
+
+def _flag_starts(frames: list[Frame]) -> list[int]:
+    """The indices of the frames where a verdict or problem appears that the frame before
+    did not have."""
+    before: set[str] = set()
+    starts = []
+    for index, frame in enumerate(frames):
+        now = _flags(frame)
+        if now - before:
+            starts.append(index)
+        before = now
+    return starts
+
+
 def _title(trace: Trace, name: str) -> str:
     """The scenario's name and channel, as far as the header says them, and the file."""
     header = trace.header
@@ -85,6 +102,7 @@ class ReplaySource:
         self.frames = [builder.feed(s.t, s, _events(s), s.waits) for s in samples]
         self.times = [frame.time for frame in self.frames]
         self.marks = _marks(trace)
+        self.flagged = _flag_starts(self.frames)
         self.title = _title(trace, name)
         self.complete = trace.complete
         span = [self.times[0], self.times[-1], *(mark.t for mark in self.marks)]
@@ -153,6 +171,21 @@ class ReplaySource:
         self.playing = False
         self._goto(ahead[0].t)
         return ahead[0]
+
+    def seek_flagged(self, direction: int) -> Frame | None:
+        """Jump to the next (1) or previous (-1) record where a stall verdict or a page
+        problem begins; returns its frame, or None if there is none that way."""
+        ahead = (
+            [i for i in self.flagged if i > self.index]
+            if direction > 0
+            else [i for i in reversed(self.flagged) if i < self.index]
+        )
+        if not ahead:
+            return None
+        self.playing = False
+        self.index = ahead[0]
+        self.now = self.times[self.index]
+        return self.frames[self.index]
 
     def faster(self, steps: int) -> None:
         """Change speed by ``steps`` positions in :data:`SPEEDS`."""

@@ -15,10 +15,13 @@ Together they name the states that cannot end well:
 - ``consumer-stalled`` (stall): a writer waits for room that a reader, awake and busy
   elsewhere, is not making -- not a protocol error, but where the time goes.
 
-A sleep is judged only once it is :data:`GRACE` old: a wake-up in flight takes
-microseconds, so anything older is not one on its way.  An end that sleeps "for an
-event" without saying why (the C library) is taken to read or write by the request it
-made, remembered for as long as that sleep lasts, since honouring a request clears it.
+A verdict is given only once its state has lasted :data:`GRACE`: a wake-up in flight
+(the peer took the request and its event is on the way) takes microseconds, so a state
+that outlasts it is not one on its way.  What lasts is the state, not the sleep: an end
+asleep for a second whose request was taken a moment ago is still about to wake.  An
+end that sleeps "for an event" without saying why (the C library) is taken to read or
+write by the request it made, remembered for as long as that sleep lasts, since
+honouring a request clears it.
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ from .. import layout
 from ..layout import PageState
 from ..statspage import Blocked, Wait
 
-#: Seconds a sleep must last before it is judged (a wake-up in flight is far quicker).
+#: Seconds a stalled state must last before it is flagged (a wake-up in flight is far
+#: quicker).
 GRACE = 0.1
+
+#: Two starts of one end's sleep closer than this are the same sleep: a trace stores a
+#: sleep's age rounded to the microsecond, so its start read back can move by one.
+SAME_SLEEP = 1e-4
 
 Direction = Literal["read", "write"]
 Severity = Literal["hang", "stall"]
@@ -66,8 +74,7 @@ class EndWait:
     age: float
 
     def describe(self) -> str:
-        doing = {"read": "reading", "write": "writing", None: "for an event"}[self.direction]
-        return f"asleep {doing} {self.age:.1f} s"
+        return f"asleep {_DOING[self.direction]} {self.age:.1f} s"
 
 
 @dataclass(frozen=True)
@@ -97,13 +104,16 @@ _ENDS = (
     _End("server", "client", "srv_live", "cli_live", "cli_notify", "left", "right"),
     _End("client", "server", "cli_live", "srv_live", "srv_notify", "right", "left"),
 )
-_REQUEST = {"read": layout.NOTIFY_WRITE, "write": layout.NOTIFY_READ}
+_REQUEST: dict[Direction, int] = {"read": layout.NOTIFY_WRITE, "write": layout.NOTIFY_READ}
 _REQUEST_NAME = {"read": "WRITE", "write": "READ"}
 _SAID: dict[Blocked, Direction] = {Blocked.READ: "read", Blocked.WRITE: "write"}
+_DOING: dict[Direction | None, str] = {"read": "reading", "write": "writing", None: "for an event"}
 
 #: Waits of (server, client); None where the source cannot see them.
 Waits = tuple[Wait | None, Wait | None]
 EndWaits = tuple[EndWait | None, EndWait | None]
+#: What identifies one verdict over time: who, which verdict, and the sleep(s) it is about.
+_Key = tuple[str | float, ...]
 
 
 def _size(fill: float) -> str:
@@ -114,8 +124,11 @@ class StallJudge:
     """Turns each frame's waits into :class:`EndWait`\\ s and verdicts; fed in time order."""
 
     def __init__(self) -> None:
-        #: (end, since) -> the direction learned for that sleep.
-        self._learned: dict[tuple[str, float], Direction] = {}
+        #: end -> the start of its sleep as first seen, and the direction learned for it.
+        self._sleeps: dict[str, tuple[float, Direction | None]] = {}
+        #: verdict -> when its state was first seen (a verdict is keyed by who, what, and
+        #: the sleep(s) it is about).
+        self._first: dict[_Key, float] = {}
 
     def judge(
         self, time: float, page: PageState, rings: dict[str, Ring], waits: Waits | None
@@ -127,16 +140,21 @@ class StallJudge:
             self._end_wait(_ENDS[0], time, page, waits[0]),
             self._end_wait(_ENDS[1], time, page, waits[1]),
         )
-        ripe = [w if w is not None and w.age >= GRACE else None for w in ends]
-        stalls = [
-            stall
-            for end, wait, peer in ((_ENDS[0], ripe[0], ripe[1]), (_ENDS[1], ripe[1], ripe[0]))
+        found: list[tuple[_Key, Stall]] = [
+            ((end.name, stall.name, wait.since), stall)
+            for end, wait, peer in ((_ENDS[0], ends[0], ends[1]), (_ENDS[1], ends[1], ends[0]))
             if wait is not None
             for stall in _verdicts(end, wait, peer, page, rings)
         ]
-        if not any(s.severity == "hang" for s in stalls):
-            stalls = _deadlock(ripe[0], ripe[1]) or stalls
-        return ends, tuple(stalls)
+        if not any(stall.severity == "hang" for _, stall in found):
+            found = _deadlock(ends[0], ends[1]) or found
+        return ends, self._lasting(time, found)
+
+    def _lasting(self, time: float, found: list[tuple[_Key, Stall]]) -> tuple[Stall, ...]:
+        """The verdicts whose state has held for GRACE; a state that went away and came
+        back starts over."""
+        self._first = {key: self._first.get(key, time) for key, _ in found}
+        return tuple(stall for key, stall in found if time - self._first[key] >= GRACE)
 
     def _end_wait(
         self, end: _End, time: float, page: PageState, wait: Wait | None
@@ -144,29 +162,26 @@ class StallJudge:
         """``end``'s sleep, or None if it is awake -- or gone: a process killed in its
         sleep leaves its word set, so a word counts only while the end is connected."""
         if wait is None or getattr(page, end.live) != layout.LIVE_CONNECTED:
-            self._forget(end.name, None)
+            self._sleeps.pop(end.name, None)
             return None
-        direction = _SAID.get(wait.blocked) or self._guess(end, wait.since, getattr(page, end.asks))
-        self._forget(end.name, wait.since)
-        return EndWait(end.name, wait.blocked, direction, wait.since, max(time - wait.since, 0.0))
+        since, learned = self._sleeps.get(end.name, (wait.since, None))
+        if abs(since - wait.since) >= SAME_SLEEP:
+            since, learned = wait.since, None
+        direction = _SAID.get(wait.blocked) or _one_request(getattr(page, end.asks)) or learned
+        self._sleeps[end.name] = (since, direction)
+        return EndWait(end.name, wait.blocked, direction, since, max(time - since, 0.0))
 
-    def _guess(self, end: _End, since: float, asked: int) -> Direction | None:
-        """An unexplained sleep's direction, from the one request it made, remembered."""
-        key = (end.name, since)
-        wants = [d for d, bit in _REQUEST.items() if asked & bit]
-        if len(wants) == 1:
-            self._learned[key] = wants[0]
-        return self._learned.get(key)
 
-    def _forget(self, end: str, keep: float | None) -> None:
-        for key in [k for k in self._learned if k[0] == end and k[1] != keep]:
-            del self._learned[key]
+def _one_request(asked: int) -> Direction | None:
+    """The direction an unexplained sleep waits in, if its end made exactly one request."""
+    wants = [d for d, bit in _REQUEST.items() if asked & bit]
+    return wants[0] if len(wants) == 1 else None
 
 
 def _verdicts(
     end: _End, wait: EndWait, peer: EndWait | None, page: PageState, rings: dict[str, Ring]
 ) -> list[Stall]:
-    """What is wrong with ``end``'s ripe sleep on its own."""
+    """What is wrong with ``end``'s sleep on its own."""
     who, age = f"the {end.name}", f"{wait.age:.1f} s"
     if getattr(page, end.peer_live) == layout.LIVE_CLOSED:
         return [
@@ -193,8 +208,8 @@ def _verdicts(
             Stall(
                 "lost-wakeup",
                 "hang",
-                f"{who} sleeps {age} {wait.direction}ing with {there}: the {end.peer} took its "
-                f"{bit} request but no event woke it",
+                f"{who} sleeps {age} {_DOING[wait.direction]} with {there}: the {end.peer} "
+                f"took its {bit} request but no event woke it",
             )
         ]
     if not asked:
@@ -203,7 +218,7 @@ def _verdicts(
             Stall(
                 "unasked-wait",
                 "hang",
-                f"{who} sleeps {age} {wait.direction}ing {state} ring without asking the "
+                f"{who} sleeps {age} {_DOING[wait.direction]} {state} ring without asking the "
                 f"{end.peer} for a {bit} event: nothing will wake it",
             )
         ]
@@ -219,15 +234,20 @@ def _verdicts(
     return []
 
 
-def _deadlock(server: EndWait | None, client: EndWait | None) -> list[Stall]:
+def _deadlock(server: EndWait | None, client: EndWait | None) -> list[tuple[_Key, Stall]]:
     """Both ends asleep on requests, each waiting for what only the other can do."""
     if server is None or client is None or None in (server.direction, client.direction):
         return []
+    key: _Key = ("both", "deadlock", server.since, client.since)
     return [
-        Stall(
-            "deadlock",
-            "hang",
-            f"both ends sleep, each waiting for the other: the server {server.direction}ing "
-            f"for {server.age:.1f} s, the client {client.direction}ing for {client.age:.1f} s",
+        (
+            key,
+            Stall(
+                "deadlock",
+                "hang",
+                f"both ends sleep, each waiting for the other: the server "
+                f"{_DOING[server.direction]} for {server.age:.1f} s, the client "
+                f"{_DOING[client.direction]} for {client.age:.1f} s",
+            ),
         )
     ]

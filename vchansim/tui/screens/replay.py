@@ -23,12 +23,14 @@ class ReplayScreen(ChannelScreen):
 
     BINDINGS: ClassVar = [
         Binding("space", "toggle", "Play/pause"),
-        Binding("left", "step(-1)", "Step back"),
-        Binding("right", "step(1)", "Step"),
+        Binding("left", "step(-1)", "Step back", show=False),
+        Binding("right", "step(1)", "Step", show=False),
         Binding("shift+left", f"jump({-JUMP})", f"Back {JUMP:g} s", show=False),
         Binding("shift+right", f"jump({JUMP})", f"Ahead {JUMP:g} s", show=False),
         Binding("left_square_bracket", "fault(-1)", "Prev fault", show=False),
         Binding("right_square_bracket", "fault(1)", "Next fault"),
+        Binding("n", "flagged(1)", "Next problem"),
+        Binding("N", "flagged(-1)", "Prev problem", show=False),
         Binding("minus", "speed(-1)", "Slower", show=False),
         Binding("plus", "speed(1)", "Faster", show=False),
         Binding("home", "seek_end(0)", "Start", show=False),
@@ -84,6 +86,11 @@ class ReplayScreen(ChannelScreen):
     def action_fault(self, direction: int) -> None:
         if self.source.seek_mark(direction) is None:
             self.notify("no more faults that way", timeout=2)
+        self.redraw()
+
+    def action_flagged(self, direction: int) -> None:
+        if self.source.seek_flagged(direction) is None:
+            self.notify("no more stalls or problems that way", timeout=2)
         self.redraw()
 
     def action_speed(self, steps: int) -> None:

@@ -77,10 +77,11 @@ def events_text(events: EventCounts | None) -> str:
 
 
 class PageBits(Vertical):
-    """One row per end (its live byte, and the notify byte it serves), then event counts."""
+    """One row per end -- its live byte, the requests it made (which sit in the peer's
+    notify byte), its sleep -- then event counts: who waits for whom, one line each."""
 
     def compose(self) -> ComposeResult:
-        for end, byte in (("server", "srv_notify"), ("client", "cli_notify")):
+        for end, byte in (("server", "cli_notify"), ("client", "srv_notify")):
             with Horizontal(classes="end-row"):
                 yield LiveState(end)
                 yield Static(byte, classes="bit-label")

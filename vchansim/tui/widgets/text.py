@@ -10,7 +10,8 @@ from __future__ import annotations
 from textual.widgets import Static
 
 
-def set_text(widget: Static, text: str) -> None:
-    """Show ``text`` in ``widget`` unless it already does (the widget's size is fixed)."""
+def set_text(widget: Static, text: str, *, sized: bool = False) -> None:
+    """Show ``text`` in ``widget`` unless it already does.  ``sized``: the widget's size
+    follows its text (``height: auto``), so a change re-runs the layout."""
     if widget.content != text:
-        widget.update(text, layout=False)
+        widget.update(text, layout=sized)

@@ -28,7 +28,7 @@ class Problems(Static):
         lines = [f"✖ {p}" for p in problems] + [
             f"{'✖' if s.severity == 'hang' else '◐'} {s.name}: {s.text}" for s in stalls
         ]
-        set_text(self, "\n".join(lines) or "page is consistent · no stalled wait")
+        set_text(self, "\n".join(lines) or "page is consistent · no stalled wait", sized=True)
 
 
 class ChannelView(Vertical):
@@ -39,7 +39,7 @@ class ChannelView(Vertical):
             yield RingPanel("left", "left ring · client → server")
             yield RingPanel("right", "right ring · server → client")
         bits = PageBits(id="bits")
-        bits.border_title = "live and notify bytes"
+        bits.border_title = "each end: live byte · requests it made · its sleep"
         yield bits
         problems = Problems(id="problems")
         problems.border_title = "problems · who waits for whom"
