@@ -743,10 +743,13 @@ class Store:
         return parent is not None and bool(_access(domid, parent.perms, target) & _Access.READ)
 
     def _commit(self, tx: _Transaction) -> None:
+        """Apply a transaction, then fire its events in the order the transaction first
+        touched their nodes (4.17 walks its list of accessed nodes)."""
         tx.check_commit()
         tx.apply()
-        for path, exact in tx.events.items():
-            self._fire(path, exact, None, tx.original_perms.get(path))
+        for path in tx.local:
+            if path in tx.events:
+                self._fire(path, tx.events[path], None, tx.original_perms.get(path))
 
 
 # --- one client connection ----------------------------------------------------------------
@@ -937,10 +940,17 @@ class XsConnection:
         return _Actor(self._store, self.domid, tx if tx is not None else self._store._tree)
 
     def _fire(self, path: str, exact: bool) -> None:
-        """Send an event to each of our watches that ``path`` matches."""
+        """Send an event to each of our watches that ``path`` matches, in the order the
+        watches were set.  Two watches with the same token that yield the same event
+        bytes (``/a`` and ``/a/b`` for a write of ``/a/b``) send it once: 4.17 drops an
+        event identical to one still queued for the connection."""
+        sent: set[bytes] = set()
         for watch in self._watches:
             if path == watch.path if exact else _is_child(path, watch.path):
-                self._send(self._event(path[watch.prefix :], watch.token))
+                event = self._event(path[watch.prefix :], watch.token)
+                if event not in sent:
+                    sent.add(event)
+                    self._send(event)
 
     def _event(self, path: str, token: bytes) -> bytes:
         payload = path.encode("latin-1") + b"\0" + token + b"\0"

@@ -1,0 +1,217 @@
+"""Xen 4.17's rules for paths, permission strings and watch events, pinned byte for byte.
+
+Each test sends raw requests to the emulated xenstored and compares everything it sends
+back with the messages 4.17 sends (docs/misc/xenstore.txt; tools/xenstore/xenstored_core.c,
+xenstored_watch.c, xenstored_transaction.c and xs_lib.c of RELEASE-4.17.x).  The expected
+messages are spelled out here -- a 16-byte header of four little-endian u32s (type,
+request id, transaction id, length), then the payload -- not built with the codec under test.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from vchansim.xenstore.store import Store, XsConnection
+
+# Message types (xs_wire.h).
+READ, GET_PERMS, WATCH, UNWATCH, TX_START, TX_END = 2, 3, 4, 5, 6, 7
+WRITE, RM, SET_PERMS, WATCH_EVENT, ERROR = 11, 13, 14, 15, 16
+
+
+def msg(kind: int, payload: bytes, tx: int = 0) -> bytes:
+    return struct.pack("<4I", kind, 0, tx, len(payload)) + payload
+
+
+def error(name: str) -> bytes:
+    return msg(ERROR, name.encode() + b"\0")
+
+
+def event(path: bytes, token: bytes) -> bytes:
+    return msg(WATCH_EVENT, path + b"\0" + token + b"\0")
+
+
+OK = b"OK\0"
+
+
+class Wire:
+    """One connection of a domain; :meth:`ask` returns every byte sent back for a request."""
+
+    def __init__(self, store: Store, domid: int) -> None:
+        self.out: list[bytes] = []
+        self.conn = XsConnection(store, domid, self.out.append)
+
+    def ask(self, kind: int, payload: bytes, tx: int = 0) -> bytes:
+        self.out.clear()
+        self.conn.receive(msg(kind, payload, tx))
+        return self.take()
+
+    def take(self) -> bytes:
+        sent, self.out[:] = b"".join(self.out), []
+        return sent
+
+
+@pytest.fixture
+def store() -> Store:
+    store = Store()
+    for domid in (0, 1, 2):
+        store.ensure_domain(domid)
+    return store
+
+
+@pytest.fixture
+def dom0(store: Store) -> Wire:
+    return Wire(store, 0)
+
+
+@pytest.fixture
+def dom1(store: Store) -> Wire:
+    return Wire(store, 1)
+
+
+# --- rule 1: paths --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        (b"/local/domain/0/" + b"p" * 2048, msg(WRITE, OK)),  # 2048 below the home
+        (b"/local/domain/0/" + b"p" * 2049, error("EINVAL")),
+        (b"p" * 2048, msg(WRITE, OK)),  # relative: counted after expansion, the same
+        (b"p" * 2049, error("EINVAL")),
+        (b"/" + b"p" * 2047, msg(WRITE, OK)),  # elsewhere the whole path counts
+        (b"/" + b"p" * 2048, error("EINVAL")),
+        (b"/local/domain/12345/" + b"p" * 2040, msg(WRITE, OK)),  # 5 digits: a home
+        (b"/local/domain/123456/" + b"p" * 2040, error("EINVAL")),  # 6: not a home
+        (b"/local/domain/123456/" + b"p" * 2028, error("EINVAL")),  # 2049 in all
+        (b"/local/domain/123456/" + b"p" * 2027, msg(WRITE, OK)),  # 2048 in all
+    ],
+)
+def test_path_limit_applies_to_domain_0_too(dom0: Wire, path: bytes, answer: bytes) -> None:
+    assert dom0.ask(WRITE, path + b"\0v") == answer
+
+
+@pytest.mark.parametrize(
+    "path", [b"@introduceDomain", b"@x", b"", b"a/", b"/a//b", b"/a b", b"/\xe9"]
+)
+def test_what_is_no_node_path_is_einval(dom1: Wire, path: bytes) -> None:
+    for kind in (READ, GET_PERMS):
+        assert dom1.ask(kind, path + b"\0") == error("EINVAL")
+
+
+def test_at_paths_watch_any_text_up_to_2048_bytes(dom1: Wire) -> None:
+    odd = b"@any text: even spaces, dots.. and //"
+    assert dom1.ask(WATCH, odd + b"\0tok\0") == msg(WATCH, OK) + event(odd, b"tok")
+    longest = b"@" + b"z" * 2047
+    assert dom1.ask(WATCH, longest + b"\0t\0") == msg(WATCH, OK) + event(longest, b"t")
+    assert dom1.ask(WATCH, longest + b"z\0t\0") == error("EINVAL")
+    assert dom1.ask(WATCH, b"/a b\0t\0") == error("EINVAL")  # a node path is checked
+
+
+def test_unwatch_canonicalises_without_validating(dom1: Wire) -> None:
+    assert dom1.ask(UNWATCH, b"/a b\0t\0") == error("ENOENT")
+    assert dom1.ask(UNWATCH, b"//\0t\0") == error("ENOENT")
+    assert dom1.ask(UNWATCH, b"@anything at all\0t\0") == error("ENOENT")
+    dom1.ask(WATCH, b"data\0t\0")
+    assert dom1.ask(UNWATCH, b"/local/domain/1/data\0t\0") == msg(UNWATCH, OK)
+    dom1.ask(WATCH, b"/local/domain/1/data\0t\0")
+    assert dom1.ask(UNWATCH, b"data\0t\0") == msg(UNWATCH, OK)
+    assert dom1.ask(UNWATCH, b"data\0t\0") == error("ENOENT")
+
+
+# --- rule 2: permission strings ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        (b"r0x10", b"r16"),
+        (b"r010", b"r8"),
+        (b"r 5", b"r5"),
+        (b"r+7", b"r7"),
+        (b"b0X1f", b"b31"),
+        (b"w-1", b"w-1"),  # domain 0xFFFFFFFF, printed as 4.17 prints an int
+        (b"r0x100000002", b"r2"),  # cut to 32 bits
+    ],
+)
+def test_permission_ids_are_read_with_strtol_base_0(
+    dom0: Wire, given: bytes, shown: bytes
+) -> None:
+    dom0.ask(WRITE, b"/p\0")
+    assert dom0.ask(SET_PERMS, b"/p\0n0\0" + given + b"\0") == msg(SET_PERMS, OK)
+    assert dom0.ask(GET_PERMS, b"/p\0") == msg(GET_PERMS, b"n0\0" + shown + b"\0")
+
+
+@pytest.mark.parametrize("bad", [b"r", b"r08", b"r0x", b"r1a", b"x1", b"r5 ", b"R1", b"r0x1g"])
+def test_permission_strings_4_17_rejects_are_einval(dom0: Wire, bad: bytes) -> None:
+    dom0.ask(WRITE, b"/p\0")
+    assert dom0.ask(SET_PERMS, b"/p\0n0\0" + bad + b"\0") == error("EINVAL")
+
+
+def test_an_owner_no_domain_can_be_is_enoent(dom0: Wire) -> None:
+    dom0.ask(WRITE, b"/p\0")
+    assert dom0.ask(SET_PERMS, b"/p\0n-1\0") == error("ENOENT")
+    assert dom0.ask(SET_PERMS, b"/p\0r0x7ff0\0") == error("ENOENT")
+
+
+def test_special_paths_permissions_as_4_17(store: Store, dom0: Wire, dom1: Wire) -> None:
+    assert dom0.ask(GET_PERMS, b"@introduceDomain\0") == error("EINVAL")
+    assert dom0.ask(GET_PERMS, b"@releaseDomain\0") == error("EINVAL")
+    dom0.ask(WATCH, b"/\0all\0")
+    dom0.ask(WATCH, b"@releaseDomain\0rel\0")
+    for special in (b"@introduceDomain", b"@releaseDomain"):
+        assert dom0.ask(SET_PERMS, special + b"\0n0\0r1\0") == msg(SET_PERMS, OK)  # no event
+    assert dom0.ask(SET_PERMS, b"@other\0n0\0") == error("EINVAL")
+    assert dom1.ask(SET_PERMS, b"@releaseDomain\0n1\0") == error("EACCES")  # r1 only
+    assert dom1.ask(WATCH, b"@releaseDomain\0mine\0") == (
+        msg(WATCH, OK) + event(b"@releaseDomain", b"mine")
+    )
+    store.ensure_domain(3)
+    store.release_domain(3)
+    assert dom1.take() == event(b"@releaseDomain", b"mine")  # r1 lets domain 1 see it
+
+
+# --- rule 3: watch events ---------------------------------------------------------------
+
+
+def test_one_write_matching_two_watches_with_one_token_sends_one_event(dom1: Wire) -> None:
+    dom1.ask(WATCH, b"data\0t\0")
+    dom1.ask(WATCH, b"data/x\0t\0")
+    assert dom1.ask(WATCH, b"/local/domain/1/data\0t\0") == error("EEXIST")  # the same
+    dom1.ask(WATCH, b"/local/domain/1\0t\0")  # absolute: its events are other bytes
+    dom1.ask(WATCH, b"data/x\0u\0")
+    assert dom1.ask(WRITE, b"data/x\0v") == (
+        event(b"data/x", b"t") + event(b"/local/domain/1/data/x", b"t") + event(b"data/x", b"u")
+    ) + msg(WRITE, OK)
+
+
+def test_watch_sends_its_initial_event_after_the_reply(dom1: Wire) -> None:
+    assert dom1.ask(WATCH, b"data/none\0t\0") == msg(WATCH, OK) + event(b"data/none", b"t")
+    assert dom1.ask(WATCH, b"/tool\0t\0") == msg(WATCH, OK) + event(b"/tool", b"t")
+
+
+def test_a_commit_fires_in_the_order_nodes_were_first_touched(dom1: Wire) -> None:
+    dom1.ask(WRITE, b"data/b\0")
+    dom1.ask(WATCH, b"data\0t\0")
+    started = dom1.ask(TX_START, b"\0")
+    tx = int(started[16:].rstrip(b"\0"))
+    dom1.ask(READ, b"data/b\0", tx)
+    dom1.ask(WRITE, b"data/a\0", tx)
+    dom1.ask(WRITE, b"data/b\0x", tx)
+    assert dom1.ask(TX_END, b"T\0", tx) == (
+        event(b"data/b", b"t") + event(b"data/a", b"t") + msg(TX_END, OK, tx)
+    )
+
+
+def test_rm_fires_exact_events_for_the_nodes_below_then_the_top(dom0: Wire) -> None:
+    """4.17 walks the subtree children first; a node below the removed one fires only
+    the watches set on exactly that node, the removed node fires as a write does."""
+    dom0.ask(WRITE, b"/r/c1\0")
+    dom0.ask(WRITE, b"/r/c2/g\0")
+    dom0.ask(WATCH, b"/r\0t\0")
+    dom0.ask(WATCH, b"/r/c2\0t\0")
+    dom0.ask(WATCH, b"/r/c1\0u\0")
+    assert dom0.ask(RM, b"/r\0") == (
+        event(b"/r/c1", b"u") + event(b"/r/c2", b"t") + event(b"/r", b"t") + msg(RM, OK)
+    )
