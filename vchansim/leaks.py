@@ -130,12 +130,12 @@ def memory_leaks(hv: MemoryHypervisor) -> list[Leak]:
     and XenStore values, worded as for the hub."""
     with hv.lock:
         found = [
-            Leak(LeakKind.GRANT, f"grant ref {ref} of dom{dom} still in the table")
-            for dom, ref in sorted(hv.grants)
+            Leak(LeakKind.GRANT, f"grant ref {grant.ref} of dom{grant.domid} still in the table")
+            for grant in hv.grants
         ]
         found += [
-            Leak(LeakKind.PORT, f"event port {number} of dom{dom} still bound")
-            for dom, number in sorted(hv.ports)
+            Leak(LeakKind.PORT, f"event port {port.number} of dom{port.domid} still bound")
+            for port in hv.ports
         ]
         store = hv.xenstore
         nodes = {

@@ -1,5 +1,5 @@
-"""Facts about Xen that every layer shares: the range of domain ids, and how Xen's C
-code reads a number.
+"""Facts about Xen that every layer shares: the range of domain ids, how Xen's C code
+reads a number, and what a refused request carries.
 
 Written once here so that the channel, the backends, the hub and xenstored agree on
 them (docs/protocol.md).
@@ -33,3 +33,16 @@ def atoi(raw: bytes) -> int:
     sign, digits; anything that does not start so counts as 0."""
     match = _ATOI.match(raw)
     return int(match.group(1)) if match else 0
+
+
+class RequestError(Exception):
+    """A request to the hypervisor refused, as Xen refuses it: an errno and why.
+
+    The grant and event-channel rules (:mod:`vchansim.xenmodel`) raise it; the hub
+    answers it as an error reply, a backend turns it into its own exception.
+    """
+
+    def __init__(self, err: int, message: str) -> None:
+        super().__init__(message)
+        self.err = err
+        self.message = message

@@ -22,75 +22,50 @@ from dataclasses import dataclass, field
 
 from ..errors import BackendError, ConfigError, GrantError
 from ..layout import PAGE_SIZE
-from ..xen import check_domid
+from ..xen import RequestError, check_domid
+from ..xenmodel.events import PORTS_PER_DOMAIN, EventChannels
+from ..xenmodel.grants import GRANTS_PER_DOMAIN, MAX_GRANT_PAGES, GrantTable
 from ..xenstore.client import XsClient
 from ..xenstore.store import Store as XsStore
 from ..xenstore.store import XsConnection
 from ..xenstore.wire import XsProtocolError
 from .base import Backend, Events, UnmapNotify, with_unmap_notify
 
-#: gntalloc's default limit on grants a domain may have outstanding.
-GRANT_LIMIT = 1024
+
+def _anonymous_pages(count: int) -> mmap.mmap:
+    """The memory backend's page allocator: ``count`` zeroed pages of this process."""
+    return mmap.mmap(-1, count * PAGE_SIZE)
 
 
-@dataclass
-class _Grant:
-    granter: int
-    grantee: int
-    writable: bool
-    pages: mmap.mmap
-    page: int
-
-
-@dataclass
-class _Port:
-    domid: int
-    number: int
-    handle: MemoryEvents
-    remote_domid: int
-    remote_port: int = 0  # 0 while unbound
+def _refused(exc: RequestError, error: type[BackendError] = BackendError) -> BackendError:
+    """Xen's refusal as the backend's exception, with its errno."""
+    return error(exc.message, err=exc.err)
 
 
 @dataclass
 class MemoryHypervisor:
-    """Grant table and event channels shared by every MemoryBackend of a process."""
+    """Xen's grant table and event channels (:mod:`vchansim.xenmodel`), shared by every
+    MemoryBackend of a process: pages are anonymous mappings, a port's doorbell is the
+    event handle that bound it."""
 
-    grant_limit: int = GRANT_LIMIT
+    grant_limit: int = GRANTS_PER_DOMAIN
+    port_limit: int = PORTS_PER_DOMAIN
     lock: threading.RLock = field(default_factory=threading.RLock)
-    grants: dict[tuple[int, int], _Grant] = field(default_factory=dict)
-    ports: dict[tuple[int, int], _Port] = field(default_factory=dict)
     xenstore: XsStore = field(default_factory=XsStore)
+    grants: GrantTable[mmap.mmap] = field(init=False)
+    ports: EventChannels[MemoryEvents] = field(init=False)
 
-    # -- grants -----------------------------------------------------------------------
-    def grant(
-        self, granter: int, grantee: int, pages: mmap.mmap, count: int, writable: bool
-    ) -> list[int]:
-        with self.lock:
-            used = sum(1 for dom, _ in self.grants if dom == granter)
-            if used + count > self.grant_limit:
-                raise GrantError(
-                    f"domain {granter} cannot grant {count} more pages: {used} of its "
-                    f"{self.grant_limit} grants are in use (ENOSPC)",
-                    err=errno.ENOSPC,
-                )
-            refs = []
-            ref = 1
-            for page in range(count):
-                while (granter, ref) in self.grants:
-                    ref += 1
-                self.grants[(granter, ref)] = _Grant(granter, grantee, writable, pages, page)
-                refs.append(ref)
-            return refs
-
-    def revoke(self, granter: int, refs: Sequence[int]) -> None:
-        with self.lock:
-            for ref in refs:
-                self.grants.pop((granter, ref), None)
+    def __post_init__(self) -> None:
+        self.grants = GrantTable(_anonymous_pages, self.grant_limit)
+        self.ports = EventChannels(self.port_limit)
 
     def lookup(self, mapper: int, granter: int, refs: Sequence[int], writable: bool) -> memoryview:
         """Check Xen's rules for every ref and return the pages as one buffer."""
         with self.lock:
-            found = [self._check(mapper, granter, ref, writable) for ref in refs]
+            try:
+                found = self.grants.map(mapper, granter, refs, writable)
+            except RequestError as exc:
+                raise _refused(exc, GrantError) from None
         first = found[0]
         contiguous = all(
             g.pages is first.pages and g.page == first.page + i for i, g in enumerate(found)
@@ -98,77 +73,13 @@ class MemoryHypervisor:
         if not contiguous:
             raise GrantError(
                 f"the memory backend maps only consecutive pages of one share; refs {list(refs)}"
-                " of domain {granter} are not (use the shm backend)",
+                f" of domain {granter} are not (use the shm backend)",
                 err=errno.EINVAL,
             )
         view = memoryview(first.pages)[
             first.page * PAGE_SIZE : (first.page + len(found)) * PAGE_SIZE
         ]
         return view if writable else view.toreadonly()
-
-    def _check(self, mapper: int, granter: int, ref: int, writable: bool) -> _Grant:
-        grant = self.grants.get((granter, ref))
-        if grant is None:
-            raise GrantError(
-                f"domain {granter} has no grant {ref} (unknown or revoked)", err=errno.EINVAL
-            )
-        if grant.grantee != mapper:
-            raise GrantError(
-                f"grant {ref} of domain {granter} is for domain {grant.grantee}, "
-                f"not domain {mapper}",
-                err=errno.EPERM,
-            )
-        if writable and not grant.writable:
-            raise GrantError(
-                f"grant {ref} of domain {granter} is read-only; cannot map it writable",
-                err=errno.EACCES,
-            )
-        return grant
-
-    # -- events -----------------------------------------------------------------------
-    def new_port(self, domid: int, handle: MemoryEvents, remote: int) -> _Port:
-        with self.lock:
-            number = 1
-            while (domid, number) in self.ports:
-                number += 1
-            port = _Port(domid, number, handle, remote)
-            self.ports[(domid, number)] = port
-            return port
-
-    def connect(self, domid: int, handle: MemoryEvents, remote: int, remote_port: int) -> _Port:
-        with self.lock:
-            other = self.ports.get((remote, remote_port))
-            if other is None or other.remote_domid != domid or other.remote_port:
-                raise BackendError(
-                    f"domain {remote} has no unbound port {remote_port} offered to domain {domid}",
-                    err=errno.EINVAL,
-                )
-            port = self.new_port(domid, handle, remote)
-            port.remote_port = remote_port
-            other.remote_port = port.number
-            return port
-
-    def send(self, domid: int, number: int) -> None:
-        with self.lock:
-            port = self.ports.get((domid, number))
-            if port is None:
-                raise BackendError(
-                    f"port {number} is not bound in domain {domid}", err=errno.ENOTCONN
-                )
-            peer = (
-                self.ports.get((port.remote_domid, port.remote_port)) if port.remote_port else None
-            )
-        if peer is not None:
-            peer.handle.fire(peer.number)
-
-    def close_port(self, domid: int, number: int) -> None:
-        with self.lock:
-            port = self.ports.pop((domid, number), None)
-            if port is None or not port.remote_port:
-                return
-            peer = self.ports.get((port.remote_domid, port.remote_port))
-            if peer is not None:
-                peer.remote_port = 0  # back to "unbound, waiting for that domain"
 
 
 _DEFAULT = MemoryHypervisor()
@@ -205,12 +116,20 @@ class MemoryGrants:
         self, peer: int, count: int, *, writable: bool = True, notify: UnmapNotify | None = None
     ) -> MemoryMapping:
         check_domid(peer, "peer domain id")
-        if not 1 <= count <= 256:
-            raise ConfigError(f"cannot share {count} pages at once (1..256)")
-        pages = mmap.mmap(-1, count * PAGE_SIZE)
-        refs = self._hv.grant(self._domid, peer, pages, count, writable)
+        if not 1 <= count <= MAX_GRANT_PAGES:
+            raise ConfigError(f"cannot share {count} pages at once (1..{MAX_GRANT_PAGES})")
+        with self._hv.lock:
+            try:
+                grants = self._hv.grants.share(self._domid, peer, count, writable)
+            except RequestError as exc:
+                raise _refused(exc, GrantError) from None
+
+        def revoke() -> None:
+            with self._hv.lock:
+                self._hv.grants.revoke(grants)
+
         mapping = MemoryMapping(
-            memoryview(pages), refs, [lambda: self._hv.revoke(self._domid, refs)]
+            memoryview(grants[0].pages), [grant.ref for grant in grants], [revoke]
         )
         self._open.append(mapping)
         return with_unmap_notify(self, mapping, notify)
@@ -249,7 +168,8 @@ class MemoryGrants:
 
 
 class MemoryEvents(Events):
-    """An event-channel handle: ports queue on fire, masked until unmasked, one eventfd."""
+    """An event-channel handle: ports queue when rung, masked until unmasked, one eventfd.
+    It is the doorbell of every port it binds."""
 
     def __init__(self, hv: MemoryHypervisor, domid: int) -> None:
         self._hv = hv
@@ -264,14 +184,20 @@ class MemoryEvents(Events):
     @staticmethod
     def owner_of(hv: MemoryHypervisor, domid: int, port: int) -> MemoryEvents:
         with hv.lock:
-            entry = hv.ports.get((domid, port))
-        if entry is None:
-            raise GrantError(f"port {port} is not bound in domain {domid}", err=errno.EINVAL)
-        return entry.handle
+            try:
+                return hv.ports.lookup(domid, port).bell
+            except RequestError:
+                raise GrantError(
+                    f"port {port} is not bound in domain {domid}", err=errno.EINVAL
+                ) from None
 
     def bind_unbound(self, remote: int) -> int:
         check_domid(remote, "remote domain id")
-        port = self._hv.new_port(self._domid, self, remote).number
+        with self._hv.lock:
+            try:
+                port = self._hv.ports.bind_unbound(self._domid, remote, self).number
+            except RequestError as exc:
+                raise _refused(exc) from None
         self._ports.add(port)
         return port
 
@@ -280,17 +206,23 @@ class MemoryEvents(Events):
         ``evtchn_bind_interdomain()`` sets it: events sent to the unbound end were dropped,
         so the binder must look at the shared state once before it waits."""
         check_domid(remote, "remote domain id")
-        port = self._hv.connect(self._domid, self, remote, remote_port).number
+        with self._hv.lock:
+            try:
+                port = self._hv.ports.bind_interdomain(
+                    self._domid, remote, remote_port, lambda waiting: self
+                ).number
+            except RequestError as exc:
+                raise _refused(exc) from None
         self._ports.add(port)
-        self.fire(port)
         return port
 
     def notify(self, port: int) -> None:
         if port not in self._ports:
             raise BackendError(f"port {port} is not bound on this handle", err=errno.ENOTCONN)
-        self._hv.send(self._domid, port)
+        with self._hv.lock:
+            self._hv.ports.send(self._domid, port)
 
-    def fire(self, port: int) -> None:
+    def ring(self, port: int) -> None:
         """Deliver an event: queue the port and mask it, or latch it if already masked."""
         with self._lock:
             if self._fd < 0:
@@ -320,13 +252,14 @@ class MemoryEvents(Events):
             again = port in self._latched
             self._latched.discard(port)
         if again:
-            self.fire(port)
+            self.ring(port)
 
     def unbind(self, port: int) -> None:
         if port not in self._ports:
             raise BackendError(f"port {port} is not bound on this handle", err=errno.ENOTCONN)
         self._ports.discard(port)
-        self._hv.close_port(self._domid, port)
+        with self._hv.lock:
+            self._hv.ports.unbind(self._hv.ports.lookup(self._domid, port))
 
     def fileno(self) -> int:
         return self._fd

@@ -31,7 +31,6 @@ from ..hub.launcher import open_hub
 from ..hub.protocol import (
     GNT_NOTIFY,
     GNT_WRITABLE,
-    MAX_GRANT_PAGES,
     HubConnection,
     HubGoneError,
     Op,
@@ -40,6 +39,7 @@ from ..layout import PAGE_SIZE
 from ..rundir import RunDir, prepare_rundir
 from ..statspage import Blocked
 from ..xen import check_domid
+from ..xenmodel.grants import MAX_GRANT_PAGES
 from ..xenstore.client import XsClient
 from .base import Backend, Events, UnmapNotify
 

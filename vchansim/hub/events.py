@@ -1,4 +1,5 @@
-"""The hub's event-channel model: ports, their eventfd pairs, and Xen's binding rules.
+"""The hub's event channels: Xen's port rules (:mod:`vchansim.xenmodel.events`) over
+eventfd pairs.
 
 A port is one end of a doorbell.  Its *incoming* eventfd is what the owning process
 polls; its *outgoing* one is the other end's incoming, so a notify is a plain eventfd
@@ -11,23 +12,13 @@ reconnecting).
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..atomics import AtomicCounters
-from .protocol import (
-    EVTCHNSTAT_CLOSED,
-    EVTCHNSTAT_INTERDOMAIN,
-    EVTCHNSTAT_UNBOUND,
-    RequestError,
-)
-
-#: Ports a domain may have bound: 1..4095 (the 2-level event channel ABI's 4096 on 64-bit
-#: guests, less port 0, which is never handed out).
-PORTS_PER_DOMAIN = 4095
-
+from ..xenmodel.events import PORTS_PER_DOMAIN, EventChannels
+from ..xenmodel.events import Port as ModelPort
 
 #: Size of a channel's statistics page: u64 events sent by side 0, then by side 1.
 STATS_SIZE = 4096
@@ -118,17 +109,13 @@ class EventPair:
 
 
 @dataclass(eq=False)
-class Port:
-    """One domain's end of an event channel, bound through connection ``owner``."""
+class PairEnd:
+    """A port's doorbell in the hub: end ``side`` of an eventfd pair, bound through
+    connection ``owner``."""
 
-    domid: int
-    number: int
-    #: The domain allowed to bind (unbound) or bound to (interdomain).
-    remote: int
     pair: EventPair
     side: int
     owner: int
-    peer: Port | None = field(default=None, repr=False)
 
     @property
     def incoming(self) -> int:
@@ -140,25 +127,29 @@ class Port:
         """The eventfd this end rings (the peer's incoming)."""
         return self.pair.fds[1 - self.side]
 
-    @property
-    def state(self) -> str:
-        """Xen's name for the port's state."""
-        return "interdomain" if self.peer is not None else "unbound"
-
-    def describe(self) -> dict[str, object]:
-        """The port as the STATE reply shows it."""
-        return {
-            "domid": self.domid,
-            "port": self.number,
-            "remote": self.remote,
-            "state": self.state,
-            "remote_port": self.peer.number if self.peer is not None else None,
-            "conn": self.owner,
-            "events_sent": self.pair.sent()[self.side],
-        }
+    def ring(self, port: int) -> None:
+        """Make the port pending on the hypervisor's behalf (not an event either side sent)."""
+        self.pair.set_pending(self.side)
 
 
-class Doorbell:
+#: A bound port of the hub.
+Port = ModelPort[PairEnd]
+
+
+def describe(port: Port) -> dict[str, object]:
+    """The port as the STATE reply shows it."""
+    return {
+        "domid": port.domid,
+        "port": port.number,
+        "remote": port.remote,
+        "state": port.state,
+        "remote_port": port.peer.number if port.peer is not None else None,
+        "conn": port.bell.owner,
+        "events_sent": port.bell.pair.sent()[port.bell.side],
+    }
+
+
+class PinnedBell:
     """A port's outgoing eventfd, pinned so it can still ring after the port is unbound.
 
     Unmap-notify resolves its port when it is registered (the kernel holds a reference
@@ -167,8 +158,8 @@ class Doorbell:
     """
 
     def __init__(self, port: Port) -> None:
-        self._pair = port.pair.acquire()
-        self._index = 1 - port.side
+        self._pair = port.bell.pair.acquire()
+        self._index = 1 - port.bell.side
         self.port = port.number
 
     def ring(self) -> None:
@@ -181,104 +172,46 @@ class Doorbell:
 
 
 class PortTable:
-    """Every domain's ports."""
+    """Every domain's ports, each end holding a reference to its eventfd pair."""
 
     def __init__(self, limit: int = PORTS_PER_DOMAIN) -> None:
-        self.limit = limit
-        self._ports: dict[int, dict[int, Port]] = {}
-
-    def _free_number(self, domid: int) -> int:
-        used = self._ports.get(domid, {})
-        for number in range(1, self.limit + 1):
-            if number not in used:
-                return number
-        raise RequestError(
-            errno.ENOSPC,
-            f"domain {domid} has no free event channel port: {len(used)} of {self.limit} bound",
-        )
-
-    def _add(self, port: Port) -> Port:
-        self._ports.setdefault(port.domid, {})[port.number] = port
-        return port
+        self.channels: EventChannels[PairEnd] = EventChannels(limit)
 
     def lookup(self, domid: int, number: int) -> Port:
         """The bound port ``number`` of ``domid``; EINVAL if there is none."""
-        port = self._ports.get(domid, {}).get(number)
-        if port is None:
-            raise RequestError(errno.EINVAL, f"domain {domid} has no port {number}")
-        return port
+        return self.channels.lookup(domid, number)
 
     def status(self, domid: int, number: int) -> tuple[int, int, int]:
-        """EVTCHNOP_status of port ``number`` of an existing ``domid``: (state, remote
-        domain, remote port), the remote port 0 unless interdomain.
-
-        Ports 0 .. limit are valid, closed when not bound (port 0 is Xen's reserved one,
-        closed too); a higher number is EINVAL.  Xen's own bound is the event buckets
-        allocated so far, which the hub does not model.
-        """
-        if not 0 <= number <= self.limit:
-            raise RequestError(
-                errno.EINVAL, f"port {number} is not valid in domain {domid} (0..{self.limit})"
-            )
-        port = self._ports.get(domid, {}).get(number)
-        if port is None:
-            return EVTCHNSTAT_CLOSED, 0, 0
-        if port.peer is None:
-            return EVTCHNSTAT_UNBOUND, port.remote, 0
-        return EVTCHNSTAT_INTERDOMAIN, port.remote, port.peer.number
+        """EVTCHNOP_status of port ``number`` of an existing ``domid`` (the model's)."""
+        return self.channels.status(domid, number)
 
     def bind_unbound(self, domid: int, remote: int, owner: int) -> Port:
         """A new port of ``domid`` that ``remote`` may bind to, with a fresh eventfd pair."""
-        number = self._free_number(domid)
-        return self._add(Port(domid, number, remote, EventPair(), side=0, owner=owner))
+        pair = EventPair()
+        try:
+            return self.channels.bind_unbound(domid, remote, PairEnd(pair, 0, owner))
+        except BaseException:
+            pair.release()
+            raise
 
     def bind_interdomain(self, domid: int, remote: int, remote_port: int, owner: int) -> Port:
-        """Connect a new port of ``domid`` to ``remote``'s unbound ``remote_port``.
+        """Connect a new port of ``domid`` to ``remote``'s unbound ``remote_port``: the
+        new end takes the other side of the waiting end's pair (and starts pending)."""
 
-        The new end gets the waiting end's pair swapped and starts pending, as Xen's
-        ``evtchn_bind_interdomain()`` sets the new local port pending: events rung into
-        the unbound port were dropped, so the binder must look at the shared state once
-        before it waits.
-        """
-        other = self._ports.get(remote, {}).get(remote_port)
-        if other is None:
-            raise RequestError(errno.EINVAL, f"domain {remote} has no port {remote_port}")
-        if other.peer is not None:
-            raise RequestError(
-                errno.EINVAL,
-                f"port {remote_port} of domain {remote} is already bound to domain "
-                f"{other.remote} port {other.peer.number}",
-            )
-        if other.remote != domid:
-            raise RequestError(
-                errno.EINVAL,
-                f"port {remote_port} of domain {remote} waits for domain {other.remote}, "
-                f"not {domid}",
-            )
-        number = self._free_number(domid)
-        port = Port(domid, number, remote, other.pair.acquire(), side=1 - other.side, owner=owner)
-        port.pair.set_pending(port.side)
-        port.peer, other.peer = other, port
-        return self._add(port)
+        def other_side(waiting: Port) -> PairEnd:
+            return PairEnd(waiting.bell.pair.acquire(), 1 - waiting.bell.side, owner)
+
+        return self.channels.bind_interdomain(domid, remote, remote_port, other_side)
 
     def unbind(self, port: Port) -> None:
-        """Close ``port``; its peer, if any, goes back to waiting for ``port``'s domain."""
-        del self._ports[port.domid][port.number]
-        if not self._ports[port.domid]:
-            del self._ports[port.domid]
-        if port.peer is not None:
-            port.peer.peer = None
-            port.peer = None
-        port.pair.release()
+        """Close ``port`` and drop its reference to the pair."""
+        self.channels.unbind(port)
+        port.bell.pair.release()
 
     def domains(self) -> set[int]:
         """Domains that have at least one port."""
-        return set(self._ports)
+        return self.channels.domains()
 
     def snapshot(self) -> list[dict[str, object]]:
         """Every port, for STATE."""
-        return [
-            port.describe()
-            for domid in sorted(self._ports)
-            for _, port in sorted(self._ports[domid].items())
-        ]
+        return [describe(port) for port in self.channels]

@@ -1,4 +1,5 @@
-"""The hub's grant-table model: shared pages, per-domain refs, and Xen's mapping rules.
+"""The hub's grant table: Xen's rules (:mod:`vchansim.xenmodel.grants`) over shared
+memory objects.
 
 Each SHARE creates one POSIX shm object, unlinked at once, so the pages live exactly as
 long as some descriptor or mapping holds them and nothing is left in ``/dev/shm`` however
@@ -17,16 +18,15 @@ import errno
 import itertools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import posix_ipc
 
 from ..layout import PAGE_SIZE
-from .events import Doorbell, Port
-from .protocol import RequestError
+from ..xen import RequestError
+from ..xenmodel import grants as model
+from ..xenmodel.grants import GRANTS_PER_DOMAIN
+from .events import PinnedBell, Port
 
-#: Grants one domain may have outstanding (Linux gntalloc's default ``limit``).
-GRANTS_PER_DOMAIN = 1024
 #: Names of the hub's shm objects start with this; the leak checker looks for it.
 SHM_PREFIX = "/vchansim-"
 
@@ -108,16 +108,8 @@ class SharedObject:
         os.pwrite(self.fd, b"\0", offset)
 
 
-@dataclass(eq=False)
-class Grant:
-    """One grant-table entry: page ``page`` of ``obj``, granted by ``domid`` to ``grantee``."""
-
-    domid: int
-    ref: int
-    grantee: int
-    writable: bool
-    obj: SharedObject
-    page: int
+#: A grant-table entry of the hub: a page of a shared object.
+Grant = model.Grant[SharedObject]
 
 
 class GrantHandle:
@@ -134,8 +126,8 @@ class GrantHandle:
         self.peer = peer
         self.grants = grants
         self.writable = writable
-        self.objects = list(dict.fromkeys(grant.obj for grant in grants))
-        self.notify: tuple[int, Doorbell] | None = None
+        self.objects = list(dict.fromkeys(grant.pages for grant in grants))
+        self.notify: tuple[int, PinnedBell] | None = None
 
     @property
     def refs(self) -> list[int]:
@@ -153,7 +145,7 @@ class GrantHandle:
             # A sharer's own mapping is writable even when its grant is read-only.
             raise RequestError(errno.EINVAL, "cannot clear a byte of a read-only mapping")
         self._drop_notify()
-        self.notify = (offset, Doorbell(port))
+        self.notify = (offset, PinnedBell(port))
 
     def _drop_notify(self) -> None:
         if self.notify is not None:
@@ -174,7 +166,7 @@ class GrantHandle:
         if _attempt(
             failures,
             f"clearing byte {offset}",
-            grant.obj.clear_byte,
+            grant.pages.clear_byte,
             grant.page * PAGE_SIZE + offset % PAGE_SIZE,
         ):
             done.append(f"cleared byte {offset}")
@@ -195,56 +187,22 @@ class GrantHandle:
 
 
 class GrantTable:
-    """Every domain's grant table, and the rules for mapping from it."""
+    """Every domain's grant table, its pages shared memory objects."""
 
     def __init__(self, limit: int = GRANTS_PER_DOMAIN) -> None:
-        self.limit = limit
-        self._tables: dict[int, dict[int, Grant]] = {}
-
-    def _free_refs(self, domid: int, count: int) -> list[int]:
-        table = self._tables.get(domid, {})
-        if len(table) + count > self.limit:
-            raise RequestError(
-                errno.ENOSPC,
-                f"grant table of domain {domid} is full: {len(table)} of {self.limit} grants "
-                f"in use, {count} more asked for",
-            )
-        free = (ref for ref in itertools.count(1) if ref not in table)
-        return list(itertools.islice(free, count))
+        self.table: model.GrantTable[SharedObject] = model.GrantTable(SharedObject, limit)
 
     def share(self, domid: int, peer: int, count: int, writable: bool) -> GrantHandle:
         """Grant ``count`` fresh zeroed pages of ``domid`` to ``peer``, lowest refs first."""
-        refs = self._free_refs(domid, count)
-        obj = SharedObject(count)
-        grants = [Grant(domid, ref, peer, writable, obj, page) for page, ref in enumerate(refs)]
-        table = self._tables.setdefault(domid, {})
-        for grant in grants:
-            table[grant.ref] = grant
-        return GrantHandle("share", peer, grants, writable)
+        return GrantHandle("share", peer, self.table.share(domid, peer, count, writable), writable)
 
     def lookup(self, domid: int, ref: int) -> Grant:
         """The live grant ``ref`` of ``domid``; EINVAL if unknown or revoked."""
-        grant = self._tables.get(domid, {}).get(ref)
-        if grant is None:
-            raise RequestError(errno.EINVAL, f"domain {domid} has no grant ref {ref}")
-        return grant
+        return self.table.lookup(domid, ref)
 
     def map(self, domid: int, peer: int, refs: tuple[int, ...], writable: bool) -> GrantHandle:
         """Map ``peer``'s ``refs`` for ``domid``, enforcing grantee and access rules."""
-        grants = [self.lookup(peer, ref) for ref in refs]
-        for grant in grants:
-            if grant.grantee != domid:
-                raise RequestError(
-                    errno.EPERM,
-                    f"grant ref {grant.ref} of domain {peer} is for domain {grant.grantee}, "
-                    f"not {domid}",
-                )
-            if writable and not grant.writable:
-                raise RequestError(
-                    errno.EACCES,
-                    f"grant ref {grant.ref} of domain {peer} is read-only; map it read-only",
-                )
-        handle = GrantHandle("map", peer, grants, writable)
+        handle = GrantHandle("map", peer, self.table.map(domid, peer, refs, writable), writable)
         for obj in handle.objects:
             obj.acquire()
         return handle
@@ -261,12 +219,7 @@ class GrantTable:
         failures: list[str] = []
         fired = handle.fire_notify(failures)
         if handle.kind == "share":
-            domid = handle.grants[0].domid
-            table = self._tables[domid]
-            for grant in handle.grants:
-                del table[grant.ref]
-            if not table:
-                del self._tables[domid]
+            self.table.revoke(handle.grants)
         for obj in handle.objects:
             _attempt(failures, "closing the shared pages", obj.release)
         if failures:
@@ -280,12 +233,11 @@ class GrantTable:
 
     def domains(self) -> set[int]:
         """Domains with at least one grant."""
-        return set(self._tables)
+        return self.table.domains()
 
     def snapshot(self) -> list[dict[str, object]]:
         """Every live grant, for STATE."""
         return [
             {"domid": g.domid, "ref": g.ref, "grantee": g.grantee, "writable": g.writable}
-            for domid in sorted(self._tables)
-            for _, g in sorted(self._tables[domid].items())
+            for g in self.table
         ]

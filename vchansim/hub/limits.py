@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import NoReturn
 
 from ..errors import ConfigError
+from ..xenmodel.events import PORTS_PER_DOMAIN
+from ..xenmodel.grants import GRANTS_PER_DOMAIN
 from ..xenstore.store import Quotas
-from .events import PORTS_PER_DOMAIN
-from .grants import GRANTS_PER_DOMAIN
 
 #: The XenStore quotas ``--xs-quota`` may set (the fields of Quotas).
 XS_QUOTAS = tuple(f.name for f in dataclasses.fields(Quotas))

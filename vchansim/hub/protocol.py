@@ -22,6 +22,8 @@ from enum import IntEnum
 from pathlib import Path
 
 from ..errors import BackendError, ConfigError, VchanError
+from ..xen import RequestError
+from ..xenmodel.grants import MAX_GRANT_PAGES
 
 
 class Op(IntEnum):
@@ -51,8 +53,6 @@ GNT_WRITABLE = 0x1
 #: GNT_SHARE / GNT_MAP flag: two more arguments, byte offset and port, set the handle's
 #: unmap-notify in the same request.
 GNT_NOTIFY = 0x2
-#: Pages one SHARE or MAP may cover: a ring of the largest order (2**20 bytes).
-MAX_GRANT_PAGES = 256
 #: The kernel passes at most this many descriptors in one message (SCM_MAX_FD).
 MAX_FDS = 253
 
@@ -74,8 +74,6 @@ ARG_COUNTS = {
     Op.EVT_STATS: 2,
     Op.EVT_STATUS: 2,
 }
-#: EVT_STATUS's port states: Xen's EVTCHNSTAT_closed, _unbound and _interdomain.
-EVTCHNSTAT_CLOSED, EVTCHNSTAT_UNBOUND, EVTCHNSTAT_INTERDOMAIN = 0, 1, 2
 #: Where the flags are among the arguments of the ops that take GNT_NOTIFY.
 _FLAGS_AT = {Op.GNT_SHARE: 2, Op.GNT_MAP: 1}
 #: Replies whose payload after ``status`` is text rather than u32s.
@@ -86,15 +84,6 @@ REPLY_MAX = 4 * (3 + 2 * MAX_GRANT_PAGES) + 1024
 STATE_REPLY_MAX = 1 << 20
 #: Seconds a client waits for a reply before declaring the hub hung.
 CALL_TIMEOUT = 10.0
-
-
-class RequestError(Exception):
-    """Raised inside the hub to refuse a request: becomes an error reply with ``err``."""
-
-    def __init__(self, err: int, message: str) -> None:
-        super().__init__(message)
-        self.err = err
-        self.message = message
 
 
 class HubGoneError(BackendError):

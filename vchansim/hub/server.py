@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from ..rundir import RunDir
 from ..xen import DOMID_MAX, DOMID_SELF
+from ..xenmodel.grants import check_page_count
 from ..xenstore.server import XenstoreService
 from ..xenstore.store import PRIVILEGED_DOMID, Store
 from .events import Port, PortTable
@@ -43,7 +44,6 @@ from .protocol import (
     GNT_WRITABLE,
     HELLO_STRICT,
     MAX_FDS,
-    MAX_GRANT_PAGES,
     REQUEST_MAX,
     VERSION,
     Op,
@@ -84,12 +84,6 @@ def _check_flags(flags: int, known: int, what: str) -> int:
 def _notify_note(notify: list[int]) -> str:
     """The log's words for a GNT_NOTIFY request's unmap-notify."""
     return f", unmap-notify byte {notify[0]} port {notify[1]}" if notify else ""
-
-
-def _check_count(count: int) -> int:
-    if not 1 <= count <= MAX_GRANT_PAGES:
-        raise RequestError(errno.EINVAL, f"page count {count} is outside 1..{MAX_GRANT_PAGES}")
-    return count
 
 
 @dataclass
@@ -337,9 +331,7 @@ class Hub:
         if outcome.note:
             self.log(f"{client.who} {op_name} {outcome.note}")
 
-    def _refuse(
-        self, client: Client, op_name: str, exc: RequestError, logged: bool = True
-    ) -> None:
+    def _refuse(self, client: Client, op_name: str, exc: RequestError, logged: bool = True) -> None:
         """Answer with the error; a client that has not said a valid HELLO is dropped."""
         self._reply(client, encode_error(exc.err, exc.message))
         name = errno.errorcode.get(exc.err, str(exc.err))
@@ -444,7 +436,7 @@ class Hub:
     def _gnt_share(self, client: Client, args: tuple[int, ...]) -> Outcome:
         peer, count, flags, *notify = args
         _check_domid(peer, "peer domain")
-        _check_count(count)
+        check_page_count(count)
         writable = bool(_check_flags(flags, _GNT_FLAGS, "GNT_SHARE") & GNT_WRITABLE)
         self._refuse_loopback(client, peer)
         assert client.domid is not None
@@ -464,7 +456,7 @@ class Hub:
         peer, flags, count, *rest = args
         refs, notify = rest[:count], rest[count:]
         _check_domid(peer, "peer domain")
-        _check_count(count)
+        check_page_count(count)
         writable = bool(_check_flags(flags, _GNT_FLAGS, "GNT_MAP") & GNT_WRITABLE)
         self._refuse_loopback(client, peer)
         assert client.domid is not None
@@ -476,7 +468,7 @@ class Hub:
             )
         handle = self._notified(client, handle, notify)
         index = {obj: i for i, obj in enumerate(handle.objects)}
-        layout = [n for grant in handle.grants for n in (index[grant.obj], grant.page)]
+        layout = [n for grant in handle.grants for n in (index[grant.pages], grant.page)]
         fds = tuple(obj.fd if writable else obj.ro_fd for obj in handle.objects)
         number = client.add_handle(handle)
         access = "rw" if writable else "ro"
@@ -520,8 +512,8 @@ class Hub:
     def _bound(self, client: Client, port: Port, what: str) -> Outcome:
         client.ports[port.number] = port
         return Outcome(
-            (port.number, port.side),
-            fds=(port.incoming, port.outgoing, port.pair.stats_fd),
+            (port.number, port.bell.side),
+            fds=(port.bell.incoming, port.bell.outgoing, port.bell.pair.stats_fd),
             note=f"{what} -> port {port.number}",
         )
 
@@ -590,12 +582,14 @@ class Hub:
     def _inspect(self, client: Client, args: tuple[int, ...]) -> Outcome:
         domid, ref = args
         grant = self.grants.lookup(domid, ref)
-        return Outcome((grant.page,), fds=(grant.obj.ro_fd,), note=f"dom{domid} ref {ref}")
+        return Outcome((grant.page,), fds=(grant.pages.ro_fd,), note=f"dom{domid} ref {ref}")
 
     def _evt_stats(self, client: Client, args: tuple[int, ...]) -> Outcome:
         domid, number = args
         port = self.ports.lookup(domid, number)
-        return Outcome((port.side,), fds=(port.pair.stats_ro_fd,), note=f"dom{domid} port {number}")
+        return Outcome(
+            (port.bell.side,), fds=(port.bell.pair.stats_ro_fd,), note=f"dom{domid} port {number}"
+        )
 
     def _evt_status(self, client: Client, args: tuple[int, ...]) -> Outcome:
         """EVTCHNOP_status, in Xen's order of checks: the domain must exist (ESRCH), an

@@ -227,11 +227,11 @@ def _thread_main(job: EndpointJob, conn: Any) -> None:
 
 class ThreadExecutor:
     """Endpoints as threads over a private in-process hypervisor (``memory`` backend),
-    made with the scenario's grant and XenStore limits (it has no port limit)."""
+    made with the scenario's limits."""
 
     def __init__(self, limits: HubLimits) -> None:
         self.hypervisor = MemoryHypervisor(
-            grant_limit=limits.grants, xenstore=XsStore(limits.xenstore)
+            grant_limit=limits.grants, port_limit=limits.ports, xenstore=XsStore(limits.xenstore)
         )
         self.backends = MemoryBackends(self.hypervisor)
 
@@ -259,7 +259,7 @@ class ThreadExecutor:
     def observe(self, domid: int, ref: int, port: int) -> Observer:
         """The page straight from the hypervisor; event counts come from the endpoints."""
         with self.hypervisor.lock:
-            grant = self.hypervisor.grants[(domid, ref)]
+            grant = self.hypervisor.grants.lookup(domid, ref)
         view = memoryview(grant.pages)[grant.page * PAGE_SIZE : (grant.page + 1) * PAGE_SIZE]
         return MemoryObserver(view.toreadonly())
 

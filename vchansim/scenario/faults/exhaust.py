@@ -56,12 +56,6 @@ class ExhaustFault(Fault):
                 "only the server spends grants and XenStore nodes on a vchan; exhaust "
                 "the server's domain",
             )
-        if self.resource == "ports" and scenario.in_process:
-            refuse(
-                scenario,
-                where,
-                f"backend {spec.backend!r} has no limit on event ports: exhaust ports on shm",
-            )
         if self.resource == "xenstore" and not spec.domain:
             refuse(
                 scenario,
