@@ -198,16 +198,6 @@ def test_a_failed_server_aborts_the_waiting_client():
     assert "cli#1 not started" in next(v.detail for v in result.verdicts if v.kind == "clean")
 
 
-
-@pytest.mark.parametrize("backend", ["memory", "shm"])
-def test_exhausted_event_ports_fail_the_server_alike_on_both_backends(backend):
-    text = STREAM.replace('role = "server"', 'role = "server"\npath = "data/x"')
-    text += '[[faults]]\nkind = "exhaust"\nendpoint = "srv"\nresource = "ports"\n'
-    result = run_scenario(scenario(text, backend=backend))
-    srv = result.record.instances[0]
-    assert srv.result.error["errno"] == "ENOSPC"
-    assert "event channel port" in srv.result.error["message"]
-
 # -- verdicts from hand-made records: each rule on its own -------------------------------------
 
 
