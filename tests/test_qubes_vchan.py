@@ -1,0 +1,189 @@
+"""Qubes OS's libvchan-xen, unmodified, between emulated domains.
+
+libvchan-xen (tests/qubes.py builds it from the pinned sources) wraps Debian's
+libxenvchan and adds what Qubes relies on: the xc_evtchn_* compatibility calls, and
+``xc_evtchn_status`` on every ``libvchan_is_open()`` to notice a dead peer domain.  Its own
+test programs move 8 MB each way under ``vchansim exec``, checked by SHA-256:
+
+- ``test/node`` reads its stdin into the vchan on one end and writes the vchan to stdout
+  on the other; its reader ends on libxenvchan's end-of-stream answer (-1, "read vchan").
+- ``test/node-select`` is netcat over a vchan, selecting on its stdin and the vchan's
+  descriptor.  A freshly bound interdomain port starts pending, as on Xen: without that
+  its client, whose server wrote first, would sleep in select() for ever.  It exits when
+  its stdin ends (closing the vchan) or the vchan closes, dropping whatever its peer had
+  still in the ring, so the sender's stdin stays open until every byte has arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+import qubes
+from test_clibs_emulator import private_hub
+
+from vchansim.backends.shm import ShmBackend
+
+#: Bytes each run moves, and how long a run may take on a loaded 2-core machine.
+SIZE = 8 << 20
+DEADLINE = 120.0
+#: The vchan port number (libvchan-xen's "nodeid") every run uses.
+PORT = "5"
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/include/libxenvchan.h").exists(),
+    reason="needs Xen's headers and libraries (tools/install)",
+)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return qubes.build_vchan_xen(tmp_path_factory.mktemp("qubes"))
+
+
+@pytest.fixture(scope="module")
+def hub_dir() -> Iterator[Path]:
+    """A private hub on which domains 1 and 2 exist before any of their programs runs:
+    libvchan-xen takes a peer domain that does not exist for a dead one."""
+    with private_hub() as (path, _):
+        for domid in (1, 2):
+            ShmBackend(domid, rundir=path).xenstore_socket()
+        yield path
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "payload"
+    path.write_bytes(os.urandom(SIZE))
+    return path
+
+
+class Running:
+    """A program started by ``run_as``, its stdout and stderr drained by threads."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self.proc, self.out, self.err = proc, Drain(proc.stdout), Drain(proc.stderr, keep=True)
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.proc.stdin is not None
+        return self.proc.stdin
+
+    def finish(self) -> int:
+        """Wait for the program (bounded) and its output; its exit status."""
+        try:
+            status = self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"{self.proc.args!r} did not finish:\n{self.tail()}") from None
+        self.err.join(DEADLINE)
+        self.out.join(DEADLINE)
+        return status
+
+    def tail(self) -> str:
+        return self.err.text.decode(errors="replace")[-400:]
+
+
+def run_as(
+    hub_dir: Path, tree: Path, domid: int, program: str, *args: str, stdin: int | IO[bytes]
+) -> Running:
+    """``vchansim exec --domid DOMID -- test/PROGRAM ARGS``, libvchan-xen on its path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VCHANSIM_", "XENSTORED"))}
+    env["VCHANSIM_RUNDIR"] = str(hub_dir)
+    env["LD_LIBRARY_PATH"] = str(tree / "vchan")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(qubes.ROOT), env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "vchansim", "exec", "--domid", str(domid), "--"]
+    return Running(
+        subprocess.Popen(
+            [*command, str(tree / "test" / program), *args],
+            env=env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    )
+
+
+class Drain(threading.Thread):
+    """Reads a program's output (stdout or stderr) to its end, hashing it as it comes."""
+
+    def __init__(self, stream: IO[bytes], keep: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.keep = stream, keep
+        self.digest, self.count, self.text = hashlib.sha256(), 0, b""
+        self.arrived = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while chunk := self.stream.read1(1 << 16):  # type: ignore[attr-defined]
+            self.digest.update(chunk)
+            self.count += len(chunk)
+            if self.keep:
+                self.text += chunk
+            if self.count >= SIZE:
+                self.arrived.set()
+        self.arrived.set()
+
+
+@pytest.mark.parametrize(
+    ("server", "client", "writer"),
+    [(0, 1, "client"), (0, 1, "server"), (1, 2, "client")],
+    ids=["vm-to-dom0", "dom0-to-vm", "vm-to-vm"],
+)
+def test_node_moves_8_mb(
+    tree: Path, hub_dir: Path, payload: Path, server: int, client: int, writer: str
+) -> None:
+    ends = {"server": (server, client), "client": (client, server)}
+    runs: dict[str, Running] = {}
+    with payload.open("rb") as data:
+        for role, (me, peer) in ends.items():
+            mode = "write" if role == writer else "read"
+            stdin = data if role == writer else subprocess.DEVNULL
+            runs[role] = run_as(hub_dir, tree, me, "node", role, mode, str(peer), PORT, stdin=stdin)
+        statuses = {role: run.finish() for role, run in runs.items()}
+    reading = "server" if writer == "client" else "client"
+    reader = runs[reading]
+    assert reader.out.count == SIZE, reader.tail()
+    assert reader.out.digest.hexdigest() == hashlib.sha256(payload.read_bytes()).hexdigest()
+    assert statuses[writer] == 0, runs[writer].tail()
+    # libxenvchan_read answers -1 once the writer has closed and the ring is empty
+    assert statuses[reading] == 1 and b"read vchan" in reader.err.text
+
+
+@pytest.mark.parametrize("sender", ["server", "client"], ids=["server-writes", "client-writes"])
+def test_node_select_moves_8_mb(tree: Path, hub_dir: Path, payload: Path, sender: str) -> None:
+    ends = {"server": (0, 1), "client": (1, 0)}
+    runs: dict[str, Running] = {}
+    for role, (me, peer) in ends.items():  # the server first: it may write before any read
+        runs[role] = run_as(
+            hub_dir, tree, me, "node-select", role, str(peer), PORT, stdin=subprocess.PIPE
+        )
+    receiver = runs["client" if sender == "server" else "server"]
+    feeder = threading.Thread(target=_feed, args=(runs[sender].stdin, payload), daemon=True)
+    feeder.start()
+    arrived = receiver.out.arrived.wait(DEADLINE)
+    feeder.join(DEADLINE)
+    runs[sender].stdin.close()  # every byte is there: now the sender may close the vchan
+    statuses = {role: run.finish() for role, run in runs.items()}
+    receiver.stdin.close()
+    assert arrived and receiver.out.count == SIZE, receiver.tail()
+    assert receiver.out.digest.hexdigest() == hashlib.sha256(payload.read_bytes()).hexdigest()
+    assert runs[sender].out.count == 0
+    assert statuses == {"server": 0, "client": 0}, {r: run.tail() for r, run in runs.items()}
+
+
+def _feed(pipe: IO[bytes], payload: Path) -> None:
+    """Write the payload into a program's stdin (it blocks while the vchan is full)."""
+    with payload.open("rb") as data:
+        while chunk := data.read(1 << 16):
+            pipe.write(chunk)
+            pipe.flush()
