@@ -477,3 +477,44 @@ def test_a_refused_unmap_notify_leaves_no_grant_behind():
         grants.share(0, 1, notify=UnmapNotify(0, 99))
     assert not hv.grants.domains()
     grants.close()
+
+
+class _WaitingClientBackend(MemoryBackend):
+    """The in-process backend, telling the test when its client starts waiting on a watch."""
+
+    def __init__(self, domid: int, hypervisor: MemoryHypervisor) -> None:
+        super().__init__(domid, hypervisor=hypervisor)
+        self.waiting = threading.Event()
+
+    def store(self):
+        store = super().store()
+        read_watch = store.read_watch
+
+        def announced(timeout=None):
+            self.waiting.set()
+            return read_watch(timeout)
+
+        store.read_watch = announced
+        return store
+
+
+def test_client_wait_connects_to_a_server_that_comes_later():
+    hv = MemoryHypervisor()
+    backend = _WaitingClientBackend(0, hv)
+    got: list[Vchan] = []
+    client = in_thread(lambda: got.append(Vchan.client(backend, 1, CLIENT_PATH, wait=60)))
+    assert backend.waiting.wait(60), "the client never waited"
+    assert not got  # it found no server, and waits for one
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)
+    client.join(60)
+    (cli,) = got
+    srv.write(b"late")
+    assert cli.read(4) == b"late"
+    cli.close()
+    srv.close()
+
+
+def test_client_wait_ends_with_the_store_error_when_no_server_comes():
+    backend = MemoryBackend(0, hypervisor=MemoryHypervisor())
+    with pytest.raises(StoreError, match="no vchan server"):
+        Vchan.client(backend, 1, CLIENT_PATH, wait=0.05)

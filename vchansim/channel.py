@@ -157,14 +157,44 @@ class Vchan:
         return chan
 
     @classmethod
-    def client(cls, backend: Backend, domain: int, path: str, *, blocking: bool = True) -> Vchan:
+    def client(
+        cls,
+        backend: Backend,
+        domain: int,
+        path: str,
+        *,
+        blocking: bool = True,
+        wait: float = 0.0,
+    ) -> Vchan:
         """Connect to the vchan domain ``domain`` serves at ``path`` (libxenvchan_client_init).
 
-        Like libxenvchan it does not wait: if no server has published the path yet it
-        raises :class:`~vchansim.errors.StoreError` (ENOENT); retry or watch the path.
+        Like libxenvchan it does not wait by default: if no server has published the path
+        yet it raises :class:`~vchansim.errors.StoreError` (ENOENT).  ``wait`` seconds
+        instead watch the server's ring-ref key and retry each time it changes, so a client
+        may start before its server; the last StoreError is raised when they run out.
         """
         check_domid(domain, "server domain id")
         layout.check_xs_path(path)
+        if wait <= 0:
+            return cls._connect(backend, domain, path, blocking)
+        deadline = time.monotonic() + wait
+        watcher = backend.store()
+        try:
+            watcher.watch(layout.key_path(path, layout.RING_REF_KEY), "vchansim-client-wait")
+            while True:
+                try:
+                    return cls._connect(backend, domain, path, blocking)
+                except StoreError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise
+                    watcher.read_watch(left)
+        finally:
+            watcher.close()
+
+    @classmethod
+    def _connect(cls, backend: Backend, domain: int, path: str, blocking: bool) -> Vchan:
+        """One attempt of :meth:`client`: look the server's keys up and map its rings."""
         res = _Resources()
         chan: Vchan | None = None
         try:

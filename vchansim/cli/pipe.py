@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from .. import layout
 from ..bridge import bridge
 from ..channel import Vchan
-from ..errors import StoreError
 from .common import add_backend_options, add_command, open_backend, size
 
 
@@ -74,29 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _connect(args: argparse.Namespace) -> int:
     backend = open_backend(args)
     path = args.path if args.path.startswith("/") else f"/local/domain/{args.peer}/{args.path}"
-    with _client_when_ready(backend, args.peer, path, args.wait) as chan:
+    with Vchan.client(backend, args.peer, path, wait=args.wait) as chan:
         bridge(chan, sys.stdin.fileno(), sys.stdout.fileno())
     return 0
-
-
-def _client_when_ready(backend, peer: int, path: str, wait: float) -> Vchan:
-    """Connect, watching the server's ring-ref key until it appears or ``wait`` runs out.
-
-    libxenvchan's client fails at once if the server is not there yet; a person typing in
-    two terminals starts them in any order, so the command waits on a XenStore watch.
-    """
-    deadline = time.monotonic() + wait
-    key = layout.key_path(path, layout.RING_REF_KEY)
-    watcher = backend.store()
-    try:
-        watcher.watch(key, "vchansim-connect")
-        while True:
-            try:
-                return Vchan.client(backend, peer, path)
-            except StoreError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                watcher.read_watch(left)
-    finally:
-        watcher.close()
