@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
@@ -93,7 +94,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Results, Path]:
         f"--repeats={plan.repeats}",
         f"--seconds={plan.seconds}",
         "--max-bytes=256K",
-        f"--json={out / 'bench.json'}",
+        f"--save={out / 'bench.json'}",
         f"--plot={out / 'bench.png'}",
     ]
     assert _cli(*argv) == 0
@@ -442,3 +443,25 @@ def test_the_allocation_check_would_see_a_copy(memory_pair):
 
     _, peak = _traced(step, 100)
     assert peak >= 64 * KiB
+
+
+def test_results_are_saved_and_reported_before_a_plot_fails(measured, tmp_path):
+    """Without matplotlib (its import fails) the plot fails last: the results are out."""
+    _, out = measured
+    saved = tmp_path / "saved.json"
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from vchansim.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = ["bench", f"--from-json={out / 'bench.json'}", f"--save={saved}", "--json",
+            f"--plot={tmp_path / 'never.png'}"]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "vchansim bench: plotting needs matplotlib, which is not installed: pip install matplotlib"
+    )
+    assert json.loads(done.stdout) == json.loads(saved.read_text())
+    assert report.read_json(saved).transports == report.read_json(out / "bench.json").transports
+    assert not (tmp_path / "never.png").exists()

@@ -144,3 +144,27 @@ def test_exec_without_a_program_shows_execs_usage(rundir):
     assert lines[-1] == (
         "vchansim exec: error: exec needs a program to run: vchansim exec --domid N -- PROGRAM"
     )
+
+
+def test_rundir_option_picks_the_hub_over_the_environment(rundir, tmp_path):
+    from vchansim.leaks import stop_hub
+
+    other = tmp_path / "other"
+    script = "import os; print(os.environ['VCHANSIM_RUNDIR'], os.environ['XENSTORED_PATH'])"
+    proc = vchansim(rundir, "exec", "--rundir", str(other), "--domid", "3", "--",
+                    sys.executable, "-c", script)
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().split() == [str(other), str(other / "xs" / "3")]
+    finally:
+        stop_hub(other)
+
+
+def test_rundir_with_a_backend_that_has_no_hub_is_one_line(rundir, tmp_path):
+    proc = vchansim(rundir, "serve", "--backend", "memory", "--rundir", str(tmp_path), "0", "d")
+    _, err = proc.communicate(b"", timeout=DEADLINE)
+    assert proc.returncode == 1
+    assert err.decode() == (
+        "vchansim serve: --rundir is the shm emulator's hub; the 'memory' backend has none\n"
+    )

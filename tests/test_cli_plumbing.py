@@ -3,6 +3,7 @@ codes, each subcommand's own usage on a bad option, and plain help texts."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from vchansim import __version__
 from vchansim import core as cores
+from vchansim.cli import build_parser
 
 DEADLINE = 60.0
 
@@ -50,3 +52,38 @@ def test_a_subcommand_mistake_shows_that_subcommands_usage(argv: list[str], usag
     assert done.returncode == 2
     assert done.stderr.startswith(usage), done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"vchansim {argv[0]}: error: ")
+
+
+def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    """The top-level parser and every subcommand's, with their names."""
+    found = []
+    pending = [("vchansim", build_parser())]
+    while pending:
+        name, parser = pending.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+    return found
+
+
+def test_help_texts_are_plain_text() -> None:
+    parsers = _parsers()
+    assert {"vchansim run", "vchansim exec", "vchansim scenarios list"} <= dict(parsers).keys()
+    for name, parser in parsers:
+        text = parser.format_help()
+        assert "`" not in text, f"{name} --help shows markup:\n{text}"
+
+
+def test_every_subcommand_that_uses_a_hub_takes_rundir() -> None:
+    parsers = dict(_parsers())
+    for name in ("run", "exec", "serve", "connect", "hub", "inspect", "bench"):
+        options = {o for a in parsers[f"vchansim {name}"]._actions for o in a.option_strings}
+        assert "--rundir" in options, name
+
+
+def test_json_is_a_flag_for_json_on_stdout_everywhere() -> None:
+    for name, parser in _parsers():
+        for action in parser._actions:
+            if "--json" in action.option_strings:
+                assert action.nargs == 0, f"{name} --json takes a value"

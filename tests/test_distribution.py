@@ -64,20 +64,25 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The sdist built from a copy of the tracked tree (so the checkout stays clean)."""
-    work = tmp_path_factory.mktemp("dist")
-    tree = work / "tree"
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tracked tree, so that building and installing leave the checkout be."""
+    copy = tmp_path_factory.mktemp("tree") / "vchansim"
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout.split(b"\0")
     for name in filter(None, files):
-        source, target = ROOT / name.decode(), tree / name.decode()
+        source, target = ROOT / name.decode(), copy / name.decode()
         if not source.exists() and not source.is_symlink():
             continue  # deleted in the work tree, not yet committed
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)
-    out = work / "out"
+    return copy
+
+
+@pytest.fixture(scope="module")
+def dists(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sdist built from the copy of the tree."""
+    out = tmp_path_factory.mktemp("dist")
     code = "import sys; from setuptools import build_meta as b; b.build_sdist(sys.argv[1])"
     _run([sys.executable, "-c", code, str(out)], cwd=tree, env=_clean_env(),
          deadline=INSTALL_DEADLINE)
@@ -149,3 +154,42 @@ def test_with_a_compiler_the_wheel_carries_and_uses_the_accelerator(
     version = _run([str(bin_dir / "vchansim"), "--version"], cwd=tmp_path, env=_clean_env(),
                    deadline=RUN_DEADLINE)
     assert version.strip() == f"vchansim {__version__} (ring core: c)"
+
+
+def _path_without(where: Path, *missing: str) -> str:
+    """A PATH like ours in which the programs ``missing`` (name prefixes) do not exist."""
+    where.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for program in Path(folder).glob("*") if Path(folder).is_dir() else ():
+            target = where / program.name
+            if not program.name.startswith(missing) and not os.path.lexists(target):
+                target.symlink_to(program)
+    return str(where)
+
+
+def test_install_user_works_without_apt_naming_what_it_skipped(
+    tree: Path, tmp_path: Path
+) -> None:
+    bin_dir = _venv(tmp_path / "venv")
+    path = os.pathsep.join([str(bin_dir), _path_without(tmp_path / "bin", "apt", "dpkg")])
+    env = _clean_env(PATH=path, XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path))
+    done = subprocess.run([str(tree / "tools" / "install"), "--user"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=INSTALL_DEADLINE)
+    assert done.returncode == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if "skipped" in line]
+    assert skipped == [
+        AnyStartingWith("tools/install: --user: skipped the system packages gcc "),
+        "tools/install: --user: skipped Debian's vchan-socket-proxy: no apt-get/dpkg-deb here",
+    ]
+    version = _run([str(bin_dir / "vchansim"), "--version"], cwd=tmp_path, env=env,
+                   deadline=RUN_DEADLINE)
+    assert version.startswith(f"vchansim {__version__} ")
+
+
+class AnyStartingWith(str):
+    """Equal to any string that starts with it (for one line of a list)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.startswith(str(self))
+
+    __hash__ = str.__hash__

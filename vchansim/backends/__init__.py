@@ -25,6 +25,7 @@ __all__ = [
     "Store",
     "available_backends",
     "check_domid",
+    "chosen_backend",
     "get_backend",
     "register",
 ]
@@ -73,7 +74,11 @@ def backend_class(name: str) -> type[Backend]:
     return _load(target)
 
 
+def chosen_backend(name: str | None = None) -> str:
+    """``name``, else ``$VCHANSIM_BACKEND``, else ``shm``: the backend a caller gets."""
+    return name or os.environ.get("VCHANSIM_BACKEND") or DEFAULT_BACKEND
+
+
 def get_backend(name: str | None = None, **options: Any) -> Backend:
     """Instantiate backend ``name`` (default ``$VCHANSIM_BACKEND``, else ``shm``)."""
-    chosen = name or os.environ.get("VCHANSIM_BACKEND") or DEFAULT_BACKEND
-    return backend_class(chosen)(**options)
+    return backend_class(chosen_backend(name))(**options)

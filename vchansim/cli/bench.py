@@ -1,4 +1,4 @@
-"""``vchansim bench``: vchansim against os.pipe, socketpair and C libxenvchan, in one run.
+"""vchansim bench: vchansim against os.pipe, socketpair and C libxenvchan, in one run.
 
 Measures, between two processes: stream and packet throughput over ring sizes (1 KiB in
 the control page up to 1 MiB) and message sizes (1 byte to 1 MiB), one-byte round trips
@@ -90,7 +90,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds, fewer cases")
     for option, (_, parse, text) in _PLAN_OPTIONS.items():
         parser.add_argument(option, type=parse, help=text)
-    parser.add_argument("--json", metavar="FILE", help="write all results as JSON (- = stdout)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the results as JSON instead of tables"
+    )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        metavar="FILE",
+        help="also write the results as JSON to FILE (read again with --from-json)",
+    )
     parser.add_argument("--plot", type=Path, metavar="PNG", help="plot throughput by ring size")
     parser.add_argument(
         "--from-json",
@@ -116,21 +124,22 @@ def plan_from(args: argparse.Namespace) -> Plan:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    """Measure (or read), save, report, and plot last: a plot that fails loses nothing."""
     if args.from_json:
         results = report.read_json(args.from_json)
     else:
         progress = None if not args.quiet else (lambda line: None)
         results = run(plan_from(args), rundir=args.rundir, progress=progress)
-    if args.plot:
-        report.plot(results, args.plot)
-    if args.json == "-":
-        report.write_json(results, sys.stdout)
-        return 0
-    if args.json:
+    if args.save:
         try:
-            with open(args.json, "w", encoding="utf-8") as out:
+            with open(args.save, "w", encoding="utf-8") as out:
                 report.write_json(results, out)
         except OSError as exc:
-            raise ConfigError(f"cannot write {args.json}: {exc.strerror}") from exc
-    sys.stdout.write(report.text_report(results))
+            raise ConfigError(f"cannot write {args.save}: {exc.strerror}") from exc
+    if args.json:
+        report.write_json(results, sys.stdout)
+    else:
+        sys.stdout.write(report.text_report(results))
+    if args.plot:
+        report.plot(results, args.plot)
     return 0

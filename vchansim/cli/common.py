@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..backends import available_backends, get_backend
+from ..backends import available_backends, chosen_backend, get_backend
 from ..backends.base import Backend
+from ..errors import ConfigError
 
 
 class UsageError(Exception):
@@ -26,7 +27,8 @@ def add_command(
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--domid``: which emulation, and which domain this process plays."""
+    """--backend, --domid and --rundir: which emulation, which domain this process plays,
+    and (on the shm emulator) which hub."""
     parser.add_argument(
         "--backend",
         choices=available_backends(),
@@ -38,10 +40,22 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the domain this process plays (default: $VCHANSIM_DOMID, else 0)",
     )
+    parser.add_argument(
+        "--rundir",
+        metavar="DIR",
+        help="run directory of the emulator's hub (default: $VCHANSIM_RUNDIR, else "
+        "$XDG_RUNTIME_DIR/vchansim, else /tmp/vchansim-UID)",
+    )
 
 
 def open_backend(args: argparse.Namespace) -> Backend:
-    return get_backend(args.backend, domid=args.domid)
+    """The backend of the options; --rundir only where there is a hub (shm)."""
+    if args.rundir is None:
+        return get_backend(args.backend, domid=args.domid)
+    name = chosen_backend(args.backend)
+    if name != "shm":
+        raise ConfigError(f"--rundir is the shm emulator's hub; the {name!r} backend has none")
+    return get_backend(name, domid=args.domid, rundir=args.rundir)
 
 
 def size(text: str) -> int:

@@ -1,9 +1,9 @@
-"""``vchansim exec --domid N -- PROGRAM [ARGS...]``: run any program as emulated domain N.
+"""vchansim exec --domid N -- PROGRAM [ARGS...]: run any program as emulated domain N.
 
-The program gets the emulator's environment: ``VCHANSIM_DOMID`` and ``VCHANSIM_RUNDIR``
-(which Python endpoints and the drop-in C libraries read), ``XENSTORED_PATH`` (domain N's
-xenstore socket, for libxenstore and the xenstore-* tools) and ``LD_LIBRARY_PATH`` led by
-the drop-in ``libxengnttab``/``libxenevtchn`` (built on first use), so unmodified
+The program gets the emulator's environment: VCHANSIM_DOMID and VCHANSIM_RUNDIR
+(which Python endpoints and the drop-in C libraries read), XENSTORED_PATH (domain N's
+xenstore socket, for libxenstore and the xenstore-* tools) and LD_LIBRARY_PATH led by
+the drop-in libxengnttab/libxenevtchn (built on first use), so unmodified
 libxenvchan programs run on the emulator.  The hub stays up while the program runs; the
 exit status is the program's, and as a shell's when it cannot start: 127 when there is no
 such program, 126 when it cannot be executed.
@@ -74,7 +74,7 @@ def _exec(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"exec runs programs on the shm emulator, not the {args.backend!r} backend"
         )
-    backend = ShmBackend(args.domid, strict=args.strict)
+    backend = ShmBackend(args.domid, rundir=args.rundir, strict=args.strict)
     env = emulator_env(backend, c_libs=not args.no_c_libs)
     keepalive = backend.grants()  # holds the hub up for the program's lifetime
     try:

@@ -1,9 +1,9 @@
-"""``vchansim inspect``: watch a vchan's control page live, or replay a trace.
+"""vchansim inspect: watch a vchan's control page live, or replay a trace.
 
 With no argument it lists the channels the hub of the run directory knows; choose one to
-attach.  CHANNEL attaches at once (its XenStore path, or the end of it).  ``--replay``
-plays a trace written by ``vchansim run --trace``.  The inspector maps control pages
-read-only and never writes to them: watching a channel does not change it.  ``--list``
+attach.  CHANNEL attaches at once (its XenStore path, or the end of it).  --replay
+plays a trace written by vchansim run --trace.  The inspector maps control pages
+read-only and never writes to them: watching a channel does not change it.  --list
 prints the channels as text instead (for scripts, or a terminal too small for the TUI).
 """
 

@@ -1,7 +1,7 @@
-"""``vchansim serve`` and ``vchansim connect``: stdin/stdout over a vchan, both ways.
+"""vchansim serve and vchansim connect: stdin/stdout over a vchan, both ways.
 
-Like Xen's vchan-node tools: ``serve`` offers the vchan and waits for its client;
-``connect`` joins it.  End of stdin closes the channel cleanly, after everything read has
+Like Xen's vchan-node tools: serve offers the vchan and waits for its client;
+connect joins it.  End of stdin closes the channel cleanly, after everything read has
 gone into the ring; the peer's close ends the command once its data is all out.
 """
 
