@@ -6,8 +6,8 @@
  * xenctrl-compat.c.)
  *
  * On the emulator a domain exists when it has a home in the XenStore,
- * /local/domain/<id>: the hub creates it the first time any process acts as that
- * domain, and never removes it (emulated domains do not die).
+ * /local/domain/<id>: `vchansim domain create` writes it as libxl does, or the hub does
+ * the first time any process acts as that domain; `vchansim domain destroy` removes it.
  * Listing /local/domain needs domain 0's rights, just as Xen's domain-info hypercall
  * does, so any other domain gets EPERM, as a guest does on Xen.  The store is read with
  * Debian's own libxenstore.so.4, loaded at run time so that building these libraries

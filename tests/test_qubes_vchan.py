@@ -29,7 +29,7 @@ import pytest
 import qubes
 from test_clibs_emulator import private_hub
 
-from vchansim.backends.shm import ShmBackend
+from vchansim.domains import create_domain
 
 #: Bytes each run moves, and how long a run may take on a loaded 2-core machine.
 SIZE = 8 << 20
@@ -54,7 +54,7 @@ def hub_dir() -> Iterator[Path]:
     libvchan-xen takes a peer domain that does not exist for a dead one."""
     with private_hub() as (path, _):
         for domid in (1, 2):
-            ShmBackend(domid, rundir=path).xenstore_socket()
+            create_domain(domid, rundir=path)
         yield path
 
 
@@ -187,3 +187,15 @@ def _feed(pipe: IO[bytes], payload: Path) -> None:
         while chunk := data.read(1 << 16):
             pipe.write(chunk)
             pipe.flush()
+
+
+def test_a_peer_domain_that_does_not_exist_is_dead(tree: Path, hub_dir: Path) -> None:
+    """libvchan-xen's server in dom0 asks whether its client's domain is alive while it
+    waits: domain 7 was never created, so node-select gives up at once (exit 0, as
+    when its peer closes), its stdin still open."""
+    run = run_as(hub_dir, tree, 0, "node-select", "server", "7", PORT, stdin=subprocess.PIPE)
+    run.stdin.write(b"x")  # select() wakes, and is_open() asks about domain 7
+    run.stdin.flush()
+    status = run.finish()
+    run.stdin.close()
+    assert status == 0 and run.out.count == 0, run.tail()

@@ -16,7 +16,7 @@ from .. import __version__, core
 from ..errors import VchanError
 from .common import UsageError
 
-COMMANDS = ("bench", "exec", "hub", "inspect", "pipe", "run", "scenarios")
+COMMANDS = ("bench", "domain", "exec", "hub", "inspect", "pipe", "run", "scenarios")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,6 +107,8 @@ class Client:
         self.strict = False
         self.handles: dict[int, GrantHandle] = {}
         self.ports: dict[int, Port] = {}
+        #: Ports its domain's destruction closed: unbinding one later is not an error.
+        self.closed_ports: set[int] = set()
         #: Replies waiting until the requests at hand are served (see Hub._reply).
         self.held: list[bytes] = []
         self._handle_ids = itertools.count(1)
@@ -165,7 +167,7 @@ class Hub:
         self._serving = False
         self.grants = GrantTable(self.limits.grants)
         self.ports = PortTable(self.limits.ports)
-        self.store = Store(self.limits.xenstore)
+        self.store = Store(self.limits.xenstore, on_release=self._domain_released)
         self.xenstore = XenstoreService(self.store, log=self.log)
         self.selector = selectors.DefaultSelector()
         self.clients: dict[int, Client] = {}
@@ -534,10 +536,30 @@ class Hub:
     def _evt_unbind(self, client: Client, args: tuple[int, ...]) -> Outcome:
         (number,) = args
         port = client.ports.pop(number, None)
+        if port is None and number in client.closed_ports:
+            client.closed_ports.discard(number)
+            return Outcome(note=f"port {number} (closed when its domain was destroyed)")
         if port is None:
             raise RequestError(errno.EINVAL, f"port {number} is not bound on this connection")
         self.ports.unbind(port)
         return Outcome(note=f"port {number}")
+
+    def _domain_released(self, domid: int) -> None:
+        """The toolstack destroyed ``domid`` (xenstored's RELEASE): close every port of
+        it, as Xen closes a dying domain's event channels, so each peer's end reads
+        "unbound" -- which is how libvchan-xen's ``libvchan_is_open()`` notices.  As on
+        Xen, no event is sent.  Its processes, which the emulator cannot stop, keep their
+        connections; their grants stay, as pages stay mapped by their peers on Xen."""
+        closed = []
+        for client in self.clients.values():
+            if client.domid != domid:
+                continue
+            for number, port in sorted(client.ports.items()):
+                self.ports.unbind(port)
+                client.closed_ports.add(number)
+                closed.append(f"port {number}")
+            client.ports.clear()
+        self.log(f"dom{domid} destroyed" + (f": closed {', '.join(closed)}" if closed else ""))
 
     def _state(self, client: Client, args: tuple[int, ...]) -> Outcome:
         return Outcome(text=json.dumps(self.state(client), separators=(",", ":")))
@@ -641,8 +663,13 @@ class Hub:
             self._wake_r.recv(64)
 
     def busy(self) -> bool:
-        """Whether any socket of the hub has a connection."""
-        return bool(self.clients) or self.xenstore.connection_count() > 0
+        """Whether any socket of the hub has a connection, or the toolstack has created
+        domains (an embedded hub leaving would take them with it)."""
+        return (
+            bool(self.clients)
+            or self.xenstore.connection_count() > 0
+            or bool(self.store.created_domains())
+        )
 
     def serve(self) -> str:
         """Run until stopped or (embedded) idle; return why it stopped."""

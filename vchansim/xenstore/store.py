@@ -526,8 +526,15 @@ class Store:
     Not thread-safe: drive it and its connections from one thread (the event loop's).
     """
 
-    def __init__(self, quotas: Quotas | None = None) -> None:
+    def __init__(
+        self, quotas: Quotas | None = None, on_release: Callable[[int], None] | None = None
+    ) -> None:
         self.quotas = quotas if quotas is not None else Quotas()
+        #: Told of every released domain, after the store is done with it: the
+        #: hypervisor's part of a domain's death (its event channels) lives elsewhere.
+        self._on_release = on_release
+        #: Domains the toolstack introduced (INTRODUCE), not merely found in use.
+        self._created: set[int] = set()
         self._tree = _Tree(self._fire)
         self._connections: list[XsConnection] = []
         self._introduced: set[int] = {PRIVILEGED_DOMID}
@@ -597,6 +604,9 @@ class Store:
         for special, perms in self._special.items():
             self._special[special] = _without(perms, domid)
         self._fire(RELEASE_DOMAIN, True, None, None)
+        self._created.discard(domid)
+        if self._on_release is not None:
+            self._on_release(domid)
 
     def resume_domain(self, domid: int) -> None:
         """RESUME: xenstored clears the domain's "shut down" mark; nothing here depends
@@ -618,6 +628,16 @@ class Store:
 
     def is_introduced(self, domid: int) -> bool:
         return domid in self._introduced
+
+    def created_domains(self) -> set[int]:
+        """The domains introduced by the toolstack's INTRODUCE and not released since
+        (those a process merely acted as are introduced too, but not listed here)."""
+        return set(self._created)
+
+    def note_created(self, domid: int) -> None:
+        """Record that the toolstack introduced ``domid`` (the wire's INTRODUCE)."""
+        if domid != PRIVILEGED_DOMID:
+            self._created.add(domid)
 
     def _check_introduced(self, domid: int) -> None:
         """The checks RELEASE and RESUME share: domain 0 is EINVAL, an unknown one ENOENT."""
@@ -1151,7 +1171,9 @@ class XsConnection:
         fields = wire.split_strings(payload)
         if len(fields) < 3 or atoi(fields[2]) & U32 == 0:
             raise XsError("EINVAL")
-        self._store.introduce_domain(_known_domid(fields[0]))
+        domid = _known_domid(fields[0])
+        self._store.introduce_domain(domid)
+        self._store.note_created(domid)
         return _Reply(_OK, "OK")
 
     def _release(self, payload: bytes, tx: _Transaction | None) -> _Reply:
