@@ -175,6 +175,24 @@ def rundir(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
 
 
 @pytest.fixture
+def cpu_load() -> Iterator[None]:
+    """Every core kept busy by a spinning interpreter while the test runs, so that the
+    endpoints get a share of a CPU, as on a loaded CI machine.  (The spinners are not
+    of the run directory: the leak check does not count them.)"""
+    env = {k: v for k, v in os.environ.items() if k != RUNDIR_ENV}
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+@pytest.fixture
 def spawn(rundir: RunDir) -> Iterator[Callable[..., Child]]:
     """``spawn(code, **env)`` starts a child in the test's run directory; all are killed
     and reaped at teardown."""

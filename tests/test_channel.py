@@ -3,8 +3,10 @@ table in both modes, close semantics, and a hostile peer scribbling on the share
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cores import CORES, channels_on
@@ -320,6 +322,77 @@ def test_client_refuses_a_page_with_bad_orders(left, right):
     srv.close()
 
 
+# -- drain: a close that loses nothing ----------------------------------------------------
+def test_drain_returns_at_once_when_the_peer_consumed_everything(pair):
+    srv, cli = pair
+    assert srv.drain(0) == 0  # nothing written yet
+    srv.write(b"x" * 1000)
+    assert srv.drain(0) == 1000
+    assert cli.read(600) == b"x" * 600
+    assert srv.drain(0) == 400
+    cli.read(400)
+    assert srv.drain() == 0
+
+
+def test_drain_waits_for_the_reader_and_wakes_when_it_has_read_everything(pair):
+    srv, cli = pair
+    payload = bytes(range(250)) * 8  # fits the server's 2 KiB write ring
+    srv.write(payload)
+    got = bytearray()
+
+    def reader() -> None:
+        while len(got) < len(payload):
+            got.extend(cli.read(len(payload)))
+
+    thread = in_thread(reader)
+    assert srv.drain() == 0  # no timeout: only the reader's progress can end this wait
+    thread.join(10)
+    assert bytes(got) == payload
+
+
+def test_drain_reports_what_a_closed_peer_left_unread(pair):
+    srv, cli = pair
+    cli.write(b"y" * 300)
+    srv.read(100)
+    srv.close()
+    assert cli.drain() == 200  # returns at the close, with what will never be read
+
+
+def test_drain_gives_up_after_its_timeout_with_the_count(pair):
+    _, cli = pair
+    cli.write(b"z" * 50)
+    assert cli.drain(0.05) == 50
+    assert cli.is_open() == 1  # still connected: the count is what is still unread
+
+
+def test_a_server_drains_into_a_client_that_comes_later():
+    hv = MemoryHypervisor()
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)
+    srv.write(b"early")
+    assert srv.drain(0.05) == 5 and srv.is_open() == layout.LIVE_WAITING
+    cli = Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH)
+    thread = in_thread(cli.read, 5)
+    assert srv.drain() == 0
+    thread.join(10)
+    cli.close()
+    srv.close()
+
+
+def test_the_drain_sample_in_docs_api_md_runs():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
+    section = text.split("## Closing without loss", 1)[1]
+    sample = re.search(r"```python\n(.*?)```", section, re.S)
+    assert sample is not None
+    exec(compile(sample.group(1), "docs/api.md", "exec"), {})
+
+
+def test_drain_after_close_is_a_value_error(pair):
+    srv, _ = pair
+    srv.close()
+    with pytest.raises(ValueError, match="closed vchan"):
+        srv.drain()
+
+
 # -- a hostile peer ---------------------------------------------------------------------------
 DOCUMENTED = (ChannelClosed, MessageTooLarge, VchanError)
 FIELDS = st.sampled_from(
@@ -336,7 +409,9 @@ FIELDS = st.sampled_from(
         ("B", 23),  # live and notify bytes
     ]
 )
-OPS = st.sampled_from(["read", "recv", "write", "send", "data_ready", "buffer_space", "is_open"])
+OPS = st.sampled_from(
+    ["read", "recv", "write", "send", "data_ready", "buffer_space", "is_open", "drain"]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -368,7 +443,7 @@ def test_hostile_peer_never_breaks_the_local_side(core, sizes, server_side, poke
                 assert len(result) <= n
             elif op in ("write", "send"):
                 assert 0 <= result <= n
-            elif op in ("data_ready", "buffer_space"):
+            elif op in ("data_ready", "buffer_space", "drain"):
                 ring = local.read_ring if op == "data_ready" else local.write_ring
                 assert 0 <= result <= ring.size
     finally:
@@ -453,7 +528,7 @@ def test_indices_moved_between_any_two_loads_raise_nothing_undocumented(
                 assert len(result) <= n
             elif op in ("write", "send"):
                 assert 0 <= result <= n
-            elif op in ("data_ready", "buffer_space"):
+            elif op in ("data_ready", "buffer_space", "drain"):
                 ring = local.read_ring if op == "data_ready" else local.write_ring
                 assert 0 <= result <= ring.size
     finally:

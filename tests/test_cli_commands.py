@@ -14,17 +14,16 @@ import procs
 from vchansim.leaks import assert_no_leaks
 
 rundir = procs.rundir
+cpu_load = procs.cpu_load
 DEADLINE = procs.DEADLINE
 
 
 def vchansim(rundir, *args: str, **kwargs) -> subprocess.Popen:
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     return subprocess.Popen(
         [sys.executable, "-m", "vchansim", *args],
         env=procs.child_env(rundir),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,
+        **(pipes | kwargs),
     )
 
 
@@ -48,6 +47,13 @@ class Collector(threading.Thread):
         self.enough.set()
 
 
+def one_line(err: bytes) -> str:
+    """The single line a failing command printed, with no traceback."""
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def test_two_processes_talk_both_ways_and_end_of_input_closes_cleanly(rundir):
     up, down = os.urandom(1 << 20), os.urandom(1 << 20)
     server = vchansim(rundir, "serve", "--domid", "1", "--read-min", "64K", "0", "data/cli")
@@ -56,14 +62,11 @@ def test_two_processes_talk_both_ways_and_end_of_input_closes_cleanly(rundir):
     server.stdin.write(down)
     server.stdin.flush()
     client.stdin.write(up)
-    client.stdin.flush()
-    assert client_out.enough.wait(DEADLINE)  # both directions flowed at once
-    client.stdin.close()
-    # The client closes after putting everything into the ring; the server, seeing the
-    # close, delivers all of it and exits, though its own input is still open.
-    assert client.wait(DEADLINE) == 0, client.stderr.read().decode()
+    client.stdin.close()  # the client stops sending and keeps receiving
+    assert server_out.enough.wait(DEADLINE) and client_out.enough.wait(DEADLINE)
+    server.stdin.close()  # now the server closes, its data all read by the client
     assert server.wait(DEADLINE) == 0, server.stderr.read().decode()
-    server.stdin.close()
+    assert client.wait(DEADLINE) == 0, client.stderr.read().decode()
     for collector in (server_out, client_out):
         collector.join(DEADLINE)
     assert client_out.data == down
@@ -71,15 +74,92 @@ def test_two_processes_talk_both_ways_and_end_of_input_closes_cleanly(rundir):
     assert_no_leaks(rundir)
 
 
-def test_serve_keeps_its_data_until_a_client_comes(rundir):
+def test_serve_keeps_its_data_until_a_client_comes(rundir, cpu_load):
+    """The client's input is empty: it keeps receiving until the server closes, and the
+    server closes only once the client has read what it held."""
     server = vchansim(rundir, "serve", "--domid", "3", "0", "data/late")
     server.stdin.write(b"hello, late client\n")
     server.stdin.close()  # input ends before any client exists
     client = vchansim(rundir, "connect", "--domid", "0", "3", "data/late")
-    out, err = client.communicate(b"", timeout=DEADLINE)
+    out, err = client.communicate(b"", timeout=4 * DEADLINE)
     assert client.returncode == 0, err.decode()
     assert out == b"hello, late client\n"
+    assert server.wait(DEADLINE) == 0, server.stderr.read().decode()
+    procs.reap(server)
+
+
+def test_connect_with_no_input_receives_everything_under_cpu_load(rundir, cpu_load):
+    payload = os.urandom(4 << 20)
+    server = vchansim(rundir, "serve", "--domid", "1", "0", "data/load")
+    client = vchansim(rundir, "connect", "--domid", "0", "1", "data/load")
+    client.stdin.close()  # `connect </dev/null`
+    received = Collector(client, len(payload))
+    server.stdin.write(payload)
+    server.stdin.close()
+    assert client.wait(4 * DEADLINE) == 0, client.stderr.read().decode()
+    assert server.wait(DEADLINE) == 0, server.stderr.read().decode()
+    received.join(DEADLINE)
+    assert hashlib.sha256(received.data).digest() == hashlib.sha256(payload).digest()
+    for proc in (server, client):
+        procs.reap(proc)
+
+
+def test_a_server_with_no_input_closing_first_makes_the_client_say_what_it_lost(rundir):
+    server = vchansim(rundir, "serve", "--domid", "1", "0", "data/early")
+    server.stdin.close()  # `serve </dev/null`: it closes once its client is there
+    client = vchansim(rundir, "connect", "--domid", "0", "1", "data/early")
+    client.stdin.write(os.urandom(1 << 16))
+    _, err = client.communicate(timeout=DEADLINE)
+    assert client.returncode == 3
+    line = one_line(err)
+    assert line.startswith("vchansim connect: the peer closed first: ") and (
+        " bytes read from input not sent, " in line
+    ), line
     assert server.wait(DEADLINE) == 0
+    procs.reap(server)
+
+
+def test_connect_into_a_pipe_that_closes_says_so_in_one_line(rundir, tmp_path):
+    """``connect | head -c 10``: the output fails; the server, whose data the client can
+    no longer take, says how much of it went unread."""
+    data = tmp_path / "zeros"
+    data.write_bytes(bytes(1 << 20))
+    with data.open("rb") as source:
+        server = vchansim(rundir, "serve", "--domid", "1", "0", "data/head", stdin=source)
+    client = vchansim(rundir, "connect", "--domid", "0", "1", "data/head")
+    assert client.stdout.read(10) == bytes(10)
+    client.stdout.close()
+    _, err = client.communicate(timeout=DEADLINE)
+    assert client.returncode == 3
+    assert one_line(err).startswith("vchansim connect: writing the output failed: Broken pipe: ")
+    assert server.wait(DEADLINE) == 3
+    assert " sent but not read by the peer" in server.stderr.read().decode()
+    procs.reap(server)
+
+
+def test_serve_and_connect_without_stdin_or_stdout_say_so_in_one_line(rundir):
+    for command, redirect, name in (("serve", "<&-", "stdin"), ("connect", ">&-", "stdout")):
+        shell = f'exec "$@" {redirect}'
+        proc = subprocess.run(
+            ["sh", "-c", shell, "sh", sys.executable, "-m", "vchansim", command, "1", "data/x"],
+            env=procs.child_env(rundir),
+            capture_output=True,
+            timeout=DEADLINE,
+        )
+        assert proc.returncode == 1
+        assert one_line(proc.stderr) == (
+            f"vchansim {command}: {name} is closed: give it a file, a pipe or /dev/null"
+        )
+
+
+def test_wait_takes_only_a_number_of_seconds(rundir):
+    for bad in ("nan", "-1", "soon"):
+        client = vchansim(rundir, "connect", "--wait", bad, "1", "data/x")
+        _, err = client.communicate(timeout=DEADLINE)
+        assert client.returncode == 2
+        assert err.decode().splitlines()[-1] == (
+            f"vchansim connect: error: argument --wait: {bad!r} is not a number of seconds >= 0"
+        )
 
 
 def test_connect_to_nothing_fails_with_one_clear_line(rundir):

@@ -405,6 +405,32 @@ class Vchan:
         return self._send_slow(src, n)
 
     # -- closing ----------------------------------------------------------------------------
+    def drain(self, timeout: float | None = None) -> int:
+        """Wait until the peer has consumed everything this end wrote, or has closed, or
+        ``timeout`` seconds passed (None: the channel's ``timeout``; 0: just look); return
+        how many written bytes it has not consumed (0: all of them were).
+
+        libxenvchan cannot close without losing what the peer has not read yet; calling
+        this first makes a close lossless, or says how much a close will lose.  A server
+        whose client has not come yet waits for it.  Each look arms a READ notification,
+        so ``fileno()`` wakes an event loop when the peer consumes more.
+        """
+        self._check_not_closed()
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wr = self._wr
+        while True:
+            self._notify.request(layout.NOTIFY_READ)
+            unread = wr.size - wr.buffer_space()
+            if not unread or not self._peer_open():
+                return unread
+            step = LIVENESS_RECHECK
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return unread
+            self._consume_event(step, Blocked.WRITE)
+
     def close(self) -> None:
         """Close as libxenvchan does: live byte 0, unmap (the peer gets its events), and
         the server removes its XenStore keys.  Data already in the rings stays readable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..backends import available_backends, chosen_backend, get_backend
 from ..backends.base import Backend
@@ -68,3 +69,14 @@ def size(text: str) -> int:
         return int(digits) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size like 4096, 64K or 1M") from None
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds: a number >= 0, ``inf`` for no bound (never ``nan``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value

@@ -1,22 +1,40 @@
 """vchansim serve and vchansim connect: stdin/stdout over a vchan, both ways.
 
 Like Xen's vchan-node tools: serve offers the vchan and waits for its client;
-connect joins it.  End of stdin closes the channel cleanly, after everything read has
-gone into the ring; the peer's close ends the command once its data is all out.
+connect joins it.  A vchan cannot be half-closed, so at the end of its stdin an end
+stops sending, keeps receiving, and one end decides when the session is over:
+
+  connect   keeps receiving until the server closes (as nc does);
+  serve     waits for its client, then closes once the client has read everything
+            serve sent -- giving up if the client reads nothing for --linger seconds.
+
+The peer's close ends either command once everything it wrote is on stdout.
+
+exit status:
+  0  every byte read from stdin was read by the peer, and every byte the peer wrote
+     reached stdout
+  1  the channel could not be set up (or a backend failed): one line says why
+  2  bad command-line arguments
+  3  the session ended with data undelivered: one line gives the counts (bytes read
+     from stdin but not sent, sent but not read by the peer, received but not output)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from .. import layout
-from ..bridge import bridge
+from ..bridge import Ending, Tally, bridge
 from ..channel import Vchan
-from .common import add_backend_options, add_command, open_backend, size
+from ..errors import ConfigError
+from .common import add_backend_options, add_command, open_backend, seconds, size
+
+#: The exit status of a session that ended with bytes undelivered.
+UNDELIVERED = 3
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = _command(subparsers, "serve", "offer a vchan to PEER_DOMID at PATH")
     serve.add_argument(
         "--read-min",
@@ -28,20 +46,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--write-min", type=size, default=0, metavar="BYTES", help="smallest send ring (default 0)"
     )
+    serve.add_argument(
+        "--linger",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="after stdin ends, how long the client may read nothing before serve gives "
+        "up on it and closes (default 10; inf: no bound)",
+    )
     serve.set_defaults(func=_serve)
     connect = _command(subparsers, "connect", "connect to PEER_DOMID's vchan at PATH")
     connect.add_argument(
         "--wait",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
-        help="how long to wait for the server to appear (default 10)",
+        help="how long to wait for the server to appear (default 10; inf: no bound)",
     )
     connect.set_defaults(func=_connect)
 
 
 def _command(
-    subparsers: argparse._SubParsersAction, name: str, what: str
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, what: str
 ) -> argparse.ArgumentParser:
     """serve/connect: the same peer, path and backend arguments."""
     parser = add_command(subparsers, name, f"{what} and pipe stdin/stdout over it", __doc__)
@@ -56,6 +82,7 @@ def _command(
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _check_std_fds()
     backend = open_backend(args)
     with Vchan.server(backend, args.peer, args.path, args.read_min, args.write_min) as chan:
         print(
@@ -63,15 +90,32 @@ def _serve(args: argparse.Namespace) -> int:
             f"{args.peer}; waiting for it",
             file=sys.stderr,
         )
-        bridge(chan, sys.stdin.fileno(), sys.stdout.fileno())
-        while chan.is_open() == layout.LIVE_WAITING:
-            chan.wait()  # input ended before any client came: hold the data until one does
-    return 0
+        tally = bridge(chan, 0, 1, ending=Ending.CLOSE, patience=args.linger)
+    return _verdict("serve", tally)
 
 
 def _connect(args: argparse.Namespace) -> int:
+    _check_std_fds()
     backend = open_backend(args)
     path = args.path if args.path.startswith("/") else f"/local/domain/{args.peer}/{args.path}"
     with Vchan.client(backend, args.peer, path, wait=args.wait) as chan:
-        bridge(chan, sys.stdin.fileno(), sys.stdout.fileno())
-    return 0
+        tally = bridge(chan, 0, 1, ending=Ending.RECEIVE)
+    return _verdict("connect", tally)
+
+
+def _check_std_fds() -> None:
+    """Refuse to start without stdin and stdout: the first descriptor opened would
+    take the free number and the session would pump a socket into itself."""
+    for fd, name in ((0, "stdin"), (1, "stdout")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise ConfigError(f"{name} is closed: give it a file, a pipe or /dev/null") from None
+
+
+def _verdict(command: str, tally: Tally) -> int:
+    """The exit status of a session; one line on stderr when data was not delivered."""
+    if tally.delivered:
+        return 0
+    print(f"vchansim {command}: {tally.describe()}", file=sys.stderr)
+    return UNDELIVERED
