@@ -386,6 +386,12 @@ def test_the_drain_sample_in_docs_api_md_runs():
     exec(compile(sample.group(1), "docs/api.md", "exec"), {})
 
 
+@pytest.mark.parametrize("wait", [float("nan"), -1.0])
+def test_a_client_wait_that_is_not_a_number_of_seconds_is_refused(wait):
+    with pytest.raises(ConfigError, match="is not a number of seconds"):
+        Vchan.client(MemoryBackend(0, hypervisor=MemoryHypervisor()), 1, CLIENT_PATH, wait=wait)
+
+
 def test_drain_after_close_is_a_value_error(pair):
     srv, _ = pair
     srv.close()

@@ -175,7 +175,9 @@ class Vchan:
         """
         check_domid(domain, "server domain id")
         layout.check_xs_path(path)
-        if wait <= 0:
+        if not wait >= 0:  # also catches nan, which would make the wait endless
+            raise ConfigError(f"wait={wait!r} is not a number of seconds >= 0")
+        if wait == 0:
             return cls._connect(backend, domain, path, blocking)
         deadline = time.monotonic() + wait
         watcher = backend.store()
