@@ -248,3 +248,17 @@ def test_rundir_with_a_backend_that_has_no_hub_is_one_line(rundir, tmp_path):
     assert err.decode() == (
         "vchansim serve: --rundir is the shm emulator's hub; the 'memory' backend has none\n"
     )
+
+
+def test_a_broken_run_directory_is_named_in_one_line(rundir):
+    """A directory where the hub's log goes: the first command that would start the hub
+    names it, instead of an IsADirectoryError traceback."""
+    (rundir.path / "hub.log").mkdir()
+    for command in (["serve", "1", "data/x"], ["connect", "1", "data/x"]):
+        proc = vchansim(rundir, *command)
+        _, err = proc.communicate(b"", timeout=DEADLINE)
+        assert proc.returncode == 1
+        assert one_line(err) == (
+            f"vchansim {command[0]}: run directory {str(rundir.path)!r}: 'hub.log' is there "
+            "but is not a regular file; remove it"
+        )

@@ -110,3 +110,28 @@ def test_uncreatable_directory_is_named(scratch: Path) -> None:
     with pytest.raises(ConfigError, match="cannot create run directory") as info:
         prepare_rundir(blocker / "run")
     assert str(blocker / "run") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "kind"),
+    [
+        ("hub.log", os.mkdir, "a regular file"),
+        ("hub.lock", os.mkdir, "a regular file"),
+        ("xs", lambda path: Path(path).touch(), "a directory"),
+    ],
+)
+def test_an_entry_of_the_wrong_kind_is_named_before_a_hub_starts(
+    scratch: Path, name: str, make, kind: str
+) -> None:
+    """A directory where the hub's log goes, or a file where its xenstore sockets go,
+    would make the hub fail far from the cause (or a raw IsADirectoryError)."""
+    rundir = prepare_rundir(scratch / "run")
+    make(rundir.path / name)
+    backend = ShmBackend(1, rundir=rundir.path)
+    for open_handle in (backend.store, backend.grants):
+        with pytest.raises(ConfigError) as info:
+            open_handle()
+        assert str(info.value) == (
+            f"run directory {str(rundir.path)!r}: {name!r} is there but is not {kind}; remove it"
+        )
+    assert not rundir.hub.exists()  # no hub was started

@@ -85,6 +85,31 @@ class RunDir:
         """The xenstore socket through which a connection acts as domain ``domid``."""
         return check_socket_path(self.xs_dir / str(domid))
 
+    def check_entries(self) -> None:
+        """Raise ConfigError naming the first well-known entry that is there but is the
+        wrong kind of file (a directory where the log goes, a file where the xenstore
+        sockets go): a hub started here would fail far from the cause."""
+        for name, (is_kind, kind) in _ENTRY_KINDS.items():
+            try:
+                mode = os.lstat(self.path / name).st_mode
+            except FileNotFoundError:
+                continue
+            if not is_kind(mode):
+                raise ConfigError(
+                    f"run directory {str(self.path)!r}: {name!r} is there but is not {kind}; "
+                    "remove it",
+                    err=errno.EEXIST,
+                )
+
+
+#: What each well-known entry of a run directory must be when it is there.
+_ENTRY_KINDS = {
+    "hub": (stat.S_ISSOCK, "a socket"),
+    "hub.lock": (stat.S_ISREG, "a regular file"),
+    "hub.log": (stat.S_ISREG, "a regular file"),
+    "xs": (stat.S_ISDIR, "a directory"),
+}
+
 
 def _describe_owner(uid: int) -> str:
     try:

@@ -508,8 +508,16 @@ class ShmBackend(Backend):
         prepare_rundir(self.rundir)  # still ours and private?
         try:
             return XsClient.connect_socket(self._xs_path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            return XsClient.connect_socket(self.xenstore_socket())
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            pass
+        path = self.xenstore_socket()
+        try:
+            return XsClient.connect_socket(path)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot connect to domain {self.domid}'s xenstore socket {path}: {exc.strerror}",
+                err=exc.errno,
+            ) from None
 
     def xenstore_socket(self) -> Path:
         """This domain's xenstore socket (for ``XENSTORED_PATH`` and the real tools)."""

@@ -198,6 +198,7 @@ def ensure_hub(
     checked = prepare_rundir(rundir)
     if hub_running(checked):
         return
+    checked.check_entries()
     with _start_lock(checked, 2 * START_TIMEOUT):
         if not hub_running(checked):
             start_hub(checked, idle=idle, limits=limits)
