@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vchansim import layout
-from vchansim.backends.base import UnmapNotify
+from vchansim.backends.base import Perm, UnmapNotify
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.channel import Vchan
 from vchansim.core import load
@@ -24,9 +24,11 @@ from vchansim.errors import (
     GrantError,
     MessageTooLarge,
     ProtocolError,
+    StaleServerError,
     StoreError,
     VchanError,
 )
+from vchansim.leaks import memory_leaks
 
 PATH = "data/vchan/0/5"
 CLIENT_PATH = "/local/domain/1/data/vchan/0/5"
@@ -593,6 +595,54 @@ def test_client_wait_connects_to_a_server_that_comes_later():
     assert cli.read(4) == b"late"
     cli.close()
     srv.close()
+
+
+def _leave_stale_keys(hv: MemoryHypervisor) -> None:
+    """What a server that died leaves in XenStore: its keys, naming a grant ref and a
+    port that no longer exist."""
+    store = MemoryBackend(1, hypervisor=hv).store()
+    for key, value in ((layout.RING_REF_KEY, b"77"), (layout.EVENT_CHANNEL_KEY, b"9")):
+        node = layout.key_path(CLIENT_PATH, key)
+        store.write(node, value)
+        store.set_perms(node, [Perm("n", 1), Perm("r", 0)])
+    store.close()
+
+
+def test_a_dead_servers_keys_are_named_stale_and_the_leak_report_says_so():
+    hv = MemoryHypervisor()
+    _leave_stale_keys(hv)
+    with pytest.raises(StaleServerError) as info:
+        Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH)
+    assert str(info.value) == (
+        f"no live vchan server for domain 1 at {CLIENT_PATH!r}: binding its event-channel "
+        "port 9 failed (domain 1 has no port 9); its keys are stale (a server that died "
+        "leaves them behind) or another client took it"
+    )
+    with pytest.raises(StaleServerError):  # and so it stays, however long one waits
+        Vchan.client(MemoryBackend(0, hypervisor=hv), 1, CLIENT_PATH, wait=0.05)
+    assert sorted(str(leak) for leak in memory_leaks(hv)) == [
+        f"xenstore node {CLIENT_PATH}/event-channel = '9' left behind (a stale vchan server "
+        "key: domain 1 has no port 9; its server is gone)",
+        f"xenstore node {CLIENT_PATH}/ring-ref = '77' left behind (a stale vchan server "
+        "key: domain 1 has no grant ref 77; its server is gone)",
+    ]
+
+
+def test_client_wait_takes_stale_keys_for_a_server_not_there_yet():
+    hv = MemoryHypervisor()
+    _leave_stale_keys(hv)
+    backend = _WaitingClientBackend(0, hv)
+    got: list[Vchan] = []
+    client = in_thread(lambda: got.append(Vchan.client(backend, 1, CLIENT_PATH, wait=60)))
+    assert backend.waiting.wait(60), "the stale keys ended the wait"
+    srv = Vchan.server(MemoryBackend(1, hypervisor=hv), 0, PATH)  # a new server replaces them
+    client.join(60)
+    (cli,) = got
+    srv.write(b"new")
+    assert cli.read(3) == b"new"
+    cli.close()
+    srv.close()
+    assert memory_leaks(hv) == []
 
 
 def test_client_wait_ends_with_the_store_error_when_no_server_comes():

@@ -11,7 +11,8 @@ import threading
 
 import procs
 
-from vchansim.leaks import assert_no_leaks
+from vchansim.backends.shm import ShmBackend
+from vchansim.leaks import LeakKind, assert_no_leaks, find_leaks
 
 rundir = procs.rundir
 cpu_load = procs.cpu_load
@@ -262,3 +263,29 @@ def test_a_broken_run_directory_is_named_in_one_line(rundir):
             f"vchansim {command[0]}: run directory {str(rundir.path)!r}: 'hub.log' is there "
             "but is not a regular file; remove it"
         )
+
+
+def test_a_killed_servers_keys_are_stale_to_connect_and_to_the_leak_report(rundir):
+    """A SIGKILLed server leaves its keys in XenStore, as on Xen; connect says the server
+    is gone (after waiting for a new one), and the leak report names the keys stale."""
+    server = vchansim(rundir, "serve", "--domid", "1", "0", "data/dead")
+    assert b"offers" in server.stderr.readline()  # published
+    server.kill()
+    server.wait(DEADLINE)
+    left = find_leaks(
+        rundir, timeout=DEADLINE, kinds={LeakKind.GRANT, LeakKind.PORT, LeakKind.XENSTORE}
+    )
+    assert len(left) == 2 and all(leak.kind is LeakKind.XENSTORE for leak in left), left
+    assert all("(a stale vchan server key: domain 1 has no " in str(leak) for leak in left), left
+    client = vchansim(rundir, "connect", "--domid", "0", "--wait", "0.3", "1", "data/dead")
+    _, err = client.communicate(b"", timeout=DEADLINE)
+    assert client.returncode == 1
+    assert one_line(err).startswith(
+        "vchansim connect: no live vchan server for domain 1 at '/local/domain/1/data/dead': "
+        "binding its event-channel port "
+    )
+    assert "its keys are stale" in err.decode()
+    store = ShmBackend(1).store()  # a toolstack's clean-up, so that the test ends clean
+    store.rm("/local/domain/1/data/dead")
+    store.close()
+    procs.reap(server)

@@ -12,6 +12,7 @@ A channel is not thread-safe (neither is libxenvchan's): use it from one thread 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import time
 from collections.abc import Callable, Iterator
@@ -28,11 +29,13 @@ from .backends.base import (
     UnmapNotify,
 )
 from .errors import (
+    BackendError,
     ChannelClosed,
     ConfigError,
     EventChannelError,
     MessageTooLarge,
     ProtocolError,
+    StaleServerError,
     StoreError,
     VchanError,
 )
@@ -186,7 +189,7 @@ class Vchan:
             while True:
                 try:
                     return cls._connect(backend, domain, path, blocking)
-                except StoreError:
+                except (StoreError, StaleServerError):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise
@@ -205,10 +208,12 @@ class Vchan:
             res.grants = backend.grants()
             res.events = backend.events()
             ring_ref, remote_port = _lookup(backend, domain, path)
-            res.port = res.events.bind_interdomain(domain, remote_port)
-            res.ctrl = res.grants.map(
-                domain, [ring_ref], notify=UnmapNotify(layout.CLI_LIVE, res.port)
-            )
+            with _stale_if_refused(domain, path, f"binding its event-channel port {remote_port}"):
+                res.port = res.events.bind_interdomain(domain, remote_port)
+            with _stale_if_refused(domain, path, f"mapping its ring-ref {ring_ref}"):
+                res.ctrl = res.grants.map(
+                    domain, [ring_ref], notify=UnmapNotify(layout.CLI_LIVE, res.port)
+                )
             page = res.ctrl.buf
             with page[layout.LEFT_ORDER : layout.LEFT_ORDER + 4].cast("H") as orders:
                 left_order, right_order = orders  # read once, kept locally (§2.4)
@@ -758,6 +763,27 @@ def _lookup(backend: Backend, domain: int, path: str) -> tuple[int, int]:
         store.close()
     ring_ref, port = (_positive(node, raw) for node, raw in zip(nodes, raws, strict=True))
     return ring_ref, port
+
+
+#: How Xen refuses a port or grant that is not (any more) there for us.
+_REFUSED = frozenset({errno.EINVAL, errno.EPERM})
+
+
+@contextlib.contextmanager
+def _stale_if_refused(domain: int, path: str, what: str) -> Iterator[None]:
+    """Turn the refusal of a port or grant the server published into StaleServerError:
+    the keys outlived their server (or another client holds it)."""
+    try:
+        yield
+    except BackendError as exc:
+        if exc.errno not in _REFUSED:
+            raise
+        raise StaleServerError(
+            f"no live vchan server for domain {domain} at {path!r}: {what} failed ({exc}); "
+            "its keys are stale (a server that died leaves them behind) or another client "
+            "took it",
+            err=exc.errno,
+        ) from exc
 
 
 def _positive(node: str, raw: bytes) -> int:

@@ -77,3 +77,11 @@ class StoreError(BackendError):
     """XenStore answered an error (its errno name is in ``errno``)."""
 
     default_errno = errno.ENOENT
+
+
+class StaleServerError(BackendError):
+    """A server's keys are in XenStore, but the event channel or grant they name cannot be
+    used: the server died (it leaves its keys behind, as on Xen) or another client took
+    it.  ``Vchan.client(wait=...)`` treats it as a server not there yet."""
+
+    default_errno = errno.ENOENT

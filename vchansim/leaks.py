@@ -37,12 +37,16 @@ from .errors import BackendError
 from .hub.grants import SHM_PREFIX
 from .hub.launcher import RunDirLike, hub_running
 from .hub.protocol import HubConnection, HubGoneError, Op
+from .layout import EVENT_CHANNEL_KEY, RING_REF_KEY
 from .rundir import RUNDIR_ENV, RunDir, prepare_rundir
+from .xen import atoi
 
 _POLL_INTERVAL = 0.01
 _SHM_PATH = "/dev/shm" + SHM_PREFIX
 #: The only base node with a value: each domain's ``domid``.
 _DOMID_NODE = re.compile(r"/local/domain/\d+/domid\Z")
+#: A vchan server's published key under its domain's home: (domid, key).
+_SERVER_KEY = re.compile(rf"/local/domain/(\d+)/.+/({RING_REF_KEY}|{EVENT_CHANNEL_KEY})\Z")
 
 
 class LeakKind(StrEnum):
@@ -76,17 +80,42 @@ class Leak:
 # -- the hub's view ------------------------------------------------------------------------
 
 
-def _node_leaks(nodes: dict[str, str]) -> Iterator[Leak]:
-    """XenStore nodes (path -> value) that hold a value nobody removed."""
+@dataclass(frozen=True)
+class _Live:
+    """The grant refs and event ports that exist, as (domid, number): what a vchan
+    server's published keys must name while the server lives."""
+
+    grants: frozenset[tuple[int, int]]
+    ports: frozenset[tuple[int, int]]
+
+    def staleness(self, path: str, value: str) -> str:
+        """Why the node at ``path`` is a dead server's key, or "" if it is not one."""
+        match = _SERVER_KEY.match(path)
+        if match is None:
+            return ""
+        domid, key, number = int(match[1]), match[2], atoi(value.encode())
+        if key == RING_REF_KEY and (domid, number) not in self.grants:
+            gone = f"domain {domid} has no grant ref {number}"
+        elif key == EVENT_CHANNEL_KEY and (domid, number) not in self.ports:
+            gone = f"domain {domid} has no port {number}"
+        else:
+            return ""
+        return f" (a stale vchan server key: {gone}; its server is gone)"
+
+
+def _node_leaks(nodes: dict[str, str], live: _Live) -> Iterator[Leak]:
+    """XenStore nodes (path -> value) that hold a value nobody removed; a vchan server's
+    keys that name a grant or port no longer there say so."""
     for path, value in sorted(nodes.items()):
         if value and not _DOMID_NODE.match(path):
-            yield Leak(LeakKind.XENSTORE, f"xenstore node {path} = {value!r} left behind")
+            stale = live.staleness(path, value)
+            yield Leak(LeakKind.XENSTORE, f"xenstore node {path} = {value!r} left behind{stale}")
 
 
-def _store_leaks(store: dict[str, Any]) -> Iterator[Leak]:
+def _store_leaks(store: dict[str, Any], live: _Live) -> Iterator[Leak]:
     if store["connections"]:
         yield Leak(LeakKind.CONNECTION, f"{store['connections']} xenstore connection(s) still open")
-    yield from _node_leaks(store["nodes"])
+    yield from _node_leaks(store["nodes"], live)
 
 
 def hub_leaks(state: dict[str, Any]) -> list[Leak]:
@@ -121,7 +150,11 @@ def hub_leaks(state: dict[str, Any]) -> list[Leak]:
         )
         for p in state["ports"]
     ]
-    found += list(_store_leaks(state["xenstore"]))
+    live = _Live(
+        frozenset((g["domid"], g["ref"]) for g in state["grants"]),
+        frozenset((p["domid"], p["port"]) for p in state["ports"]),
+    )
+    found += list(_store_leaks(state["xenstore"], live))
     return found
 
 
@@ -143,7 +176,11 @@ def memory_leaks(hv: MemoryHypervisor) -> list[Leak]:
             for path in store.paths()
             if (node := store.node(path)) is not None
         }
-    return found + list(_node_leaks(nodes))
+        live = _Live(
+            frozenset((grant.domid, grant.ref) for grant in hv.grants),
+            frozenset((port.domid, port.number) for port in hv.ports),
+        )
+    return found + list(_node_leaks(nodes, live))
 
 
 # -- this process and its neighbours ------------------------------------------------------

@@ -102,9 +102,9 @@ class RunDir:
                 )
 
 
-#: What each well-known entry of a run directory must be when it is there.
+#: What each well-known entry of a run directory must be when it is there.  (A hub socket
+#: squatted by something else makes the hub itself refuse to start, quoting its log.)
 _ENTRY_KINDS = {
-    "hub": (stat.S_ISSOCK, "a socket"),
     "hub.lock": (stat.S_ISREG, "a regular file"),
     "hub.log": (stat.S_ISREG, "a regular file"),
     "xs": (stat.S_ISDIR, "a directory"),
