@@ -238,6 +238,12 @@ class GrantTable:
     def snapshot(self) -> list[dict[str, object]]:
         """Every live grant, for STATE."""
         return [
-            {"domid": g.domid, "ref": g.ref, "grantee": g.grantee, "writable": g.writable}
+            {
+                "domid": g.domid,
+                "ref": g.ref,
+                "grantee": g.grantee,
+                "writable": g.writable,
+                "since": round(g.since, 6),
+            }
             for g in self.table
         ]

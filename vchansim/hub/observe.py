@@ -33,6 +33,10 @@ class ReadOnlyMap:
     def __init__(self, fd: int, size: int, offset: int) -> None:
         self._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=offset)
 
+    def read(self, offset: int, count: int) -> bytes:
+        """``count`` bytes from ``offset`` of the mapping, copied now."""
+        return self._map[offset : offset + count]
+
     def close(self) -> None:
         self._map.close()
 

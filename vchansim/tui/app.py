@@ -19,7 +19,7 @@ from textual.binding import Binding
 from ..rundir import RunDir
 from ..trace import TraceError
 from .playback import ReplaySource
-from .screens.base import MIN_HEIGHT, MIN_WIDTH
+from .screens.base import MIN_HEIGHT, MIN_WIDTH, TALL, TALLER
 from .screens.channels import ChannelsScreen
 from .screens.dialogs import ErrorScreen, HelpScreen
 from .screens.replay import ReplayScreen
@@ -31,7 +31,13 @@ class InspectorApp(App[int]):
     CSS_PATH = "inspector.tcss"
     TITLE = "vchansim inspect"
     HORIZONTAL_BREAKPOINTS: ClassVar = [(0, "-too-narrow"), (MIN_WIDTH, "-wide-enough")]
-    VERTICAL_BREAKPOINTS: ClassVar = [(0, "-too-short"), (MIN_HEIGHT, "-tall-enough")]
+    #: Taller terminals get bigger ring pictures (the stylesheet sizes them per class).
+    VERTICAL_BREAKPOINTS: ClassVar = [
+        (0, "-too-short"),
+        (MIN_HEIGHT, "-tall-enough"),
+        (TALL, "-tall"),
+        (TALLER, "-taller"),
+    ]
     BINDINGS: ClassVar = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),

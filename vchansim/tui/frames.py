@@ -42,6 +42,10 @@ def live_word(value: int, states: dict[int, str]) -> str:
     return states.get(value, f"invalid ({value})")
 
 
+#: (left, right) bytes in flight, read from ``cons`` on; None where they cannot be read.
+InFlightBytes = tuple[bytes | None, bytes | None]
+
+
 @dataclass(frozen=True)
 class EventCounts:
     """Events sent in each direction since the channel started."""
@@ -104,6 +108,8 @@ class Frame:
     waits: EndWaits | None = None
     #: The verdicts on those sleeps (vchansim/tui/stalls.py).
     stalls: tuple[Stall, ...] = ()
+    #: The first bytes in flight of each ring (vchansim/tui/inflight.py).
+    in_flight: InFlightBytes = (None, None)
 
     @property
     def rings(self) -> tuple[RingFrame, RingFrame]:
@@ -202,10 +208,12 @@ class FrameBuilder:
         page: PageState,
         events: EventCounts | None = None,
         waits: Waits | None = None,
+        in_flight: InFlightBytes = (None, None),
     ) -> Frame:
         """The frame for a snapshot taken at ``time`` (seconds, any origin, never earlier
         than the previous one); ``waits`` (the ends' sleeps) on the same clock."""
         left, right = (ring.feed(time, page) for ring in self._rings)
         rings = {r.name: Ring(r.fill, r.size) for r in (left, right)}
         ends, stalls = self._judge.judge(time, page, rings, waits)
-        return Frame(time, page, left, right, events, tuple(page.problems()), ends, stalls)
+        problems = tuple(page.problems())
+        return Frame(time, page, left, right, events, problems, ends, stalls, in_flight)

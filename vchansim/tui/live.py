@@ -36,6 +36,8 @@ from .frames import (
     FrameBuilder,
     live_word,
 )
+from .identity import Identity, live_identity
+from .inflight import InFlight, data_refs
 
 #: The inspector plays the privileged domain, as ``xenstore-ls`` would on real Xen.
 INSPECTOR_DOMID = 0
@@ -60,6 +62,8 @@ class ChannelInfo:
     client: int
     ring_ref: int
     port: int
+    #: When the server granted the control page (``time.monotonic()``; None: unknown).
+    since: float | None = None
     #: The control page header when listed, or None if it could not be read.
     page: PageState | None = None
 
@@ -87,17 +91,17 @@ def _int(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _server_of(path: str, ref: int, port: int, state: dict[str, Any]) -> tuple[int, int] | None:
-    """(server, client) whose grant ``ref`` and port ``port`` match, preferring the domain
-    whose home holds ``path`` when several could."""
+def _grant_of(path: str, ref: int, port: int, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The grant ``ref`` whose domain also holds port ``port`` bound to the grantee,
+    preferring the domain whose home holds ``path`` when several could."""
     ports = {(p["domid"], p["port"]): p["remote"] for p in state["ports"]}
     matches = [
-        (g["domid"], g["grantee"])
+        g
         for g in state["grants"]
         if g["ref"] == ref and ports.get((g["domid"], port)) == g["grantee"]
     ]
     home = _HOME.match(path)
-    matches.sort(key=lambda m: not (home and int(home.group(1)) == m[0]))
+    matches.sort(key=lambda g: not (home and int(home.group(1)) == g["domid"]))
     return matches[0] if matches else None
 
 
@@ -117,9 +121,11 @@ def find_channels(state: dict[str, Any]) -> list[ChannelInfo]:
         ref, port = _int(nodes[ref_key]), _int(nodes[port_key])
         if ref is None or port is None:
             continue
-        ends = _server_of(path, ref, port, state)
-        if ends is not None:
-            found.append(ChannelInfo(path, ends[0], ends[1], ref, port))
+        grant = _grant_of(path, ref, port, state)
+        if grant is not None:
+            found.append(
+                ChannelInfo(path, grant["domid"], grant["grantee"], ref, port, grant.get("since"))
+            )
     return found
 
 
@@ -166,7 +172,8 @@ class HubLink:
 
     def state(self) -> dict[str, Any]:
         """The hub's STATE reply, decoded."""
-        return json.loads(self._conn.call(Op.STATE).text)
+        state: dict[str, Any] = json.loads(self._conn.call(Op.STATE).text)
+        return state
 
     def channels(self) -> list[ChannelInfo]:
         """Live channels, each with its page header read now (None if it vanished meanwhile)."""
@@ -200,8 +207,9 @@ class HubLink:
         except BackendError:
             return None
 
-    def grant_exists(self, domid: int, ref: int) -> bool:
-        return any(g["domid"] == domid and g["ref"] == ref for g in self.state()["grants"])
+    def map_data(self, info: ChannelInfo, ref: int) -> PageView:
+        """Map data page ``ref`` of ``info``'s server read-only (INSPECT)."""
+        return map_grant(self._conn, info.server, ref)
 
     def close(self) -> None:
         self._conn.close()
@@ -235,43 +243,61 @@ class LiveSource:
             undo.callback(self._view.close)
             self._stats = self._link.map_stats(info)
             undo.pop_all()
-        self._start = time.monotonic()
+        self._in_flight = InFlight(self._view, lambda ref: self._link.map_data(info, ref))
+        #: Frame times count from the channel's start: when its control page was granted.
+        self._start = info.since if info.since is not None else time.monotonic()
         self._builder = FrameBuilder()
-        self._checked = self._start
+        self._checked = time.monotonic()
         self._notice = ""
+        self._identity: Identity | None = None
+        self._notice = self._check()
         self.samples = 0
 
     def frame(self) -> Frame:
         now = time.monotonic()
         if not self._notice and now - self._checked >= GONE_CHECK:
             self._checked = now
-            self._notice = self._check_gone()
+            self._notice = self._check()
         self.samples += 1
         page = self._view.snapshot()
+        in_flight = self._in_flight.read(page)
         if self._stats is None:
-            return self._builder.feed(now - self._start, page)
+            return self._builder.feed(now - self._start, page, in_flight=in_flight)
         server, client = self._stats.waits()
         waits = (_from(server, self._start), _from(client, self._start))
-        return self._builder.feed(
-            now - self._start, page, EventCounts(*self._stats.counts()), waits
-        )
+        counts = EventCounts(*self._stats.counts())
+        return self._builder.feed(now - self._start, page, counts, waits, in_flight)
 
-    def _check_gone(self) -> str:
+    def identity(self) -> Identity | None:
+        return self._identity
+
+    def _check(self) -> str:
+        """Ask the hub again who the ends are, and whether the channel still exists: a
+        notice if it went (its last state stays on screen)."""
+        info = self.info
         try:
-            present = self._link.grant_exists(self.info.server, self.info.ring_ref)
+            state = self._link.state()
         except BackendError as exc:
             return f"lost the hub ({exc}); the page below is still mapped"
-        if present:
-            return ""
-        return (
-            f"channel gone: domain {self.info.server} revoked ref {self.info.ring_ref}; "
-            "showing its last state"
+        if not any(
+            g["domid"] == info.server and g["ref"] == info.ring_ref for g in state["grants"]
+        ):
+            return (
+                f"channel gone: domain {info.server} revoked ref {info.ring_ref}; "
+                "showing its last state"
+            )
+        found = live_identity(
+            state, info.path, (info.server, info.client), info.port, info.ring_ref
         )
+        refs = data_refs(self._view, self._view.snapshot())
+        self._identity = replace(found, data_refs=refs)
+        return ""
 
     def notice(self) -> str:
         return self._notice
 
     def close(self) -> None:
+        self._in_flight.close()
         self._view.close()
         if self._stats is not None:
             self._stats.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..trace import RingSample, Trace, TraceError, read_trace
 from .frames import EventCounts, Frame, FrameBuilder
+from .identity import Identity, replay_identity
 
 #: Playback speeds offered, slowest first.
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, 25.0)
@@ -80,7 +81,8 @@ def _flag_starts(frames: list[Frame]) -> list[int]:
 def _title(trace: Trace, name: str) -> str:
     """The scenario's name and channel, as far as the header says them, and the file."""
     header = trace.header
-    channel = header.get("channel") if isinstance(header.get("channel"), dict) else {}
+    found = header.get("channel")
+    channel: dict[str, Any] = found if isinstance(found, dict) else {}
     parts = [str(header.get("scenario") or "")]
     if {"server_domain", "client_domain"} <= channel.keys():
         parts.append(f"dom{channel['server_domain']} → dom{channel['client_domain']}")
@@ -104,6 +106,7 @@ class ReplaySource:
         self.marks = _marks(trace)
         self.flagged = _flag_starts(self.frames)
         self.title = _title(trace, name)
+        self._identity = replay_identity(trace.header, trace.records)
         self.complete = trace.complete
         span = [self.times[0], self.times[-1], *(mark.t for mark in self.marks)]
         self.start, self.end = min(span), max(span)
@@ -120,6 +123,9 @@ class ReplaySource:
     # -- the Source protocol --
     def frame(self) -> Frame:
         return self.frames[self.index]
+
+    def identity(self) -> Identity:
+        return self._identity
 
     def notice(self) -> str:
         if self.complete:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from .frames import Frame
+from .identity import Identity
 
 
 @runtime_checkable
@@ -25,6 +26,10 @@ class Source(Protocol):
 
     def frame(self) -> Frame:
         """The channel now (live: sampled at this call; replay: at the play position)."""
+        ...
+
+    def identity(self) -> Identity | None:
+        """Who the ends are and where the channel is, as far as the source knows."""
         ...
 
     def notice(self) -> str:

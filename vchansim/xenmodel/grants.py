@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import itertools
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..xen import RequestError
@@ -36,6 +37,9 @@ class Grant(Generic[P]):
     writable: bool
     pages: P
     page: int
+    #: ``time.monotonic()`` when it was granted (the inspector dates a vchan by its
+    #: control page's grant).
+    since: float = field(default_factory=time.monotonic)
 
 
 def check_page_count(count: int) -> int:

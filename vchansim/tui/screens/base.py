@@ -14,6 +14,9 @@ from textual.widgets import Static
 
 MIN_WIDTH = 80
 MIN_HEIGHT = 24
+#: Heights from which the ring pictures grow (``-tall``, ``-taller`` in the stylesheet).
+TALL = 36
+TALLER = 50
 
 
 class TooSmall(Static):

@@ -16,6 +16,7 @@ from textual.widgets import Footer, Static
 
 from ..frames import Frame
 from ..source import Source
+from ..widgets.details import Details
 from ..widgets.text import set_text
 from ..widgets.view import ChannelView
 from .base import TooSmall
@@ -27,7 +28,11 @@ FPS = 25
 class ChannelScreen(Screen[None]):
     """The channel view of one source, with a status line over it."""
 
-    BINDINGS: ClassVar = [Binding("escape", "close", "Close")]
+    BINDINGS: ClassVar = [
+        Binding("escape", "close", "Close"),
+        Binding("b", "details('bytes')", "Bytes", show=False),
+        Binding("i", "details('ends')", "Ends", show=False),
+    ]
 
     def __init__(self, source: Source) -> None:
         super().__init__()
@@ -61,9 +66,13 @@ class ChannelScreen(Screen[None]):
         """Called FPS times a second."""
         self.redraw()
 
+    def next_frame(self) -> Frame:
+        """The frame to draw now: the source's."""
+        return self.source.frame()
+
     def redraw(self) -> None:
-        frame = self.source.frame()
-        self.query_one(ChannelView).show(frame)
+        frame = self.next_frame()
+        self.query_one(ChannelView).show(frame, self.source.identity())
         notice = self.source.notice()
         status = self.query_one("#status", Static)
         status.set_class(bool(notice), "-notice")
@@ -72,7 +81,11 @@ class ChannelScreen(Screen[None]):
 
     def status(self, frame: Frame) -> str:
         """The line over the view when the source has nothing more pressing to say."""
-        return f"t {frame.time:8.2f} s · {FPS} frames/s · read-only mapping"
+        return f"t {frame.time:8.2f} s since the channel started · {FPS} frames/s · read-only"
+
+    def action_details(self, view: str) -> None:
+        """Show ``view`` (bytes, ends) in the space under the problems."""
+        self.query_one(Details).choose(view)
 
     def action_close(self) -> None:
         self.dismiss()

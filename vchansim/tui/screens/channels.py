@@ -18,8 +18,8 @@ from ...errors import BackendError
 from ...rundir import RunDir
 from ..live import COLUMNS, ChannelInfo, HubLink, LiveSource, select_channel
 from .base import TooSmall
-from .channel import ChannelScreen
 from .dialogs import ErrorScreen
+from .live import LiveScreen
 
 #: Seconds between two reads of the hub's state.
 RELOAD = 1.0
@@ -125,7 +125,7 @@ class ChannelsScreen(Screen[None]):
         except BackendError as exc:
             self.app.push_screen(ErrorScreen("cannot attach", str(exc)))
             return
-        self.app.push_screen(ChannelScreen(source))
+        self.app.push_screen(LiveScreen(source))
 
     def action_attach(self) -> None:
         chosen = self._chosen()

@@ -2,7 +2,8 @@
 
 Clicking it seeks there.  Injected faults are the marks that matter (a red ``✖``);
 endpoint events (connected, killed, closed...) are drawn lighter, under any fault at the
-same column.
+same column.  The play position has a row of its own (``▼`` over the track), so it never
+hides a mark.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _GLYPHS = {"endpoint": "┼", "fault": "✖"}
 
 
 class Timeline(Widget):
-    """One line of track and marks, one line of times."""
+    """One line for the play position, one of track and marks, one of times."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "timeline--played",
@@ -70,12 +71,14 @@ class Timeline(Widget):
             for mark in self.marks:
                 if mark.kind == kind and 0 <= (col := self._column(mark.t)) < width:
                     glyphs[col], kinds[col] = _GLYPHS[kind], kind
-        if width:
-            glyphs[cursor], kinds[cursor] = "●", "cursor"
         text = Text(no_wrap=True)
         for glyph, kind in zip(glyphs, kinds, strict=True):
             text.append(glyph, self.get_component_rich_style(f"timeline--{kind}"))
         return text
+
+    def _cursor(self) -> Text:
+        column = self._column(self.now)
+        return Text(" " * column + "▼", self.get_component_rich_style("timeline--cursor"))
 
     def _times(self) -> Text:
         left, right = f"{self.start:.2f} s", f"{self.end:.2f} s"
@@ -83,7 +86,8 @@ class Timeline(Widget):
         return Text(left + " " * gap + right, self.get_component_rich_style("timeline--times"))
 
     def render(self) -> Text:
-        return Text("\n").join((self._track(), self._times()))
+        return Text("\n").join((self._cursor(), self._track(), self._times()))
 
     def on_click(self, event: events.Click) -> None:
+        """Seek to the time under the pointer, on any of the timeline's rows."""
         self.post_message(self.Seek(self._time_at(event.x)))

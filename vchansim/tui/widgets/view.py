@@ -11,8 +11,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from ..frames import Frame
+from ..identity import Identity
 from ..stalls import Stall
 from .bits import PageBits
+from .details import Details
 from .ring import RingPanel
 from .text import set_text
 
@@ -44,10 +46,12 @@ class ChannelView(Vertical):
         problems = Problems(id="problems")
         problems.border_title = "problems · who waits for whom"
         yield problems
+        yield Details()
 
-    def show(self, frame: Frame) -> None:
-        """Draw ``frame``."""
+    def show(self, frame: Frame, identity: Identity | None = None) -> None:
+        """Draw ``frame`` (and ``identity``, the ends as the source knows them)."""
         for panel, ring in zip(self.query(RingPanel), frame.rings, strict=True):
             panel.show(ring)
         self.query_one(PageBits).show(frame)
         self.query_one(Problems).show(frame.problems, frame.stalls)
+        self.query_one(Details).show(frame, identity)
