@@ -290,7 +290,7 @@ def parse_request_perms(fields: Iterable[bytes]) -> list[Perm]:
     for text in fields:
         letter, number = text[:1].decode("latin-1"), text[1:]
         value, used = strtol(number)
-        if letter not in ACCESS_LETTERS or not number or used != len(number):
+        if not number or letter not in ACCESS_LETTERS or used != len(number):
             raise ValueError(f"permission {text!r} is not a letter and a whole number")
         perms.append(Perm(letter, value & 0xFFFFFFFF))
     return perms
