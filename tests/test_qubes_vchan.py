@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +26,11 @@ from typing import IO
 
 import pytest
 import qubes
+from qubes import DEADLINE, SIZE, Running
 from test_clibs_emulator import private_hub
 
 from vchansim.domains import create_domain
 
-#: Bytes each run moves, and how long a run may take on a loaded 2-core machine.
-SIZE = 8 << 20
-DEADLINE = 120.0
 #: The vchan port number (libvchan-xen's "nodeid") every run uses.
 PORT = "5"
 
@@ -65,73 +62,11 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-class Running:
-    """A program started by ``run_as``, its stdout and stderr drained by threads."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None and proc.stderr is not None
-        self.proc, self.out, self.err = proc, Drain(proc.stdout), Drain(proc.stderr, keep=True)
-
-    @property
-    def stdin(self) -> IO[bytes]:
-        assert self.proc.stdin is not None
-        return self.proc.stdin
-
-    def finish(self) -> int:
-        """Wait for the program (bounded) and its output; its exit status."""
-        try:
-            status = self.proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"{self.proc.args!r} did not finish:\n{self.tail()}") from None
-        self.err.join(DEADLINE)
-        self.out.join(DEADLINE)
-        return status
-
-    def tail(self) -> str:
-        return self.err.text.decode(errors="replace")[-400:]
-
-
 def run_as(
     hub_dir: Path, tree: Path, domid: int, program: str, *args: str, stdin: int | IO[bytes]
 ) -> Running:
     """``vchansim exec --domid DOMID -- test/PROGRAM ARGS``, libvchan-xen on its path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VCHANSIM_", "XENSTORED"))}
-    env["VCHANSIM_RUNDIR"] = str(hub_dir)
-    env["LD_LIBRARY_PATH"] = str(tree / "vchan")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(qubes.ROOT), env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "vchansim", "exec", "--domid", str(domid), "--"]
-    return Running(
-        subprocess.Popen(
-            [*command, str(tree / "test" / program), *args],
-            env=env,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    )
-
-
-class Drain(threading.Thread):
-    """Reads a program's output (stdout or stderr) to its end, hashing it as it comes."""
-
-    def __init__(self, stream: IO[bytes], keep: bool = False) -> None:
-        super().__init__(daemon=True)
-        self.stream, self.keep = stream, keep
-        self.digest, self.count, self.text = hashlib.sha256(), 0, b""
-        self.arrived = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        while chunk := self.stream.read1(1 << 16):  # type: ignore[attr-defined]
-            self.digest.update(chunk)
-            self.count += len(chunk)
-            if self.keep:
-                self.text += chunk
-            if self.count >= SIZE:
-                self.arrived.set()
-        self.arrived.set()
+    return qubes.run_as(hub_dir, domid, [tree / "test" / program, *args], tree, stdin=stdin)
 
 
 @pytest.mark.parametrize(
