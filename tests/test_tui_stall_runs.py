@@ -192,9 +192,10 @@ kind = "delivered"
 """
 
 #: (scenario, the verdict its fault must produce, the others it may also produce: a
-#: reader that stalls on purpose is a consumer-stalled writer's peer before and after).
+#: reader that stalls on purpose is a consumer-stalled writer's peer before and after, and
+#: a reader sleeping through dropped wake-ups lets the ring fill under its writer).
 CASES = [
-    (LOST_WAKEUPS, "lost-wakeup", set()),
+    (LOST_WAKEUPS, "lost-wakeup", {"consumer-stalled"}),
     (CONSUMER_STALL, "consumer-stalled", set()),
     (UNASKED_WAIT, "unasked-wait", {"consumer-stalled", "lost-wakeup"}),
     (MISSED_CLOSE, "missed-close", {"consumer-stalled"}),
