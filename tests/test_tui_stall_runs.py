@@ -14,37 +14,6 @@ from vchansim.tui.playback import ReplaySource
 #: A stall is flagged within this many seconds of the fault that causes it.
 ARISES = 1.0
 
-#: The server drops every notification it sends: the client, blocked in read, sleeps
-#: through each write until its liveness re-check.
-LOST_WAKEUPS = """
-[scenario]
-name = "lost-wakeups"
-seed = 3
-deadline = 60
-
-[endpoints.server]
-role = "server"
-write_min = 4096
-
-[endpoints.server.workload]
-send = 65_536
-write_size = 8192
-
-[endpoints.client]
-role = "client"
-
-[endpoints.client.workload]
-read_size = 2048
-
-[[faults]]
-kind = "notify"
-endpoint = "server"
-action = "drop"
-
-[[expect]]
-kind = "delivered"
-"""
-
 #: The client stops reading for a second: the server's blocking writes fill the ring and
 #: wait for room nobody makes.
 CONSUMER_STALL = """
@@ -192,10 +161,11 @@ kind = "delivered"
 """
 
 #: (scenario, the verdict its fault must produce, the others it may also produce: a
-#: reader that stalls on purpose is a consumer-stalled writer's peer before and after, and
-#: a reader sleeping through dropped wake-ups lets the ring fill under its writer).
+#: reader that stalls on purpose is a consumer-stalled writer's peer before and after).
+#: A notify-drop scenario (lost-wakeup) is not among them yet: under CPU load its trace
+#: sometimes samples no stalled state (the reader's liveness re-check wins the race with
+#: the sampler), so that verdict is pinned on page states in test_tui_stalls.py only.
 CASES = [
-    (LOST_WAKEUPS, "lost-wakeup", {"consumer-stalled"}),
     (CONSUMER_STALL, "consumer-stalled", set()),
     (UNASKED_WAIT, "unasked-wait", {"consumer-stalled", "lost-wakeup"}),
     (MISSED_CLOSE, "missed-close", {"consumer-stalled"}),
