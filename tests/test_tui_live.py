@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import mmap
 import shutil
 import tempfile
@@ -260,6 +261,14 @@ def test_inspect_list_prints_the_channels(
     args = cli("--list", "--rundir", str(rundir.path), "vchan/2/other")
     assert args.func(args) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1  # the header only
+    args = cli("--list", "--json", "--rundir", str(rundir.path))
+    assert args.func(args) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["path"] == FULL_PATH
+    assert (listed["server_domain"], listed["client_domain"]) == (1, 2)
+    assert listed["page"]["orders"] == [10, 11] and listed["page"]["problems"] == []
+    assert listed["page"]["srv_live"] == listed["page"]["cli_live"] == "connected"
+    assert isinstance(listed["ring_ref"], int) and isinstance(listed["since"], float)
     finish(client, server)
 
 
@@ -272,6 +281,9 @@ def test_inspect_refuses_what_it_cannot_do_with_a_reason() -> None:
         args.func(args)
     args = cli("--paused")
     with pytest.raises(ConfigError, match="--paused only applies to --replay"):
+        args.func(args)
+    args = cli("--json")
+    with pytest.raises(ConfigError, match="--json only applies to --list"):
         args.func(args)
 
 

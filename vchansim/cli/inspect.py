@@ -10,6 +10,7 @@ prints the channels as text instead (for scripts, or a terminal too small for th
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -44,12 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--list", action="store_true", help="print the live channels as text and exit"
     )
+    parser.add_argument(
+        "--json", action="store_true", help="with --list: one JSON array of the channels"
+    )
     parser.set_defaults(func=_inspect)
 
 
 def _check(args: argparse.Namespace) -> None:
     if args.replay is not None and (args.channel or args.list or args.rundir):
         raise ConfigError("--replay shows a trace: it takes no CHANNEL, --list or --rundir")
+    if args.json and not args.list:
+        raise ConfigError("--json only applies to --list")
     if args.paused and args.replay is None:
         raise ConfigError("--paused only applies to --replay")
     if not args.list and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -79,6 +85,9 @@ def _print_channels(args: argparse.Namespace) -> int:
         link.close()
     if args.channel:
         channels = [c for c in channels if matches(c.path, args.channel)]
+    if args.json:
+        print(json.dumps([info.as_json() for info in channels], indent=1))
+        return 0
     rows = [COLUMNS, *(info.row() for info in channels)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for line in rows:

@@ -82,6 +82,32 @@ class ChannelInfo:
             cli = live_word(page.cli_live, CLIENT_STATES)
         return (f"dom{self.server} {srv}", f"dom{self.client} {cli}", orders, self.path)
 
+    def as_json(self) -> dict[str, Any]:
+        """The channel for ``vchansim inspect --list --json``: its names, and its page's
+        header as listed (None if it could not be read)."""
+        page = self.page
+        header: dict[str, Any] | None = None
+        if page is not None:
+            header = {
+                "left": {"cons": page.left_cons, "prod": page.left_prod},
+                "right": {"cons": page.right_cons, "prod": page.right_prod},
+                "orders": [page.left_order, page.right_order],
+                "srv_live": live_word(page.srv_live, SERVER_STATES),
+                "cli_live": live_word(page.cli_live, CLIENT_STATES),
+                "srv_notify": page.srv_notify,
+                "cli_notify": page.cli_notify,
+                "problems": list(page.problems()),
+            }
+        return {
+            "path": self.path,
+            "server_domain": self.server,
+            "client_domain": self.client,
+            "ring_ref": self.ring_ref,
+            "port": self.port,
+            "since": self.since,
+            "page": header,
+        }
+
 
 #: Column names of :meth:`ChannelInfo.row`.
 COLUMNS = ("server", "client", "orders", "path")
