@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import json
 import os
@@ -297,6 +298,23 @@ def test_a_refused_hello_is_reported_by_the_first_call(rundir: RunDir) -> None:
         assert info.value.errno == errno.EINVAL
     finally:
         conn.close()
+
+
+def test_a_refused_hello_keeps_its_reason_with_requests_queued_behind_it(
+    raw: socket.socket,
+) -> None:
+    """A client pipelining requests behind a HELLO the hub refuses reads the refusal,
+    then end-of-file -- never a reset that hides the reason (Linux resets a peer whose
+    socket is closed with requests unread)."""
+    raw.send(_u32s(Op.HELLO, 1, 0x8000, os.getpid(), 0))
+    sent = 0
+    with contextlib.suppress(BrokenPipeError):
+        for sent in range(1, 200):  # noqa: B007 -- the count is checked below
+            raw.send(_u32s(Op.STATE))
+    reply = raw.recv(65536)
+    assert struct.unpack_from("<I", reply)[0] == errno.EINVAL, (sent, reply)
+    assert b"domain id 32768" in reply
+    assert _hangs_up(raw)
 
 
 def _dropped_then(rundir: RunDir, dialled: list[socket.socket]) -> socket.socket:

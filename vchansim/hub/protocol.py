@@ -321,14 +321,14 @@ class HubConnection:
         """Send ``request`` (for ``op``), if any, behind the pending HELLO and read HELLO's
         reply, dialling again while the hub drops us unanswered (see :meth:`greet`)."""
         assert self._hello is not None and self._dial is not None
+        unsent: HubGoneError | None = None
         for attempt in range(self._redials + 1):
             try:
                 if attempt:
                     self._sock.close()
                     self._sock = self._dial()
                     self._send(self._hello, Op.HELLO)
-                if request is not None:
-                    self._send(request, op)
+                unsent = self._send_behind_hello(request, op)
                 data, fds = self._receive(Op.HELLO, REPLY_MAX)
                 break
             except HubGoneError:
@@ -340,6 +340,20 @@ class HubConnection:
             reply.close_fds()
             raise BackendError(f"HELLO: {reply.text}", err=reply.status)
         (self._hub_pid,) = reply.values
+        if unsent is not None:
+            raise unsent
+
+    def _send_behind_hello(self, request: bytes | None, op: Op) -> HubGoneError | None:
+        """Send ``request`` behind HELLO; a hub that refused HELLO may already have
+        stopped reading (its sends then fail), and HELLO's reply -- the reason -- still
+        waits to be read, so the failure is returned for after that reply."""
+        if request is None:
+            return None
+        try:
+            self._send(request, op)
+        except HubGoneError as exc:
+            return exc
+        return None
 
     def _send(self, request: bytes, op: Op) -> None:
         try:

@@ -387,7 +387,7 @@ class Hub:
         del self.clients[client.id]
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(client.sock)
-        client.sock.close()
+        _close_read_side_first(client.sock)
         released = []
         for number, handle in sorted(client.handles.items()):
             fired = self._release_safely(client, f"handle {number}", self.grants.release, handle)
@@ -785,3 +785,21 @@ def run_hub(
     finally:
         hub.close()
     return 0
+
+
+def _close_read_side_first(sock: socket.socket) -> None:
+    """Close a client's socket without losing the replies already sent to it.
+
+    Linux reports ECONNRESET to the peer of a stream or seqpacket socket closed with
+    requests still unread, and the peer's next receive returns that error ahead of the
+    replies waiting for it -- a client that sent a request behind a refused HELLO would
+    lose the refusal's reason.  Shutting the read side first makes the client's later
+    sends fail (EPIPE), so the requests already queued can be discarded and the close
+    leaves the client its replies followed by end-of-file.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+        sock.setblocking(False)
+        while sock.recv(1, socket.MSG_TRUNC):
+            pass
+    sock.close()
