@@ -12,7 +12,7 @@ import pytest
 
 from vchansim import __version__
 from vchansim import core as cores
-from vchansim.cli import build_parser
+from vchansim.cli import COMMANDS, build_parser
 
 DEADLINE = 60.0
 
@@ -87,3 +87,63 @@ def test_json_is_a_flag_for_json_on_stdout_everywhere() -> None:
         for action in parser._actions:
             if "--json" in action.option_strings:
                 assert action.nargs == 0, f"{name} --json takes a value"
+
+
+def test_the_commands_table_names_every_subcommand_and_its_module() -> None:
+    everything = {name for name, _ in _parsers() if name.count(" ") == 1}
+    assert everything == {f"vchansim {name}" for name in COMMANDS}
+    for name in COMMANDS:
+        alone = {sub for sub, _ in _parsers_of(build_parser([name, "--help"]))}
+        assert f"vchansim {name}" in alone
+
+
+def _parsers_of(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    return [
+        (f"vchansim {sub}", p)
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for sub, p in action.choices.items()
+    ]
+
+
+#: Runs the CLI with the emulator's hub, shm backend and posix_ipc made unimportable, as
+#: on a minimal guest that has only what the xen backend needs.
+_WITHOUT_EMULATOR = """
+import runpy, sys
+BLOCKED = ("posix_ipc", "vchansim.hub", "vchansim.backends.shm")
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"blocked for this test: {name}")
+        return None
+sys.meta_path.insert(0, Blocker())
+sys.argv[0] = "vchansim"
+runpy.run_module("vchansim", run_name="__main__")
+"""
+
+
+def run_without_emulator(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EMULATOR, *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.skipif(os.path.exists("/dev/xen/evtchn"), reason="this machine is a Xen domain")
+@pytest.mark.parametrize("command", ["connect", "serve"])
+def test_the_xen_path_needs_nothing_of_the_emulator(command: str) -> None:
+    done = run_without_emulator(command, "--backend", "xen", "0", "data/vchan/x")
+    assert done.returncode == 1, done.stderr
+    # The one line of a machine without Xen, not an import error from the emulator.
+    assert "blocked for this test" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"vchansim {command}: the xen backend needs /dev/xen/")
+
+
+def test_the_blocker_does_block_what_needs_the_emulator() -> None:
+    done = run_without_emulator("exec", "--backend", "shm", "true")
+    assert done.returncode != 0
+    assert "blocked for this test: vchansim" in done.stderr

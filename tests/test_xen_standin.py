@@ -67,6 +67,17 @@ def test_own_domid_is_read_from_xenstore(xen):
     assert tried[:2] == ["/var/run/xenstored/socket", "/dev/xen/xenbus"]
 
 
+def test_a_domid_other_than_its_own_is_refused_naming_both(xen):
+    assert XenBackend(0, devices=xen.devices(0)).domid == 0
+    with pytest.raises(ConfigError) as info:
+        XenBackend(1, devices=xen.devices(0))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "runs in domain 0" in message and "act as domain 1" in message
+    with pytest.raises(ConfigError, match=r"runs in domain 1.*act as domain 0"):
+        XenBackend(0, devices=xen.devices(1))
+
+
 @pytest.mark.parametrize(
     ("env", "xenbus", "expected"),
     [
@@ -165,8 +176,11 @@ def test_xenstore_conversations_are_those_of_section_7_9(xen):
     client = Vchan.client(XenBackend(1, devices=xen.devices(1)), 0, PATH)
     client.close()
     server.close()
-    srv = xen.recorders[0].wait_finished(2)  # server init, server close
-    cli = xen.recorders[1].wait_finished(1)  # client init
+    # Each backend first asks its domain id once, on a connection of its own.
+    own_domid = [("READ", 0, [b"domid", b""])]
+    backend_srv, *srv = xen.recorders[0].wait_finished(3)  # + server init, server close
+    backend_cli, *cli = xen.recorders[1].wait_finished(2)  # + client init
+    assert backend_srv.summary() == backend_cli.summary() == own_domid
     init = srv[0].summary()
     tx = init[2][1]
     assert tx != 0

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from .backends import get_backend
+from .backends import backend_class, get_backend
 from .backends.base import Backend
 from .backends.memory import MemoryBackend, MemoryHypervisor
 from .channel import Vchan
@@ -26,6 +26,7 @@ from .leaks import Leak, find_leaks, memory_leaks, own_descriptors, stop_hub
 from .rundir import RunDir, prepare_rundir
 from .scenario import Scenario, ScenarioResult, load_scenario, scenario_from_dict
 from .scenario import run_scenario as _run_scenario
+from .xenleaks import XenSnapshot
 
 #: Seconds the teardown leak check gives the hub to notice closed connections.
 LEAK_GRACE = 2.0
@@ -56,7 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class VchanPair(NamedTuple):
-    """A connected channel: ``server`` in domain 1 and ``client`` in domain 0."""
+    """A connected channel: ``server`` in domain 1 and ``client`` in domain 0 (on real
+    Xen both in the domain the test runs in)."""
 
     server: Vchan
     client: Vchan
@@ -71,6 +73,26 @@ class Environment:
         self.hypervisor = MemoryHypervisor() if backend == "memory" else None
         # What an earlier test left open is that test's leak, not this one's.
         self.open_before = own_descriptors()
+        #: On a backend that is its process's domain (real Xen): that domain, and what
+        #: it held and kept in its XenStore home before the test.
+        self.own: Backend | None = None
+        self.before: XenSnapshot | None = None
+        if not backend_class(backend).plays_domains:
+            self.own = get_backend(backend)
+            with self.own.store() as store:
+                self.before = XenSnapshot.take(store, self.home)
+
+    @property
+    def home(self) -> str:
+        """The server's XenStore home, where the pair's keys go."""
+        return f"/local/domain/{self.pair_domains()[0]}"
+
+    def pair_domains(self) -> tuple[int, int]:
+        """(server, client) domains of ``vchan_pair``: 1 and 0 where the backend plays
+        domains; the test's own domain twice where it is that domain."""
+        if self.own is not None:
+            return self.own.domid, self.own.domid
+        return SERVER_DOMID, CLIENT_DOMID
 
     def domain(self, domid: int) -> Backend:
         """The backend through which this test plays domain ``domid``."""
@@ -83,6 +105,9 @@ class Environment:
     def leaks(self) -> list[Leak]:
         if self.hypervisor is not None:
             return memory_leaks(self.hypervisor)
+        if self.own is not None and self.before is not None:
+            with self.own.store() as store:
+                return self.before.leaks(store)
         return find_leaks(self.rundir, timeout=LEAK_GRACE, open_before=self.open_before)
 
 
@@ -156,9 +181,10 @@ def vchan_pair(request: pytest.FixtureRequest, vchan_env: Environment) -> Iterat
     them, or a backend name): ``backend``, ``read_min``, ``write_min``, ``blocking``."""
     options = _options(request)
     blocking = options.get("blocking", True)
+    server_domid, client_domid = vchan_env.pair_domains()
     server = Vchan.server(
-        vchan_env.domain(SERVER_DOMID),
-        CLIENT_DOMID,
+        vchan_env.domain(server_domid),
+        client_domid,
         PAIR_PATH,
         options.get("read_min", 0),
         options.get("write_min", 0),
@@ -166,9 +192,9 @@ def vchan_pair(request: pytest.FixtureRequest, vchan_env: Environment) -> Iterat
     )
     try:
         client = Vchan.client(
-            vchan_env.domain(CLIENT_DOMID),
-            SERVER_DOMID,
-            f"/local/domain/{SERVER_DOMID}/{PAIR_PATH}",
+            vchan_env.domain(client_domid),
+            server_domid,
+            f"{vchan_env.home}/{PAIR_PATH}",
             blocking=blocking,
         )
     except BaseException:

@@ -246,6 +246,9 @@ class Backend(ABC):
 
     #: False where the platform cannot map a domain's own grants (Linux on Xen).
     supports_loopback: ClassVar[bool] = True
+    #: True where a backend plays whichever domain it is given (the emulators); False
+    #: where it is the domain its process runs in (real Xen), so one process has one.
+    plays_domains: ClassVar[bool] = True
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing between handles
         """Release whatever the backend keeps between handles."""

@@ -443,17 +443,30 @@ def _whole_number(raw: bytes) -> int | None:
 
 
 class XenBackend(Backend):
-    """This domain on the real hypervisor.  ``domid`` defaults to XenStore's ``domid``."""
+    """This domain on the real hypervisor, whose id XenStore's ``domid`` key gives.
+
+    On real Xen the domain is a fact, not a choice: a ``domid`` is checked against it and
+    refused if it differs, since a channel set up under another domain's id would publish
+    under that domain's home and wait for a peer that never looks there.
+    """
 
     name = "xen"
     #: Linux cannot map a domain's own grants reliably (gntdev on a gntalloc page of the
     #: same domain: "Bad page map" reports; Qubes refuses it), so loopback is unsupported.
     supports_loopback = False
+    plays_domains = False
 
     def __init__(self, domid: int | None = None, *, devices: Devices | None = None) -> None:
         self.devices: Devices = devices if devices is not None else LinuxDevices()
         _require_devices(self.devices)
-        super().__init__(domid if domid is not None else self._own_domid())
+        own = self._own_domid()
+        if domid is not None and domid != own:
+            check_domid(domid)
+            raise ConfigError(
+                f"the xen backend runs in domain {own}; it cannot act as domain {domid} "
+                "(on real Xen a process is the domain it runs in)"
+            )
+        super().__init__(own)
 
     def _own_domid(self) -> int:
         try:
@@ -461,8 +474,7 @@ class XenBackend(Backend):
                 raw = store.read("domid")
         except StoreError as exc:
             raise BackendError(
-                f"cannot learn this domain's id from XenStore key 'domid' ({exc}); "
-                "pass domid= explicitly",
+                f"cannot learn this domain's id from XenStore key 'domid' ({exc})",
                 err=exc.errno,
             ) from exc
         domid = _whole_number(raw)

@@ -3,6 +3,10 @@
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` to a callable taking the parsed arguments and returning an exit status.  Errors
 the library raises on purpose become one line on stderr, never a traceback.
+
+Only the module of the subcommand being run is imported (all of them for the top-level
+help): a command imports what it needs and nothing of the others, so ``connect
+--backend xen`` in a minimal guest needs neither the emulator's hub nor ``posix_ipc``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,30 @@ from .. import __version__, core
 from ..errors import VchanError
 from .common import UsageError
 
-COMMANDS = ("bench", "domain", "exec", "hub", "inspect", "pipe", "run", "scenarios")
+#: Each subcommand and the module (in this package) whose ``register`` adds it.
+COMMANDS = {
+    "bench": "bench",
+    "connect": "pipe",
+    "domain": "domain",
+    "exec": "exec",
+    "hub": "hub",
+    "inspect": "inspect",
+    "run": "run",
+    "scenarios": "scenarios",
+    "serve": "pipe",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str] | None) -> list[str]:
+    """The command modules to import: the subcommand's when ``argv`` starts with one,
+    else (top-level options, help, a mistake, None) every module."""
+    if argv and argv[0] in COMMANDS:
+        return [COMMANDS[argv[0]]]
+    return sorted(set(COMMANDS.values()))
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: its subcommand alone, or all of them (``argv`` None)."""
     parser = argparse.ArgumentParser(
         prog="vchansim",
         description="Xen vchan (libxenvchan) emulator and test harness — no hypervisor needed.",
@@ -31,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the version and the ring core in use (c or python), then exit",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        import_module(f"{__name__}.{name}").register(subparsers)
+    for module in _modules_for(argv):
+        import_module(f"{__name__}.{module}").register(subparsers)
     return parser
 
 
@@ -46,7 +70,7 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     command = _subcommand(parser, args.command)
     if unknown:  # argparse would show the top-level usage; the subcommand's is the help
