@@ -3,13 +3,18 @@
 ``get_backend("shm", domid=1)`` returns a ready :class:`~.base.Backend`.  Built-in
 backends are listed here; others register under the ``vchansim.backends`` entry-point
 group (``name = "package.module:BackendClass"``) or call :func:`register`.
+
+A built-in name resolves without reading the installed distributions' metadata: that
+scan costs tens of milliseconds and most of an endpoint's import weight, so only a name
+that is neither registered nor built in (or a listing of every backend) pays for it.
+An installed package therefore cannot replace a built-in backend by name; :func:`register`
+can.
 """
 
 from __future__ import annotations
 
 import os
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import ConfigError
@@ -41,11 +46,14 @@ DEFAULT_BACKEND = "shm"
 
 
 def register(name: str, cls: type[Backend]) -> None:
-    """Make ``cls`` available as backend ``name`` (overrides entry points and built-ins)."""
+    """Make ``cls`` available as backend ``name`` (overrides built-ins and entry points)."""
     _registered[name] = cls
 
 
 def _entry_point_targets() -> dict[str, str]:
+    """The third-party backends the installed distributions declare (a metadata scan)."""
+    from importlib.metadata import entry_points  # heavy: see the module docstring
+
     return {ep.name: ep.value for ep in entry_points(group="vchansim.backends")}
 
 
@@ -66,7 +74,7 @@ def backend_class(name: str) -> type[Backend]:
     """The class registered under ``name``."""
     if name in _registered:
         return _registered[name]
-    target = _entry_point_targets().get(name) or _BUILTIN.get(name)
+    target = _BUILTIN.get(name) or _entry_point_targets().get(name)
     if target is None:
         raise ConfigError(
             f"unknown vchansim backend {name!r}; available: {', '.join(available_backends())}"

@@ -2,7 +2,8 @@
 
 One daemon per run directory hands out shared pages and eventfd doorbells and serves
 XenStore; endpoints then talk to each other directly.  :func:`open_hub` is what a
-backend calls; :func:`run_hub` is the daemon itself.  The wire contract is
+backend calls; :func:`.server.run_hub` is the daemon itself, imported only by the
+process that runs it (an endpoint loads the client side alone).  The wire contract is
 docs/hub-protocol.md.
 """
 
@@ -10,11 +11,8 @@ from __future__ import annotations
 
 from .launcher import ensure_hub, hub_running, open_hub, start_hub
 from .protocol import HubConnection, HubGoneError, Op, Reply
-from .server import DEFAULT_IDLE, Hub, run_hub
 
 __all__ = [
-    "DEFAULT_IDLE",
-    "Hub",
     "HubConnection",
     "HubGoneError",
     "Op",
@@ -22,6 +20,5 @@ __all__ = [
     "ensure_hub",
     "hub_running",
     "open_hub",
-    "run_hub",
     "start_hub",
 ]

@@ -20,18 +20,19 @@ import errno
 import fcntl
 import os
 import select
-import shlex
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BackendError, ConfigError
 from ..rundir import RunDir, prepare_rundir
-from .limits import HubLimits, limit_options, parse_limits
 from .protocol import HubConnection, dial
+
+if TYPE_CHECKING:
+    from .limits import HubLimits
 
 #: Seconds to wait for a new hub to say it is ready (a cold interpreter start).
 START_TIMEOUT = 10.0
@@ -113,6 +114,10 @@ def _idle_from_env() -> float | None:
 def limits_from_env() -> HubLimits:
     """The limits ``$VCHANSIM_HUB_OPTIONS`` asks for (Xen's defaults when unset);
     ConfigError naming the variable if they are not valid."""
+    import shlex
+
+    from .limits import parse_limits  # the option parser: only a process starting a hub
+
     raw = os.environ.get(OPTIONS_ENV, "")
     try:
         options = shlex.split(raw)
@@ -148,6 +153,11 @@ def start_hub(
     On failure, raises BackendError quoting the end of ``hub.log``, where the hub's
     output goes.
     """
+    # Imported here, not above: an endpoint finding its hub running never pays for them.
+    import subprocess
+
+    from .limits import limit_options
+
     idle = idle if idle is not None else _idle_from_env()
     limits = limits if limits is not None else limits_from_env()
     command = [sys.executable, "-m", "vchansim.hub", "--embedded", "--rundir", str(rundir.path)]

@@ -4,26 +4,7 @@
 - :mod:`.store` -- the emulated daemon, sans-IO: :class:`Store` and :class:`XsConnection`;
 - :mod:`.server` -- :class:`XenstoreService`, the store on one UNIX socket per domain;
 - :mod:`.client` -- :class:`XsClient`, a synchronous client for a socket or xenbus device.
+
+Import the module you need: an endpoint uses the codec and the client, and loading the
+package must not load the daemon with them.
 """
-
-from __future__ import annotations
-
-from .client import XenstoreError, XsClient
-from .server import XenstoreService, socket_path
-from .store import Quotas, Store, XsConnection, XsError
-from .wire import Message, Perm, XsProtocolError, XsType
-
-__all__ = [
-    "Message",
-    "Perm",
-    "Quotas",
-    "Store",
-    "XenstoreError",
-    "XenstoreService",
-    "XsClient",
-    "XsConnection",
-    "XsError",
-    "XsProtocolError",
-    "XsType",
-    "socket_path",
-]
