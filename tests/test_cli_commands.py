@@ -105,6 +105,20 @@ def test_connect_with_no_input_receives_everything_under_cpu_load(rundir, cpu_lo
         procs.reap(proc)
 
 
+def test_at_eof_swaps_the_parts_so_a_client_can_upload(rundir, cpu_load):
+    payload = os.urandom(2 << 20)
+    server = vchansim(rundir, "serve", "--at-eof", "receive", "--domid", "1", "0", "data/up")
+    server.stdin.close()  # `serve --at-eof receive </dev/null >FILE`
+    stored = Collector(server, len(payload))
+    client = vchansim(rundir, "connect", "--at-eof", "close", "--domid", "0", "1", "data/up")
+    _, err = client.communicate(payload, timeout=4 * DEADLINE)
+    assert client.returncode == 0, err.decode()
+    assert server.wait(DEADLINE) == 0, server.stderr.read().decode()
+    stored.join(DEADLINE)
+    assert hashlib.sha256(stored.data).digest() == hashlib.sha256(payload).digest()
+    procs.reap(server)
+
+
 def test_a_server_with_no_input_closing_first_makes_the_client_say_what_it_lost(rundir):
     server = vchansim(rundir, "serve", "--domid", "1", "0", "data/early")
     server.stdin.close()  # `serve </dev/null`: it closes once its client is there

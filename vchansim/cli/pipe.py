@@ -8,6 +8,10 @@ stops sending, keeps receiving, and one end decides when the session is over:
   serve     waits for its client, then closes once the client has read everything
             serve sent -- giving up if the client reads nothing for --linger seconds.
 
+--at-eof swaps the parts: to send a file from the client to the server, run
+"serve --at-eof receive >FILE" and "connect --at-eof close <FILE".  Exactly one of the
+two ends must close: two ends that both receive wait for each other until interrupted.
+
 The peer's close ends either command once everything it wrote is on stdout.
 
 exit status:
@@ -35,7 +39,7 @@ UNDELIVERED = 3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = _command(subparsers, "serve", "offer a vchan to PEER_DOMID at PATH")
+    serve = _command(subparsers, "serve", "offer a vchan to PEER_DOMID at PATH", Ending.CLOSE)
     serve.add_argument(
         "--read-min",
         type=size,
@@ -46,16 +50,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--write-min", type=size, default=0, metavar="BYTES", help="smallest send ring (default 0)"
     )
-    serve.add_argument(
-        "--linger",
-        type=seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="after stdin ends, how long the client may read nothing before serve gives "
-        "up on it and closes (default 10; inf: no bound)",
-    )
     serve.set_defaults(func=_serve)
-    connect = _command(subparsers, "connect", "connect to PEER_DOMID's vchan at PATH")
+    connect = _command(
+        subparsers, "connect", "connect to PEER_DOMID's vchan at PATH", Ending.RECEIVE
+    )
     connect.add_argument(
         "--wait",
         type=seconds,
@@ -67,10 +65,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _command(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, what: str
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    what: str,
+    ending: Ending,
 ) -> argparse.ArgumentParser:
-    """serve/connect: the same peer, path and backend arguments."""
+    """serve/connect: the same peer, path, ending and backend arguments."""
     parser = add_command(subparsers, name, f"{what} and pipe stdin/stdout over it", __doc__)
+    parser.add_argument(
+        "--at-eof",
+        type=Ending,
+        choices=list(Ending),
+        default=ending,
+        help=f"at the end of stdin: close once the peer has read everything sent, or "
+        f"receive until the peer closes (default {ending})",
+    )
+    parser.add_argument(
+        "--linger",
+        type=seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --at-eof close: how long the peer may read nothing before this end "
+        "gives up on it and closes (default 10; inf: no bound)",
+    )
     parser.add_argument("peer", type=int, metavar="PEER_DOMID", help="the other domain's id")
     parser.add_argument(
         "path",
@@ -90,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"{args.peer}; waiting for it",
             file=sys.stderr,
         )
-        tally = bridge(chan, 0, 1, ending=Ending.CLOSE, patience=args.linger)
+        tally = bridge(chan, 0, 1, ending=args.at_eof, patience=args.linger)
     return _verdict("serve", tally)
 
 
@@ -99,7 +116,7 @@ def _connect(args: argparse.Namespace) -> int:
     backend = open_backend(args)
     path = args.path if args.path.startswith("/") else f"/local/domain/{args.peer}/{args.path}"
     with Vchan.client(backend, args.peer, path, wait=args.wait) as chan:
-        tally = bridge(chan, 0, 1, ending=Ending.RECEIVE)
+        tally = bridge(chan, 0, 1, ending=args.at_eof, patience=args.linger)
     return _verdict("connect", tally)
 
 
