@@ -11,6 +11,8 @@ stops sending, keeps receiving, and one end decides when the session is over:
 --at-eof swaps the parts: to send a file from the client to the server, run
 "serve --at-eof receive >FILE" and "connect --at-eof close <FILE".  Exactly one of the
 two ends must close: two ends that both receive wait for each other until interrupted.
+In a script, "serve ... &" gets /dev/null as stdin and so closes as soon as its client
+is there: give it "<FILE", or "--at-eof receive".
 
 The peer's close ends either command once everything it wrote is on stdout.
 
