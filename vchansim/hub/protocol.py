@@ -84,6 +84,8 @@ REPLY_MAX = 4 * (3 + 2 * MAX_GRANT_PAGES) + 1024
 STATE_REPLY_MAX = 1 << 20
 #: Seconds a client waits for a reply before declaring the hub hung.
 CALL_TIMEOUT = 10.0
+#: ``struct timeval`` (seconds, microseconds), for SO_SNDTIMEO.
+_TIMEVAL = struct.Struct("@ll")
 
 
 class HubGoneError(BackendError):
@@ -207,11 +209,24 @@ Dial = Callable[[], socket.socket]
 
 def dial(path: Path) -> socket.socket:
     """A socket connected to the hub socket at ``path``; FileNotFoundError or
-    ConnectionRefusedError when no hub listens there."""
+    ConnectionRefusedError when no hub listens there.
+
+    The connect blocks: when many ends start at once the hub's backlog can be full for a
+    moment, and a blocking connect waits for room (up to ``SO_SNDTIMEO``) where one
+    under Python's ``settimeout`` fails at once with EAGAIN.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(int(CALL_TIMEOUT), 0))
+        try:
+            sock.connect(os.fspath(path))
+        except BlockingIOError:
+            raise BackendError(
+                f"the hub at {path} accepted no connection within {CALL_TIMEOUT:g} s "
+                "(its backlog stayed full)",
+                err=errno.ETIMEDOUT,
+            ) from None
         sock.settimeout(CALL_TIMEOUT)
-        sock.connect(os.fspath(path))
     except BaseException:
         sock.close()
         raise

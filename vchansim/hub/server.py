@@ -230,7 +230,7 @@ class Hub:
             _remove_dead_socket(path)
             listener.bind(path)
             os.chmod(path, 0o600)
-            listener.listen(64)
+            listener.listen(socket.SOMAXCONN)  # many ends may start at once
             listener.setblocking(False)
         except OSError:
             listener.close()

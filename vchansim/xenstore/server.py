@@ -201,7 +201,7 @@ class XenstoreService:
             sock.bind(path)
             # Tightened before listen(), so no connection can come in under looser bits.
             os.chmod(path, 0o600)
-            sock.listen(64)
+            sock.listen(socket.SOMAXCONN)  # many processes may connect at once
             sock.setblocking(False)
         except OSError:
             sock.close()
