@@ -14,6 +14,40 @@ from vchansim.tui.playback import ReplaySource
 #: A stall is flagged within this many seconds of the fault that causes it.
 ARISES = 1.0
 
+#: The server drops every notification it sends, and pauses after each write so that the
+#: client drains the ring and sleeps reading it: each later write takes the client's
+#: WRITE request without the event, and the client sleeps through it until its liveness
+#: re-check.  (Without the pause a client that is scheduled late finds data at every
+#: read, never sleeps, and no wake-up is owed.)
+LOST_WAKEUPS = """
+[scenario]
+name = "lost-wakeups"
+seed = 3
+deadline = 60
+
+[endpoints.server]
+role = "server"
+
+[endpoints.server.workload]
+send = 8192
+write_size = 2048
+write_pause = 0.3
+
+[endpoints.client]
+role = "client"
+
+[endpoints.client.workload]
+read_size = 2048
+
+[[faults]]
+kind = "notify"
+endpoint = "server"
+action = "drop"
+
+[[expect]]
+kind = "delivered"
+"""
+
 #: The client stops reading for a second: the server's blocking writes fill the ring and
 #: wait for room nobody makes.
 CONSUMER_STALL = """
@@ -161,11 +195,11 @@ kind = "delivered"
 """
 
 #: (scenario, the verdict its fault must produce, the others it may also produce: a
-#: reader that stalls on purpose is a consumer-stalled writer's peer before and after).
-#: A notify-drop scenario (lost-wakeup) is not among them yet: under CPU load its trace
-#: sometimes samples no stalled state (the reader's liveness re-check wins the race with
-#: the sampler), so that verdict is pinned on page states in test_tui_stalls.py only.
+#: reader that stalls on purpose is a consumer-stalled writer's peer before and after; a
+#: reader sleeping through dropped wake-ups lets the ring fill under its writer, and sleeps
+#: through the server's close too when that event is the one dropped).
 CASES = [
+    (LOST_WAKEUPS, "lost-wakeup", {"consumer-stalled", "missed-close"}),
     (CONSUMER_STALL, "consumer-stalled", set()),
     (UNASKED_WAIT, "unasked-wait", {"consumer-stalled", "lost-wakeup"}),
     (MISSED_CLOSE, "missed-close", {"consumer-stalled"}),

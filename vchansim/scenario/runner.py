@@ -205,11 +205,7 @@ class Run:
             self.release(inst)
         if self.trace is not None:
             observer = self.executor.observe(self.s.server.domain, msg.ring_ref, msg.port)
-            self.sampler = Sampler(
-                observer,
-                lambda kind, **f: self.note(kind, time.monotonic(), **f),
-                self.event_counts,
-            )
+            self.sampler = Sampler(observer, self.note, self.event_counts)
 
     def event_counts(self) -> dict[str, int]:
         """Events each side has sent so far (its notifications, spurious ones included)."""

@@ -94,7 +94,11 @@ class Sampler:
     and every ASLEEP_PERIOD while an end sleeps.
 
     Event counts come from the observer when the backend keeps them, else from
-    ``fallback`` (what the endpoints last reported)."""
+    ``fallback`` (what the endpoints last reported).  ``record`` gets the time the page
+    was read (``time.monotonic()``) with each record: a sleep's age is measured at that
+    same instant, so a replay gets the sleep's start back exactly however late the
+    record is written (a thread waiting for the GIL under load is milliseconds late,
+    and a start that moves looks like a new sleep)."""
 
     def __init__(
         self,
@@ -129,6 +133,7 @@ class Sampler:
         self._recorded = now
         self._record(
             "ring",
+            now,
             left={"cons": state.left_cons, "prod": state.left_prod},
             right={"cons": state.right_cons, "prod": state.right_prod},
             orders=[state.left_order, state.right_order],
