@@ -24,7 +24,7 @@ import pytest
 
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.backends.shm import ShmBackend
-from vchansim.bench import report
+from vchansim.bench import footprint, report
 from vchansim.bench.endpoints import make_endpoint
 from vchansim.bench.results import Latency, Results, Setup, Throughput
 from vchansim.bench.runner import Plan, run
@@ -59,6 +59,11 @@ TINY = dict(
     message_ring=64 * KiB,
     pairs=(1, 2),
     aggregate_ring=64 * KiB,
+    pair_transports=("vchansim", "libxenvchan"),
+    concurrent=2,
+    footprint_channels=5,
+    xs_clients=(1,),
+    xs_seconds=0.05,
     round_trips=40,
     setups=2,
     repeats=2,
@@ -89,6 +94,10 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Results, Path]:
         "--message-ring=64K",
         "--pairs=1,2",
         "--aggregate-ring=64K",
+        f"--concurrent={plan.concurrent}",
+        f"--footprint-channels={plan.footprint_channels}",
+        "--xs-clients=1",
+        f"--xs-seconds={plan.xs_seconds}",
         f"--round-trips={plan.round_trips}",
         f"--setups={plan.setups}",
         f"--repeats={plan.repeats}",
@@ -121,6 +130,36 @@ def test_every_transport_has_every_figure(measured):
         assert {a.pairs for a in results.aggregate if a.transport == transport} == {1, 2}
         rss = next(r for r in results.rss if r.transport == transport)
         assert rss.server > 1 << 20 and rss.client > 1 << 20  # a process is at least 1 MiB
+    vchan = next(a for a in results.aggregate if a.transport == "vchansim" and a.pairs == 2)
+    assert len(vchan.cpus) == 2 and vchan.cpu_per_gib > 0
+
+
+def test_setups_at_once_the_hubs_xenstored_and_a_small_endpoint_are_measured(measured):
+    results, _ = measured
+    at_once = {c.transport: c for c in results.concurrent}
+    assert set(at_once) == ({"vchansim", "libxenvchan"} if HAVE_C else {"vchansim"})
+    for row in at_once.values():  # two at once, two repeats
+        assert row.count == 2 and len(row.samples) == 4 and 0 < row.p50 <= row.p99
+    assert [(x.clients, x.batch) for x in results.xenstore] == [(1, 1), (1, 32)]
+    assert all(len(x.rates) == 2 and x.rate > 0 for x in results.xenstore)
+    fp = results.footprint
+    assert fp is not None and fp.channels == 5 and len(fp.import_s) == 2
+    assert min(fp.import_s) > 0 and min(fp.backend_s) > 0
+    assert min(fp.bare_rss) > 1 << 20 and min(fp.endpoint_rss) > min(fp.bare_rss)
+    assert min(fp.per_channel) > 0  # five idle channels take some memory
+    text = report.text_report(results)
+    for heading in ("channels set up at the same moment", "hub xenstored", "a small endpoint"):
+        assert heading in text
+
+
+def test_a_domain_holding_many_channels_gets_raised_limits_and_says_so():
+    limits, raised = footprint.limits_for(500)
+    assert limits.xenstore.nodes >= 3 * 500 and limits.xenstore.node_size > 2048
+    assert raised == [
+        f"xenstore nodes 1000 -> {limits.xenstore.nodes}",
+        f"xenstore node size 2048 -> {limits.xenstore.node_size}",
+    ]
+    assert footprint.limits_for(10)[1] == []  # Xen's defaults hold ten
 
 
 def test_vchans_report_their_events_and_kernel_channels_none(measured):

@@ -147,9 +147,7 @@ class RingCore:
         data = memoryview(buf).cast("B")
         size = 1 << order
         if data.nbytes < size:
-            raise ValueError(
-                f"ring of order {order} needs {size} bytes, buffer has {data.nbytes}"
-            )
+            raise ValueError(f"ring of order {order} needs {size} bytes, buffer has {data.nbytes}")
         self._idx: memoryview | None = control[:16].cast("I")
         self._cons = cons_slot
         self._prod = prod_slot
@@ -225,9 +223,7 @@ class RingCore:
         idx[self._prod] = (prod + n) & U32
         return n
 
-    def get(
-        self, dst: bytearray | memoryview, n: int | None = None, need: int | None = 1
-    ) -> int:
+    def get(self, dst: bytearray | memoryview, n: int | None = None, need: int | None = 1) -> int:
         """If at least ``need`` bytes are ready (None: all ``n``), move up to ``n`` (None:
         ``len(dst)``) of them into ``dst`` and free them; return how many (0 when fewer
         than ``need`` are there, or ``need`` is more than the ring holds)."""

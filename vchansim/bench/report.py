@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
-from .results import BASELINES, SUBJECTS, Results, Throughput, size_label
+from .results import BASELINES, SUBJECTS, Results, Throughput, median, size_label
 from .runner import Plan
 
 MiB = 1 << 20
@@ -150,11 +150,66 @@ def _other_tables(results: Results, plan: Plan, transports: list[str]) -> list[s
             for n in counts
         ],
     )
+    lines += _aggregate_cpu_table(results, transports, counts)
+    lines += _table(
+        "channels set up at the same moment, server + client, ms",
+        ["transport", "at once", "p50", "p99"],
+        [
+            [c.transport, str(c.count), f"{c.p50 * 1e3:.2f}", f"{c.p99 * 1e3:.2f}"]
+            for c in results.concurrent
+            if c.samples
+        ],
+    )
+    lines += _table(
+        "hub xenstored, simple reads per second",
+        ["clients", "in flight each", "requests/s"],
+        [[str(x.clients), str(x.batch), f"{x.rate:,.0f}"] for x in results.xenstore if x.rates],
+    )
+    lines += _footprint_lines(results)
     lines += _table(
         "peak RSS of an endpoint process, MiB",
         ["transport", "server", "client"],
         [[r.transport, f"{r.server / MiB:.1f}", f"{r.client / MiB:.1f}"] for r in results.rss],
     )
+    return lines
+
+
+def _aggregate_cpu_table(results: Results, transports: list[str], counts: list[int]) -> list[str]:
+    """CPU seconds per GiB of the aggregate cases: what each byte costs as pairs grow."""
+    cost = {(a.transport, a.pairs): a.cpu_per_gib for a in results.aggregate if a.cpus}
+    return _table(
+        "aggregate: CPU seconds of all endpoints per GiB moved",
+        ["pairs", *transports],
+        [
+            [str(n)] + [f"{cost[(t, n)]:.2f}" if (t, n) in cost else "—" for t in transports]
+            for n in counts
+        ],
+    )
+
+
+def _footprint_lines(results: Results) -> list[str]:
+    fp = results.footprint
+    if fp is None or not fp.import_s:
+        return []
+    lines = _table(
+        "a small endpoint (import vchansim, one shm channel), fresh processes, bytecode cached",
+        ["figure", "median", "min"],
+        [
+            ["import vchansim, ms", *(f"{f(fp.import_s) * 1e3:.1f}" for f in (median, min))],
+            ["first get_backend, ms", *(f"{f(fp.backend_s) * 1e3:.1f}" for f in (median, min))],
+            [
+                "bare interpreter peak RSS, MiB",
+                *(f"{f(fp.bare_rss) / MiB:.1f}" for f in (median, min)),
+            ],
+            ["endpoint peak RSS, MiB", *(f"{f(fp.endpoint_rss) / MiB:.1f}" for f in (median, min))],
+            [
+                f"per idle channel ({fp.channels} in one process), KiB",
+                *(f"{f(fp.per_channel) / 1024:.1f}" for f in (median, min)),
+            ],
+        ],
+    )
+    if fp.raised:
+        lines[-1:-1] = [f"  (limits raised for it: {', '.join(fp.raised)})"]
     return lines
 
 

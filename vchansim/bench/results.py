@@ -18,10 +18,20 @@ SUBJECTS = ("vchansim", "vchansim-spin")
 #: What users would pick instead, measured in the same run.
 BASELINES = ("libxenvchan", "pipe", "socketpair")
 JSON_VERSION = 1
+MiB = 1 << 20
+
+
+GiB = 1 << 30
 
 
 def median(values: Iterable[float]) -> float:
     return statistics.median(values)
+
+
+def percentile(values: Iterable[float], pct: int) -> float:
+    """The ``pct``-th percentile, nearest rank below (no interpolation)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, len(ordered) * pct // 100)]
 
 
 @dataclass
@@ -89,18 +99,78 @@ class Setup:
 
     @property
     def p90(self) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, len(ordered) * 9 // 10)]
+        return percentile(self.samples, 90)
 
 
 @dataclass
 class Aggregate:
-    """``pairs`` channels streaming at once: total bytes/s over all of them."""
+    """``pairs`` channels streaming at once: total bytes/s over all of them, and the
+    CPUs all their endpoints kept busy (CPU seconds per second) in each repeat."""
 
     transport: str
     pairs: int
     ring: int
     message: int
+    rates: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return median(self.rates)
+
+    @property
+    def cpu_per_gib(self) -> float:
+        """CPU seconds the endpoints spent per GiB moved (median; 0.0 if not measured)."""
+        if not self.cpus:
+            return 0.0
+        return median(cpu / rate * GiB for cpu, rate in zip(self.cpus, self.rates, strict=True))
+
+
+@dataclass
+class ConcurrentSetup:
+    """``count`` channels set up at the same moment: each one's server plus client
+    seconds, over every repeat."""
+
+    transport: str
+    count: int
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def p50(self) -> float:
+        return median(self.samples)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.samples, 99)
+
+
+@dataclass
+class Footprint:
+    """A small endpoint's cost, one sample per fresh process (see :mod:`.footprint`):
+    seconds of ``import vchansim`` and of the first ``get_backend("shm")``, peak RSS of
+    a bare interpreter and of one with one channel, and the resident bytes each of
+    ``channels`` further idle channels added.  ``raised`` names the limits lifted for it."""
+
+    channels: int = 0
+    import_s: list[float] = field(default_factory=list)
+    backend_s: list[float] = field(default_factory=list)
+    bare_rss: list[int] = field(default_factory=list)
+    endpoint_rss: list[int] = field(default_factory=list)
+    per_channel: list[float] = field(default_factory=list)
+    raised: list[str] = field(default_factory=list)
+
+    @property
+    def rss_above_bare(self) -> float:
+        return median(e - b for e, b in zip(self.endpoint_rss, self.bare_rss, strict=True))
+
+
+@dataclass
+class XenstoreRate:
+    """Simple requests per second the hub's xenstored served, ``clients`` asking at
+    once, ``batch`` requests in flight per client (1: each waits for its reply)."""
+
+    clients: int
+    batch: int
     rates: list[float] = field(default_factory=list)
 
     @property
@@ -158,6 +228,9 @@ class Results:
     setup: list[Setup] = field(default_factory=list)
     aggregate: list[Aggregate] = field(default_factory=list)
     rss: list[Rss] = field(default_factory=list)
+    concurrent: list[ConcurrentSetup] = field(default_factory=list)
+    footprint: Footprint | None = None
+    xenstore: list[XenstoreRate] = field(default_factory=list)
     #: transport -> why it was not measured (e.g. no C compiler for libxenvchan)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -253,6 +326,80 @@ class Results:
         setup = self.find_setup("vchansim")
         if setup:
             out.append(Target("setup median", "vchansim", setup.median * 1e3, 2.0, "ms", False))
+        c_setup = self.find_setup("libxenvchan")
+        if setup and c_setup:
+            out.append(
+                Target(
+                    "setup median, vs libxenvchan",
+                    "vchansim",
+                    setup.median / c_setup.median,
+                    1.0,
+                    "x",
+                    at_least=False,
+                )
+            )
+        return out + self._growth_targets(setup)
+
+    def _growth_targets(self, setup: Setup | None) -> list[Target]:
+        """The targets of work that grows: many pairs, small endpoints, setups at once,
+        the hub's xenstored."""
+        out = []
+        theirs = {a.pairs: a for a in self.aggregate if a.transport == "libxenvchan" and a.rates}
+        for ours in self.aggregate:
+            c = theirs.get(ours.pairs)
+            if ours.transport != "vchansim" or ours.pairs < 16 or not (c and ours.rates):
+                continue
+            what = f"aggregate of {ours.pairs} pairs"
+            out.append(
+                Target(f"{what}, vs libxenvchan", "vchansim", ours.rate / c.rate, 0.9, "x", True)
+            )
+            if ours.cpus and c.cpus:
+                ratio = ours.cpu_per_gib / c.cpu_per_gib
+                out.append(
+                    Target(
+                        f"{what}, CPU per GiB vs libxenvchan", "vchansim", ratio, 1.2, "x", False
+                    )
+                )
+        fp = self.footprint
+        if fp and fp.import_s:
+            out += [
+                Target("import vchansim", "vchansim", median(fp.import_s) * 1e3, 30.0, "ms", False),
+                Target(
+                    "first get_backend", "vchansim", median(fp.backend_s) * 1e3, 5.0, "ms", False
+                ),
+                Target(
+                    "endpoint RSS above a bare interpreter",
+                    "vchansim",
+                    fp.rss_above_bare / MiB,
+                    3.0,
+                    "MiB",
+                    False,
+                ),
+                Target(
+                    "memory per idle channel",
+                    "vchansim",
+                    median(fp.per_channel) / 1024,
+                    16.0,
+                    "KiB",
+                    False,
+                ),
+            ]
+        for many in self.concurrent:
+            if many.transport == "vchansim" and many.samples and setup:
+                out.append(
+                    Target(
+                        f"p99 of {many.count} setups at once, vs one setup's median",
+                        "vchansim",
+                        many.p99 / setup.median,
+                        3.0,
+                        "x",
+                        at_least=False,
+                    )
+                )
+        if self.xenstore:
+            best = max(self.xenstore, key=lambda x: x.rate if x.batch == 1 else 0.0)
+            name = f"xenstore simple requests/s ({best.clients} client(s), one in flight each)"
+            out.append(Target(name, "hub", best.rate, 20000.0, "/s", True))
         return out
 
     def _best_subject_rate(self, mode: str, ring: int, message: int) -> tuple[str, float] | None:
@@ -290,6 +437,9 @@ class Results:
             setup=[Setup(**row) for row in data["setup"]],
             aggregate=[Aggregate(**row) for row in data["aggregate"]],
             rss=[Rss(**row) for row in data["rss"]],
+            concurrent=[ConcurrentSetup(**row) for row in data.get("concurrent", [])],
+            footprint=Footprint(**data["footprint"]) if data.get("footprint") else None,
+            xenstore=[XenstoreRate(**row) for row in data.get("xenstore", [])],
             skipped=data["skipped"],
         )
 

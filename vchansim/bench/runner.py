@@ -25,11 +25,23 @@ from ..backends.shm import ShmBackend
 from ..cbuild import BuildError
 from ..errors import ConfigError
 from ..hub.events import STATS_SIZE
-from ..hub.launcher import open_hub
+from ..hub.launcher import ensure_hub, open_hub
+from ..hub.limits import HubLimits
 from ..hub.protocol import Op
 from ..leaks import stop_hub
 from ..spin import SpinPolicy
-from .results import Aggregate, Latency, Results, Rss, Setup, Throughput, size_label
+from . import footprint, xsrate
+from .results import (
+    Aggregate,
+    ConcurrentSetup,
+    Latency,
+    Results,
+    Rss,
+    Setup,
+    Throughput,
+    XenstoreRate,
+    size_label,
+)
 from .transports import (
     KERNEL_TRANSPORTS,
     PAIRS_MAX,
@@ -44,7 +56,18 @@ from .transports import (
 KiB, MiB = 1 << 10, 1 << 20
 PLACEMENTS = ("split", "same", "any")
 #: What a run can measure, in the order it measures it.
-SECTIONS = ("setup", "latency", "throughput", "aggregate", "rss")
+SECTIONS = (
+    "setup",
+    "latency",
+    "throughput",
+    "aggregate",
+    "concurrent",
+    "rss",
+    "footprint",
+    "xenstore",
+)
+#: Every transport gets up to this many pairs; only ``Plan.pair_transports`` get more.
+FEW_PAIRS = 4
 #: A command may take this many times its expected duration, plus slack, before the
 #: endpoint is declared hung.
 _PATIENCE, _SLACK = 50.0, 30.0
@@ -65,8 +88,17 @@ class Plan:
     message_ring: int = MiB
     modes: tuple[str, ...] = ("stream", "packet")
     #: concurrent pairs for the aggregate figures, and their ring
-    pairs: tuple[int, ...] = (1, 2, 4)
+    pairs: tuple[int, ...] = (1, 2, 4, 16, 64)
     aggregate_ring: int = 64 * KiB
+    #: the transports run with more than FEW_PAIRS pairs (aggregate, concurrent set-up)
+    pair_transports: tuple[str, ...] = ("vchansim", "libxenvchan")
+    #: channels set up at the same moment, one per pair, by the pair transports
+    concurrent: int = 64
+    #: idle channels one endpoint holds for the per-channel memory figure
+    footprint_channels: int = 500
+    #: clients asking the hub's xenstored at once, and seconds of each rate figure
+    xs_clients: tuple[int, ...] = (1, 4)
+    xs_seconds: float = 1.0
     #: one-byte round trips per repeat, and the ring they use
     round_trips: int = 5000
     latency_ring: int = 4 * KiB
@@ -95,6 +127,10 @@ class Plan:
             rings=(1 * KiB, 64 * KiB, MiB),
             messages=(1, 64 * KiB),
             pairs=(1, 2),
+            concurrent=8,
+            footprint_channels=100,
+            xs_clients=(1, 2),
+            xs_seconds=0.3,
             round_trips=1000,
             setups=5,
             repeats=1,
@@ -126,6 +162,12 @@ class Plan:
                 raise ConfigError(f"message size {msg} is outside 1..1M")
         if min(self.repeats, self.setups, self.max_bytes) < 1 or self.seconds <= 0:
             raise ConfigError("repeats, setups, seconds and max bytes must be positive")
+        if not 1 <= self.concurrent <= PAIRS_MAX or not 1 <= self.footprint_channels <= 1000:
+            raise ConfigError(
+                f"concurrent set-ups must be 1..{PAIRS_MAX}, footprint channels 1..1000"
+            )
+        if not self.xs_clients or min(self.xs_clients) < 1 or self.xs_seconds <= 0:
+            raise ConfigError("xenstore clients and seconds must be positive")
         if self.round_trips < 10:
             raise ConfigError(f"{self.round_trips} round trips are too few for a p99 (10 at least)")
         SpinPolicy(self.spin)  # names a bad policy now, not in every endpoint
@@ -294,9 +336,13 @@ class _Run:
                 rows.append((row, pairs, self.sized_total(pairs[0], "stream", msg)))
             for _ in range(plan.repeats):
                 for row, pairs, total in rows:
-                    rate, _ = self.transfer(pairs, "stream", total, msg, count * plan.seconds)
+                    rate, cpu = self.transfer(pairs, "stream", total, msg, count * plan.seconds)
                     row.rates.append(rate)
-        shown = ", ".join(f"{row.transport} {_rate(row.rate)}" for row, _, _ in rows)
+                    row.cpus.append(cpu)
+        shown = ", ".join(
+            f"{row.transport} {_rate(row.rate)} ({row.cpu_per_gib:.2f} CPU s/GiB)"
+            for row, _, _ in rows
+        )
         self.progress(f"{count} pair(s) at once: {shown}")
 
     # -- latency and set-up -------------------------------------------------------------
@@ -328,6 +374,46 @@ class _Run:
         shown = ", ".join(f"{t} {r.median * 1e3:.2f}" for t, r in rows.items())
         self.progress(f"setup median ms: {shown}")
 
+    def concurrent_setup(self) -> None:
+        """``plan.concurrent`` channels set up at the same moment, one per pair: every
+        server is asked at once, then every client.  A set-up that fails stops the run
+        with its cause (there is no "error rate" to hide one in)."""
+        plan = self.plan
+        rows = []
+        for transport, pairs in self.pairs.items():
+            if transport in plan.pair_transports and len(pairs) >= plan.concurrent:
+                rows.append((ConcurrentSetup(transport, plan.concurrent), pairs[: plan.concurrent]))
+        self.results.concurrent.extend(row for row, _ in rows)
+        for _ in range(plan.repeats):
+            for row, pairs in rows:
+                path = f"data/bench/{next(self.paths)}"
+                for pair in pairs:
+                    pair.server.post(f"open server {path} {plan.setup_ring}")
+                servers = [float(pair.server.reply(_SLACK)[0]) for pair in pairs]
+                for pair in pairs:
+                    pair.client.post(f"open client {pair.client_path(path)}")
+                clients = [float(pair.client.reply(_SLACK)[0]) for pair in pairs]
+                row.samples += [a + b for a, b in zip(servers, clients, strict=True)]
+                for pair in pairs:
+                    self.close(pair)
+        shown = ", ".join(
+            f"{row.transport} {row.p50 * 1e3:.2f}/{row.p99 * 1e3:.2f}" for row, _ in rows
+        )
+        self.progress(f"{plan.concurrent} setups at once, p50/p99 ms: {shown}")
+
+    def xenstore(self) -> None:
+        plan = self.plan
+        for clients in plan.xs_clients:
+            for batch in (1, 32):
+                row = XenstoreRate(clients, batch)
+                self.results.xenstore.append(row)
+                for _ in range(plan.repeats):
+                    row.rates.append(xsrate.measure(self.rundir, clients, batch, plan.xs_seconds))
+                self.progress(
+                    f"xenstore reads, {clients} client(s), {batch} in flight each: "
+                    f"{row.rate:,.0f}/s"
+                )
+
     def rss(self) -> None:
         for transport, pairs in self.pairs.items():
             server = int(pairs[0].server.call("rss", _SLACK)[0])
@@ -356,9 +442,12 @@ def machine_info() -> dict[str, object]:
 
 
 @contextmanager
-def _private_hub(rundir: Path | None) -> Iterator[Path]:
-    """A run directory with a hub held up for the run (a private one unless given)."""
+def _private_hub(rundir: Path | None, limits: HubLimits | None = None) -> Iterator[Path]:
+    """A run directory with a hub held up for the run (a private one with ``limits``
+    unless given: a hub already serving ``rundir`` keeps its own)."""
     path = rundir or Path(tempfile.mkdtemp(prefix="vsb-", dir="/tmp"))  # short AF_UNIX paths
+    if rundir is None:
+        ensure_hub(path, limits=limits)
     keepalive = ShmBackend(0, rundir=path).grants()
     try:
         yield path
@@ -391,7 +480,7 @@ def _start_all(plan: Plan, rundir: Path, skipped: dict[str, str]) -> dict[str, l
                     placement=plan.placement,
                     program=program,
                 )
-                for i in range(max(plan.pairs) if "aggregate" in plan.sections else 1)
+                for i in range(_pair_count(plan, transport))
             ]
         for pair in itertools.chain.from_iterable(pairs.values()):
             pair.server.reply(START_DEADLINE)
@@ -400,6 +489,16 @@ def _start_all(plan: Plan, rundir: Path, skipped: dict[str, str]) -> dict[str, l
         _stop_all(pairs)
         raise
     return pairs
+
+
+def _pair_count(plan: Plan, transport: str) -> int:
+    """How many pairs of ``transport`` the plan's sections need."""
+    wanted = max(plan.pairs) if "aggregate" in plan.sections else 1
+    if transport not in plan.pair_transports:
+        return max(1, min(wanted, FEW_PAIRS))
+    if "concurrent" in plan.sections:
+        wanted = max(wanted, plan.concurrent)
+    return wanted
 
 
 def _stop_all(pairs: dict[str, list[Pair]]) -> None:
@@ -421,8 +520,30 @@ def run(plan: Plan, *, rundir: Path | None = None, progress: Progress | None = N
             _measure(run_state)
         finally:
             _stop_all(pairs)
+    if "footprint" in plan.sections:
+        _footprint(plan, results, say)
     results.machine["load_after"] = list(os.getloadavg())
     return results
+
+
+def _footprint(plan: Plan, results: Results, say: Progress) -> None:
+    """The small-endpoint figures, on a hub of their own whose limits let one domain
+    hold ``plan.footprint_channels`` channels (the raise is reported)."""
+    limits, raised = footprint.limits_for(plan.footprint_channels)
+    with _private_hub(None, limits) as path:
+        row = footprint.measure(path, plan.footprint_channels, plan.repeats)
+    row.raised[:0] = raised
+    results.footprint = row
+    if row.raised:
+        say(
+            f"footprint: raised for {plan.footprint_channels} channels in one domain: "
+            + ", ".join(row.raised)
+        )
+    say(
+        f"footprint: import {min(row.import_s) * 1e3:.1f} ms, first get_backend "
+        f"{min(row.backend_s) * 1e3:.1f} ms, RSS {row.rss_above_bare / MiB:.2f} MiB above a "
+        f"bare interpreter, {min(row.per_channel) / KiB:.1f} KiB per idle channel"
+    )
 
 
 def _measure(state: _Run) -> None:
@@ -442,5 +563,9 @@ def _measure(state: _Run) -> None:
     if "aggregate" in plan.sections:
         for count in plan.pairs:
             state.aggregate_case(count)
+    if "concurrent" in plan.sections:
+        state.concurrent_setup()
+    if "xenstore" in plan.sections:
+        state.xenstore()
     if "rss" in plan.sections:
         state.rss()

@@ -42,9 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not put the drop-in C libraries on LD_LIBRARY_PATH",
     )
-    parser.add_argument(
-        "program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]"
-    )
+    parser.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     parser.set_defaults(func=_exec)
 
 
