@@ -1,35 +1,12 @@
 /*
- * The functions of Xen's libxenctrl.so.4.17 that the emulator does not provide.  They
- * are exported all the same, with Xen's symbol version, so that every program linked
- * against libxenctrl loads (Debian binds symbols at load time: a missing one would stop
- * the program before main() with only the loader's terse message).  Calling one ends the
- * program -- its C signature is unknown here, so no honest return value exists -- with
- * one line naming the function and what to do, and exit status 127, the loader's.
- *
- * This file deliberately does not include <xenctrl.h>: each stub stands for a function
- * of a different signature.
+ * The functions of Xen's libxenctrl.so.4.17 that the emulator does not provide: each ends
+ * the program with one line naming it (unemulated.h).
  */
-#define _GNU_SOURCE
-#include <stdio.h>
-#include <unistd.h>
+#include "unemulated.h"
 
-__attribute__((noreturn)) static void unemulated(const char *function)
-{
-    fflush(NULL);
-    fprintf(stderr,
-            "vchansim: %s is not emulated: vchansim's libxenctrl.so.4.17 provides only "
-            "xc_interface_open/close, xc_domain_getinfo, xc_evtchn_status and the xc_evtchn_* "
-            "compatibility calls; run this program on Xen\n",
-            function);
-    _exit(127);
-}
-
-#define UNEMULATED(name)                                                                   \
-    void name(void);                                                                       \
-    void name(void)                                                                        \
-    {                                                                                      \
-        unemulated(#name);                                                                 \
-    }
+#define UNEMULATED_LIBRARY                                                                 \
+    "libxenctrl.so.4.17 provides only xc_interface_open/close, xc_domain_getinfo, "        \
+    "xc_evtchn_status and the xc_evtchn_* compatibility calls"
 
 /*
  * Xen's HYPERCALL_BUFFER_NULL: a struct xc_hypercall_buffer (five pointer-sized words on

@@ -110,7 +110,7 @@ def test_failed_download_is_explained(tmp_path: Path) -> None:
     env = plain_env(XDG_CACHE_HOME=str(cache), APT_CONFIG=str(apt_without_sources(tmp_path)))
     result = run([FETCH], env)
     assert result.returncode == 1
-    assert "could not download Debian's xen-utils-4.17" in result.stderr
+    assert "could not download Debian's xen-utils-4.17 xen-utils-common" in result.stderr
     assert "apt-get update" in result.stderr
     assert list((cache / "vchansim" / "debian").iterdir()) == []  # no debris
 
@@ -120,14 +120,19 @@ def test_fetch_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     env = plain_env(XDG_CACHE_HOME=str(tmp_path))
     first = subprocess.run([FETCH], env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    assert "fetched vchan-socket-proxy (xen-utils-4.17 4.17." in first.stdout
+    assert "programs, vchan-socket-proxy among them (xen-utils-4.17 4.17." in first.stdout
     again = run([FETCH], env)
     assert again.returncode == 0
-    assert "vchan-socket-proxy already fetched" in again.stdout
+    assert "Xen's programs already fetched" in again.stdout
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     located = debian.socket_proxy()
     assert located == tmp_path / "vchansim/debian/xen-utils-4.17/vchan-socket-proxy"
-    assert sorted(p.name for p in located.parent.iterdir()) == ["vchan-socket-proxy", "version"]
+    names = debian.programs()
+    assert {"vchan-socket-proxy", "xl", "lsevtchn", "xen-detect", "xenhypfs"} <= set(names)
+    # the programs and the two lists, nothing else (no scripts, no debris)
+    assert sorted(p.name for p in located.parent.iterdir()) == sorted(
+        [*names, "programs", "version"]
+    )
 
 
 def test_missing_link_library_names_the_packages(

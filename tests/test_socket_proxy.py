@@ -179,7 +179,8 @@ def test_proxy_runs_on_the_drop_in_libraries(proxy: Path, hub_dir: Path) -> None
     env = emulator_env(ShmBackend(1, rundir=hub_dir))
     out = subprocess.run(["ldd", proxy], env=env, capture_output=True, text=True).stdout
     for name in cbuild.LIBRARIES:
-        assert f"{name} => {cbuild.library_dir() / name}" in out
+        if name != "libxenhypfs.so.1":  # only libxenlight's users load that one
+            assert f"{name} => {cbuild.library_dir() / name}" in out
     assert "libxenvchan.so.4.17 => /" in out  # Debian's own
 
 

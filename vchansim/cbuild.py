@@ -2,7 +2,9 @@
 
 Unmodified programs built on Xen's libxenvchan run on the emulator when small libraries
 of ours stand in for Xen's ``libxengnttab.so.1``, ``libxenevtchn.so.1`` and
-``libxenctrl.so.4.17`` (see docs/c-programs.md).  They are shipped as C sources, not
+``libxenctrl.so.4.17`` (see docs/c-programs.md), with all-stub ones for the hypervisor
+interfaces the emulator has not (``libxencall.so.1`` ...), so that every program of
+Xen's loads and fails only at a call it cannot make.  They are shipped as C sources, not
 binaries, because they must match the user's libc and Xen packages; the first program
 that needs them compiles them with the system C compiler (well under a second) into a
 per-user cache directory named after a hash of the sources, so an upgrade of vchansim
@@ -24,7 +26,15 @@ from pathlib import Path
 from .errors import VchanError
 
 #: What the libraries are called; the dynamic loader looks for exactly these names.
-LIBRARIES = ("libxengnttab.so.1", "libxenevtchn.so.1", "libxenctrl.so.4.17")
+LIBRARIES = (
+    "libxengnttab.so.1",
+    "libxenevtchn.so.1",
+    "libxenctrl.so.4.17",
+    "libxencall.so.1",
+    "libxenforeignmemory.so.1",
+    "libxendevicemodel.so.1",
+    "libxenhypfs.so.1",
+)
 #: Files of the C sources that decide the build (and so the cache key).
 _SOURCE_PATTERNS = ("*.c", "*.h", "*.map", "Makefile")
 #: How gcc and clang report an #include they cannot find.

@@ -1,10 +1,11 @@
 """Find the programs taken from Debian's Xen packages, and say how to get what is missing.
 
 Xen's own ``vchan-socket-proxy`` is the reference libxenvchan program the emulator runs
-unmodified.  It ships in Debian's ``xen-utils-4.17``, which cannot be installed here
-without the hypervisor's boot and service machinery, so ``tools/fetch-xen-tools``
-downloads that package and extracts only the program into the per-user cache, next to
-the built C libraries.  This module finds it there and checks that the loader can
+unmodified, and every other program of Xen's tools must at least load under it.  They
+ship in Debian's ``xen-utils-4.17`` and ``xen-utils-common``, which cannot be installed
+here without the hypervisor's boot and service machinery, so ``tools/fetch-xen-tools``
+downloads those packages and extracts only their compiled programs into the per-user
+cache, next to the built C libraries.  This module finds it there and checks that the loader can
 resolve its libraries, turning either failure into one error that names the command or
 the Debian package to install.
 """
@@ -77,6 +78,19 @@ def check_loadable(program: Path, env: Mapping[str, str] | None = None) -> None:
         f"{program.name} cannot run: the loader finds no {', '.join(missing)} "
         f"(Debian/Ubuntu: apt-get install {' '.join(packages)})"
     )
+
+
+def programs() -> list[str]:
+    """The names of every program ``tools/fetch-xen-tools`` fetched (its ``programs``
+    list), or MissingProgramError naming the command when it has not run."""
+    listing = tools_dir() / "programs"
+    try:
+        return listing.read_text().split()
+    except FileNotFoundError:
+        raise MissingProgramError(
+            f"Debian's Xen programs (packages {PACKAGE}, xen-utils-common) have not been "
+            f"fetched into {listing.parent}: run {FETCH_COMMAND}"
+        ) from None
 
 
 def locate(program: str) -> Path:

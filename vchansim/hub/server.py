@@ -271,15 +271,18 @@ class Hub:
     def ensure_xenstore(self, domid: int) -> Path:
         """Domain ``domid``'s xenstore socket, listening from now on."""
         path = self._xs_domains.get(domid)  # every HELLO asks: the common case is quick
-        if path is None:
-            path = self.rundir.xs_socket(domid)
-            try:
-                self.xenstore.listen(domid, path)
-            except OSError as exc:
-                raise RequestError(
-                    exc.errno or errno.EEXIST, f"cannot serve xenstore socket {path}: {exc}"
-                ) from None
-            self._xs_domains[domid] = path
+        if path is not None and self.xenstore.serves(domid):
+            return path
+        if path is not None:
+            self.log(f"dom{domid} xenstore socket {path} was replaced: serving it anew")
+        path = self.rundir.xs_socket(domid)
+        try:
+            self.xenstore.listen(domid, path)
+        except OSError as exc:
+            raise RequestError(
+                exc.errno or errno.EEXIST, f"cannot serve xenstore socket {path}: {exc}"
+            ) from None
+        self._xs_domains[domid] = path
         return path
 
     # -- requests --

@@ -50,6 +50,14 @@ class _Listener:
         self.sock = sock
         self.domid = domid
         self.path = path
+        self.inode = _inode(path)
+
+    def close(self) -> None:
+        selector = self.service._selector
+        if selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(self.sock)
+        self.sock.close()
 
     def handle(self, mask: int) -> None:
         for _ in range(_ACCEPTS_PER_WAKEUP):
@@ -190,12 +198,16 @@ class XenstoreService:
         """Serve domain ``domid`` on a new socket at ``path`` (mode 0600).
 
         Gives the domain its home in the store first.  A stale socket file at ``path`` is
-        replaced; one that somebody still serves on is not (FileExistsError).
+        replaced; one that somebody still serves on is not (FileExistsError).  Listening
+        for a domain again (see :meth:`serves`) closes its previous socket.
         """
         check_domid(domid)
         path = os.fspath(path)
         self.store.ensure_domain(domid)
         _remove_stale_socket(path)
+        for old in [lst for lst in self._listeners if lst.domid == domid]:
+            old.close()
+            self._listeners.remove(old)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
@@ -211,6 +223,13 @@ class XenstoreService:
         if self._selector is not None:
             self._selector.register(sock, selectors.EVENT_READ, listener.handle)
         self._log(f"dom{domid} xenstore socket {path}")
+
+    def serves(self, domid: int) -> bool:
+        """Whether domain ``domid``'s socket file is still the one this service listens
+        on.  A program that is a xenstored itself (Xen's, run as a domain of the
+        emulator) unlinks the file at its ``XENSTORED_PATH`` and binds its own there,
+        which is left dead when it exits; its clients then connect to nobody."""
+        return any(lst.domid == domid and _inode(lst.path) == lst.inode for lst in self._listeners)
 
     def attach(self, selector: selectors.BaseSelector) -> None:
         """Register every socket with ``selector``; the caller's loop then calls
@@ -278,6 +297,15 @@ class XenstoreService:
         self._listeners.clear()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    """The identity of the file at ``path``, None when there is none."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _remove_stale_socket(path: str) -> None:
