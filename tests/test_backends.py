@@ -6,7 +6,6 @@ import errno
 import sys
 import textwrap
 
-import procs
 import pytest
 
 from vchansim import Vchan, get_backend
@@ -15,8 +14,6 @@ from vchansim.backends.base import Backend
 from vchansim.backends.memory import MemoryBackend
 from vchansim.backends.shm import ShmBackend
 from vchansim.errors import ConfigError, GrantError, ProtocolError, StoreError
-
-rundir = procs.rundir
 
 
 def test_builtin_backends_by_name_and_environment(monkeypatch):

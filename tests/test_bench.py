@@ -19,7 +19,6 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import procs
 import pytest
 
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
@@ -49,7 +48,6 @@ HAVE_C = (
     and Path("/usr/include/libxenvchan.h").exists()
 )
 KiB = 1024
-rundir = procs.rundir
 
 #: The smallest plan that still has every kind of figure.
 TINY = dict(

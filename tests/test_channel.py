@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cores import CORES, channels_on
+from helpers.cores import CORES, channels_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

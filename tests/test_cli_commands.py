@@ -9,13 +9,11 @@ import subprocess
 import sys
 import threading
 
-import procs
+from helpers import procs
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.leaks import LeakKind, assert_no_leaks, find_leaks
 
-rundir = procs.rundir
-cpu_load = procs.cpu_load
 DEADLINE = procs.DEADLINE
 
 
@@ -242,7 +240,7 @@ def test_exec_without_a_program_shows_execs_usage(rundir):
 
 
 def test_rundir_option_picks_the_hub_over_the_environment(rundir, tmp_path):
-    from vchansim.leaks import stop_hub
+    from vchansim.hub.launcher import stop_hub
 
     other = tmp_path / "other"
     script = "import os; print(os.environ['VCHANSIM_RUNDIR'], os.environ['XENSTORED_PATH'])"

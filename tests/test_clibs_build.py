@@ -27,9 +27,10 @@ NO_ENV_LINE = (
     "run this program under `vchansim exec --domid N -- PROGRAM`"
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler"
-)
+pytestmark = [
+    pytest.mark.cbuild,
+    pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler"),
+]
 XEN_HEADERS = Path("/usr/include/libxenvchan.h").exists()
 NO_HEADERS = "the C test programs need Xen's headers (libxen-dev; tools/install)"
 needs_xen_headers = pytest.mark.skipif(not XEN_HEADERS, reason=NO_HEADERS)

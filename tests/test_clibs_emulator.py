@@ -9,78 +9,40 @@ data whose SHA-256 both ends print.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import re
-import select
-import shutil
 import signal
 import struct
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import procs
 import pytest
+from helpers import procs
+from helpers.clibs import (
+    C_DIR,
+    DEADLINE,
+    NEEDS_CLIBS,
+    RINGS,
+    foreground_hub,
+    wait_readable,
+    wait_released,
+)
 
 from vchansim import cbuild
 from vchansim.backends.shm import ShmBackend
 from vchansim.cli.exec import emulator_env
-from vchansim.hub.protocol import HubConnection, Op
-from vchansim.scenario.program import pipe_program as build_pipe_program
 
-C_DIR = Path(__file__).parent / "c"
-DEADLINE = 20.0
-
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CC") or "cc") is None
-    or not Path("/usr/include/libxenvchan.h").exists(),
-    reason="needs a C compiler and Xen's headers (tools/install)",
-)
-
-
-def _wait_readable(fd: int, deadline: float) -> bool:
-    remaining = deadline - time.monotonic()
-    return remaining > 0 and bool(select.select([fd], [], [], remaining)[0])
-
-
-@contextlib.contextmanager
-def private_hub() -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
-    """A fresh private run directory and a foreground hub serving it."""
-    path = Path(tempfile.mkdtemp(prefix="vs-", dir="/tmp"))  # short: AF_UNIX names are short
-    log = (path / "hub.log").open("w")
-    ready_r, ready_w = os.pipe()
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "vchansim.hub", "--rundir", str(path), "--ready-fd", str(ready_w)],
-        pass_fds=(ready_w,),
-        stdout=log,
-        stderr=log,
-    )
-    os.close(ready_w)
-    try:
-        ok = _wait_readable(ready_r, time.monotonic() + DEADLINE) and os.read(ready_r, 64)
-        assert ok, f"hub did not start:\n{(path / 'hub.log').read_text()}"
-        yield path, hub
-    finally:
-        os.close(ready_r)
-        hub.terminate()
-        hub.wait(DEADLINE)
-        log.close()
-        shutil.rmtree(path, ignore_errors=True)
+pytestmark = [pytest.mark.cbuild, NEEDS_CLIBS]
 
 
 @pytest.fixture(scope="module")
-def rundir() -> Iterator[Path]:
-    """The run directory of a hub shared by this module's tests."""
-    with private_hub() as (path, _):
-        yield path
+def rundir(hub_dir: Path) -> Path:
+    """The run directory of the hub this module's tests share."""
+    return hub_dir
 
 
 @pytest.fixture(scope="module")
@@ -88,29 +50,15 @@ def probe() -> Path:
     return cbuild.build_program(C_DIR / "clib-probe.c", libs=("xenevtchn", "xengnttab"))
 
 
-@pytest.fixture(scope="module")
-def pipe_program() -> Path:
-    return build_pipe_program()
-
-
 def env_of(domid: int, rundir: Path) -> dict[str, str]:
     """What ``vchansim exec --domid DOMID`` gives a program, on this module's hub."""
     return emulator_env(ShmBackend(domid, rundir=rundir))
 
 
-def hub_state(rundir: Path) -> dict[str, object]:
-    with HubConnection.connect(rundir / "hub", domid=0) as conn:
-        return json.loads(conn.call(Op.STATE).text)
 
 
-def wait_released(rundir: Path) -> dict[str, object]:
-    """Wait until the hub holds no grants and no ports (every process has gone)."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        state = hub_state(rundir)
-        if (not state["grants"] and not state["ports"]) or time.monotonic() > deadline:
-            return state
-        time.sleep(0.02)  # polling the hub's state, bounded by the deadline
+
+
 
 
 # --------------------------------------------------------------------------- the calls
@@ -180,7 +128,7 @@ class Peer:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
-            assert _wait_readable(fd, deadline), f"no {prefix!r} line; got {self.lines}"
+            assert wait_readable(fd, deadline), f"no {prefix!r} line; got {self.lines}"
             chunk = os.read(fd, 4096)
             assert chunk, f"exited without {prefix!r}: {self.lines} {self.stderr()}"
             self._buffer += chunk
@@ -273,15 +221,6 @@ def xorshift_bytes(seed: int, count: int) -> bytes:
         x ^= (x << 17) & mask
         words.append(x)
     return struct.pack(f"<{len(words)}Q", *words)[:count]
-
-
-#: (name, server read_min, server write_min, packet size): the ring placements of libxenvchan.
-RINGS = [
-    ("in-page", 0, 0, 1000),
-    ("one-page", 4096, 4096, 3001),
-    ("multi-page", 65536, 16384, 12345),
-    ("1MiB", 1 << 20, 1 << 20, 65536),
-]
 
 
 @pytest.mark.parametrize("mode", ["stream", "packet"])
@@ -394,7 +333,7 @@ def test_channels_release_everything(pipe_program: Path, rundir: Path, peers: li
 
 def test_channel_outlives_the_hub(pipe_program: Path, peers: list[Peer]) -> None:
     # Data and events go process to process: once set up, a channel needs no hub.
-    with private_hub() as (path, hub):
+    with foreground_hub() as (path, hub):
         server, client = channel(
             pipe_program,
             path,

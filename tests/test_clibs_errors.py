@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import test_interop_xenctrl as xenctrl_tests
-from test_clibs_emulator import private_hub
+from helpers.clibs import NEEDS_XENCTRL_BUILD, xc_probe
 
 from vchansim import cbuild, debian
 from vchansim.backends.shm import ShmBackend
@@ -31,8 +29,12 @@ NO_ENV_LINE = (
     "run this program under `vchansim exec --domid N -- PROGRAM`"
 )
 
-pytestmark = xenctrl_tests.NEEDS_XENCTRL_BUILD
-probe = xenctrl_tests.probe
+pytestmark = [pytest.mark.cbuild, NEEDS_XENCTRL_BUILD]
+
+
+@pytest.fixture(scope="module")
+def probe() -> Path:
+    return xc_probe()
 
 
 def plain_env(**settings: str) -> dict[str, str]:
@@ -195,12 +197,6 @@ def test_debian_package_of_a_xen_library(soname: str, package: str | None) -> No
 
 
 # --------------------------------------------------------------------------- unprovided calls
-
-
-@pytest.fixture(scope="module")
-def hub_dir() -> Iterator[Path]:
-    with private_hub() as (path, _):
-        yield path
 
 
 def test_unemulated_xenctrl_function_ends_the_program_clearly(probe: Path, hub_dir: Path) -> None:

@@ -15,13 +15,11 @@ import signal
 import subprocess
 import sys
 
-import procs
+from helpers import procs
 
 from vchansim.hub.launcher import ensure_hub, open_hub
 from vchansim.hub.protocol import dial
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
 
 PROCESSES, THREADS = 1, 64
 

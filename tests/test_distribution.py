@@ -20,11 +20,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import procs
 import pytest
 
 from vchansim import __version__
 from vchansim.rundir import RUNDIR_ENV, RunDir
+
+pytestmark = pytest.mark.slow  # builds an sdist and a wheel and installs them in venvs
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Bound on building or installing (the dependencies come from the package index).
@@ -32,7 +33,6 @@ INSTALL_DEADLINE = 600.0
 #: Bound on one command of the installed package.
 RUN_DEADLINE = 120.0
 
-rundir = procs.rundir
 
 PAIR = textwrap.dedent(
     """

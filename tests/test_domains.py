@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import wait_for
-from test_clibs_emulator import private_hub
-from test_interop_xenctrl import NEEDS_XENCTRL_BUILD, probe, run_probe
+from helpers.clibs import NEEDS_XENCTRL_BUILD, foreground_hub
+from helpers.procs import wait_for
+from test_interop_xenctrl import probe, run_probe
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.domains import DomainInfo, create_domain, destroy_domain, list_domains
@@ -37,7 +37,7 @@ DEADLINE = 10.0
 
 @pytest.fixture
 def hub_dir() -> Iterator[Path]:
-    with private_hub() as (path, _):
+    with foreground_hub() as (path, _):
         yield path
 
 
@@ -166,6 +166,7 @@ def test_destroy_closes_the_domains_ports(hub_dir: Path) -> None:
     wait_for(lambda: f"dom1 destroyed: closed port {remote}" in (hub_dir / "hub.log").read_text())
 
 
+@pytest.mark.cbuild
 @NEEDS_XENCTRL_BUILD
 def test_libxenctrl_sees_created_and_destroyed_domains(probe: Path, hub_dir: Path) -> None:
     assert run_probe(probe, hub_dir, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-import procs
 import pytest
+from helpers import procs
 
 from vchansim import statspage
 from vchansim.backends.shm import ShmBackend
@@ -21,8 +21,6 @@ from vchansim.hub.launcher import open_hub
 from vchansim.hub.observe import StatsView, map_stats
 from vchansim.hub.protocol import Op
 from vchansim.statspage import Blocked
-
-rundir = procs.rundir
 
 
 def _observe(rundir, domid: int, port: int) -> tuple[int, tuple[int, int]]:
@@ -181,6 +179,7 @@ lib.xenevtchn_close(handle)
 """
 
 
+@pytest.mark.cbuild
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (tools/install)")
 def test_the_c_library_says_it_sleeps_in_pending(rundir):
     from vchansim import cbuild

@@ -12,7 +12,7 @@ import signal
 from types import ModuleType
 
 import pytest
-from cores import CORES, faces
+from helpers.cores import CORES, faces
 
 from vchansim import core as cores
 from vchansim import layout

@@ -13,12 +13,10 @@ import json
 import subprocess
 import sys
 
-import procs
+from helpers import procs
 
 from vchansim.hub.launcher import ensure_hub
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
 
 #: Packages an endpoint never needs.
 FOREIGN = ("textual", "rich", "multiprocess", "matplotlib", "importlib.metadata")

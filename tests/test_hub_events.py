@@ -8,7 +8,6 @@ import json
 import select
 from collections.abc import Iterator
 
-import procs
 import pytest
 
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
@@ -18,7 +17,6 @@ from vchansim.hub import Op, open_hub
 from vchansim.leaks import assert_no_leaks
 from vchansim.rundir import RunDir
 
-rundir = procs.rundir
 WAIT = 2.0
 
 

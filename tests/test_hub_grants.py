@@ -13,8 +13,8 @@ import sys
 import textwrap
 from collections.abc import Iterator
 
-import procs
 import pytest
+from helpers import procs
 
 from vchansim.backends.base import UnmapNotify
 from vchansim.backends.shm import ShmBackend, ShmGrants
@@ -23,8 +23,6 @@ from vchansim.hub import Op, open_hub
 from vchansim.layout import PAGE_SIZE
 from vchansim.leaks import assert_no_leaks
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)

@@ -13,17 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import procs
 import pytest
+from helpers import procs
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.channel import Vchan
 from vchansim.errors import BackendError, StoreError
 from vchansim.hub import Op, hub_running, open_hub
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
-spawn = procs.spawn
 
 CLIENT = """
 from vchansim.channel import Vchan

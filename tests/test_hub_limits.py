@@ -9,23 +9,20 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import procs
 import pytest
+from helpers import procs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.errors import BackendError, ConfigError, GrantError, StoreError
 from vchansim.hub import Op, ensure_hub, hub_running, open_hub
-from vchansim.hub.launcher import OPTIONS_ENV
+from vchansim.hub.launcher import OPTIONS_ENV, stop_hub
 from vchansim.hub.limits import XS_QUOTAS, HubLimits, limit_options, parse_limits
-from vchansim.leaks import stop_hub
 from vchansim.rundir import RunDir
 from vchansim.scenario import run_scenario, scenario_from_dict
 from vchansim.scenario.executors import hub_limits
 from vchansim.xenstore.store import Quotas
-
-rundir = procs.rundir
 
 
 def exhausted(resource: str, leave: int, backend: str = "shm"):

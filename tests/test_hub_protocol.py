@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import procs
 import pytest
+from helpers import procs
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.errors import BackendError
@@ -33,8 +33,6 @@ from vchansim.hub.protocol import (
 )
 from vchansim.hub.protocol import dial as dial_hub
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
 
 
 def _u32s(*values: int) -> bytes:

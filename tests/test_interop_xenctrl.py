@@ -12,16 +12,12 @@ creates the first time a process acts as that domain; only domain 0 may list the
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_clibs_emulator import C_DIR, private_hub
+from helpers.clibs import NEEDS_XENCTRL_BUILD, foreground_hub, xc_probe
 
-from vchansim import cbuild
 from vchansim.backends.shm import ShmBackend
 from vchansim.cli.exec import emulator_env
 
@@ -29,27 +25,20 @@ DEADLINE = 10.0
 #: The domains this module's hub knows, besides domain 0.
 DOMAINS = (1, 2, 5)
 
-#: The xenctrl probe needs a C compiler and Xen's headers, both installed by tools/install.
-NEEDS_XENCTRL_BUILD = pytest.mark.skipif(
-    shutil.which(os.environ.get("CC") or "cc") is None
-    or not Path("/usr/include/xenctrl.h").exists(),
-    reason="needs a C compiler and Xen's headers (tools/install)",
-)
-pytestmark = NEEDS_XENCTRL_BUILD
+pytestmark = [pytest.mark.cbuild, NEEDS_XENCTRL_BUILD]
 
 
 @pytest.fixture(scope="module")
 def probe() -> Path:
-    return cbuild.build_program(C_DIR / "xc-probe.c", libs=("xenctrl", "xengnttab"))
+    return xc_probe()
 
 
 @pytest.fixture(scope="module")
-def hub_dir() -> Iterator[Path]:
-    """A private hub whose store has homes for domains 0, 1, 2 and 5."""
-    with private_hub() as (path, _):
-        for domid in (0, *DOMAINS):
-            ShmBackend(domid, rundir=path).xenstore_socket()
-        yield path
+def hub_dir(hub_dir: Path) -> Path:
+    """The module's hub, its store given homes for domains 0, 1, 2 and 5."""
+    for domid in (0, *DOMAINS):
+        ShmBackend(domid, rundir=hub_dir).xenstore_socket()
+    return hub_dir
 
 
 def run_probe(probe: Path, hub_dir: Path, domid: int, *args: str) -> list[str]:
@@ -110,7 +99,7 @@ def test_a_guest_may_not_ask(probe: Path, hub_dir: Path) -> None:
 
 
 def test_a_domain_exists_once_a_process_acts_as_it(probe: Path) -> None:
-    with private_hub() as (path, _):  # its own hub: the other tests' domains stay as listed
+    with foreground_hub() as (path, _):  # its own hub: the other tests' domains stay as listed
         assert run_probe(probe, path, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
         ShmBackend(9, rundir=path).xenstore_socket()
         assert run_probe(probe, path, 0, "getinfo", "9", "1")[:2] == [

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import time
 
-import procs
-
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
 from vchansim.backends.shm import ShmBackend
 from vchansim.leaks import Leak, LeakKind, find_leaks, memory_leaks, own_descriptors
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
 
 
 def kinds(found: list[Leak]) -> list[str]:

@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import procs
+from helpers import procs
 
 from vchansim.library import LIBRARY, builtin_names
 from vchansim.rundir import RunDir
 
-rundir = procs.rundir
 ROOT = Path(__file__).resolve().parents[1]
 
 

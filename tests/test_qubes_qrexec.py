@@ -26,16 +26,19 @@ from typing import IO
 
 import pytest
 import qubes
-from procs import wait_for
+from helpers.clibs import foreground_hub
+from helpers.procs import wait_for
 from qubes import DEADLINE, Running
-from test_clibs_emulator import private_hub
 
 from vchansim.domains import create_domain, destroy_domain
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/include/libxenvchan.h").exists(),
-    reason="needs Xen's headers and libraries (tools/install)",
-)
+pytestmark = [
+    pytest.mark.cbuild,
+    pytest.mark.skipif(
+        not Path("/usr/include/libxenvchan.h").exists(),
+        reason="needs Xen's headers and libraries (tools/install)",
+    ),
+]
 NEEDS_ROOT = pytest.mark.skipif(
     os.geteuid() != 0, reason="qrexec-agent runs user:command through `su - root`: needs root"
 )
@@ -187,7 +190,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     (work / "policy").write_text(POLICY)
     (work / "policy").chmod(0o755)
     (work / "sockets").mkdir()
-    with private_hub() as (hub_dir, _):
+    with foreground_hub() as (hub_dir, _):
         box = Machine(hub_dir, tree, work)
         try:
             for vm, (domid, uuid) in VMS.items():

@@ -26,18 +26,21 @@ from typing import IO
 
 import pytest
 import qubes
+from helpers.clibs import foreground_hub
 from qubes import DEADLINE, SIZE, Running
-from test_clibs_emulator import private_hub
 
 from vchansim.domains import create_domain
 
 #: The vchan port number (libvchan-xen's "nodeid") every run uses.
 PORT = "5"
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/include/libxenvchan.h").exists(),
-    reason="needs Xen's headers and libraries (tools/install)",
-)
+pytestmark = [
+    pytest.mark.cbuild,
+    pytest.mark.skipif(
+        not Path("/usr/include/libxenvchan.h").exists(),
+        reason="needs Xen's headers and libraries (tools/install)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hub_dir() -> Iterator[Path]:
     """A private hub on which domains 1 and 2 exist before any of their programs runs:
     libvchan-xen takes a peer domain that does not exist for a dead one."""
-    with private_hub() as (path, _):
+    with foreground_hub() as (path, _):
         for domid in (1, 2):
             create_domain(domid, rundir=path)
         yield path

@@ -7,7 +7,7 @@ import mmap
 from collections import deque
 
 import pytest
-from cores import CORES, faces
+from helpers.cores import CORES, faces
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule

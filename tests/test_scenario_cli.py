@@ -44,6 +44,7 @@ def write(folder: Path, name: str, within: float = 5000) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_whole_scenario_library_passes(capsys):
     status = vchansim_run(str(LIBRARY), "--json")
     report = json.loads(capsys.readouterr().out)
@@ -162,8 +163,7 @@ def test_rundir_puts_the_scenarios_hub_there_and_keeps_the_directory(tmp_path):
 
 
 def test_rundir_with_a_hub_of_its_own_or_for_an_in_process_run_is_refused(tmp_path, capsys):
-    from vchansim.hub.launcher import ensure_hub
-    from vchansim.leaks import stop_hub
+    from vchansim.hub.launcher import ensure_hub, stop_hub
 
     busy = tmp_path / "busy"
     ensure_hub(busy)

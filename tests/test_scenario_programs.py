@@ -20,6 +20,8 @@ from vchansim.scenario.records import Instance, RunRecord
 from vchansim.scenario.streams import XorshiftStream, digest, program_seed
 from vchansim.scenario.verdicts import judge
 
+pytestmark = pytest.mark.cbuild  # program endpoints are C programs, built on first use
+
 LIBRARY = Path(__file__).resolve().parents[1] / "scenarios"
 
 

@@ -7,15 +7,12 @@ import signal
 import time
 from collections.abc import Callable
 
-import procs
 import pytest
+from helpers import procs
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.leaks import assert_no_leaks
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
-spawn = procs.spawn
 
 LATENCY_BOUND = 0.100
 CLI_LIVE, SRV_LIVE = 20, 21

@@ -7,15 +7,12 @@ import hashlib
 import json
 from collections.abc import Callable
 
-import procs
+from helpers import procs
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.hub import Op, open_hub
 from vchansim.leaks import assert_no_leaks, find_leaks
 from vchansim.rundir import RunDir
-
-rundir = procs.rundir
-spawn = procs.spawn
 
 SIZE = 1 << 20
 PATH = "data/vchan/2/test"

@@ -25,10 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import test_interop_matrix
-from procs import wait_for
-from test_clibs_emulator import private_hub
-from test_interop_matrix import PYTHON_PEER, Endpoint, Transfers, start
+from helpers.interop import PYTHON_PEER, Endpoint, Transfers, start
+from helpers.procs import wait_for
 
 from vchansim import cbuild, debian
 from vchansim.backends.shm import ShmBackend
@@ -42,10 +40,13 @@ DOWN, UP = 8 << 20, 5_000_000
 PEER_SENDS_DOWN = ("--send", str(DOWN), "--recv", str(UP))
 DEADLINE = 30.0
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/include/libxenvchan.h").exists(),
-    reason="needs Xen's headers and libraries (tools/install)",
-)
+pytestmark = [
+    pytest.mark.cbuild,
+    pytest.mark.skipif(
+        not Path("/usr/include/libxenvchan.h").exists(),
+        reason="needs Xen's headers and libraries (tools/install)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,6 @@ def proxy() -> Path:
         return debian.socket_proxy()
     except debian.MissingProgramError as exc:
         pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def hub_dir() -> Iterator[Path]:
-    with private_hub() as (path, _):
-        yield path
 
 
 @pytest.fixture
@@ -73,9 +68,6 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait(DEADLINE)
         if proc.stderr is not None:
             proc.stderr.close()
-
-
-endpoints = test_interop_matrix.endpoints
 
 
 def run_proxy(

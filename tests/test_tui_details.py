@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import procs
 from test_tui_live import (
     CLIENT,
     ENDPOINT,
@@ -26,9 +25,6 @@ from vchansim.rundir import RunDir
 from vchansim.tui.app import InspectorApp
 from vchansim.tui.live import HubLink, LiveSource, select_channel
 from vchansim.tui.widgets.hexdump import HexDump
-
-rundir = procs.rundir
-spawn = procs.spawn
 
 #: A server whose left (client -> server) ring is 8 KiB: two granted data pages.
 BIG_SERVER = ENDPOINT.format(open=f'Vchan.server(ShmBackend(1), 2, "{PATH}", 8192, 0)')

@@ -8,15 +8,12 @@ import argparse
 import asyncio
 import json
 import mmap
-import shutil
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import procs
 import pytest
+from helpers import procs
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
@@ -24,8 +21,9 @@ from vchansim import layout
 from vchansim.cli import inspect as inspect_cli
 from vchansim.errors import BackendError, ConfigError
 from vchansim.hub import Op, hub_running, open_hub
-from vchansim.leaks import assert_no_leaks, stop_hub
-from vchansim.rundir import RunDir, prepare_rundir
+from vchansim.hub.launcher import private_hub
+from vchansim.leaks import assert_no_leaks
+from vchansim.rundir import RunDir
 from vchansim.tui.app import InspectorApp
 from vchansim.tui.live import HubLink, LiveSource
 from vchansim.tui.screens.channel import ChannelScreen
@@ -33,9 +31,6 @@ from vchansim.tui.screens.channels import ChannelsScreen
 from vchansim.tui.screens.dialogs import ErrorScreen
 from vchansim.tui.source import Source
 from vchansim.tui.widgets.bits import Bit
-
-rundir = procs.rundir
-spawn = procs.spawn
 
 PATH = "data/vchan/2/tui"
 FULL_PATH = f"/local/domain/1/{PATH}"
@@ -228,7 +223,7 @@ def test_attaching_to_a_channel_that_does_not_exist_or_has_gone_says_so(
 
 
 def test_with_no_hub_the_list_says_so_and_starts_none() -> None:
-    with fresh_rundir() as empty:
+    with private_hub() as empty:
         app = InspectorApp(rundir=empty)
 
         async def body(pilot: Pilot) -> None:
@@ -288,16 +283,6 @@ def test_inspect_refuses_what_it_cannot_do_with_a_reason() -> None:
 
 
 # -- watching changes nothing ---------------------------------------------------------------
-
-
-@contextmanager
-def fresh_rundir() -> Iterator[RunDir]:
-    path = tempfile.mkdtemp(prefix="vs-")
-    try:
-        yield prepare_rundir(path)
-    finally:
-        stop_hub(path)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -373,9 +358,9 @@ def pair_in(root: RunDir, stack: list[procs.Child]) -> tuple[procs.Child, procs.
 def test_watching_a_channel_changes_neither_its_bytes_nor_its_page() -> None:
     children: list[procs.Child] = []
     try:
-        with fresh_rundir() as alone:
+        with private_hub() as alone:
             unwatched = traffic(alone, *pair_in(alone, children))
-        with fresh_rundir() as watched_dir:
+        with private_hub() as watched_dir:
             server, client = pair_in(watched_dir, children)
             app = InspectorApp(rundir=watched_dir)
             seen: dict[str, object] = {}

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from xen_standin import StandInXen
+from helpers.xen_standin import StandInXen
 
 from vchansim.backends.xen import XenBackend, xenstore_paths
 from vchansim.channel import Vchan

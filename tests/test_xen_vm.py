@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tools" / "xen-vm-test"
 VM_TIMEOUT = 480
 
+pytestmark = pytest.mark.vm
+
 
 def _tail(path: Path, lines: int = 40) -> str:
     if not path.exists():

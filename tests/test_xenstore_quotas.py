@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from xs_peer import Peer, fails
+from helpers.xs_peer import Peer, fails
 
 from vchansim.xenstore import wire
 from vchansim.xenstore.server import XenstoreService, socket_path

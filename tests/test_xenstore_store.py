@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from helpers.xs_peer import Failed, Peer, fails
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xs_peer import Failed, Peer, fails
 
 from vchansim.errors import ConfigError
 from vchansim.xenstore import wire

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from xs_peer import Failed, Peer, fails
+from helpers.xs_peer import Failed, Peer, fails
 
 from vchansim.xenstore import wire
 from vchansim.xenstore.store import INTRODUCE_DOMAIN, RELEASE_DOMAIN, Store, XsError

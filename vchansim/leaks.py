@@ -18,12 +18,9 @@ own process, which are not the endpoints'); its ``str()`` is the line for people
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import select
-import signal
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +30,6 @@ from typing import Any
 
 from .backends.memory import MemoryHypervisor
 from .backends.shm import held_descriptors
-from .errors import BackendError
 from .hub.grants import SHM_PREFIX
 from .hub.launcher import RunDirLike, hub_running
 from .hub.protocol import HubConnection, HubGoneError, Op
@@ -381,35 +377,3 @@ def assert_no_leaks(
             f"vchansim resources left behind in {prepare_rundir(rundir).path}:\n  "
             + "\n  ".join(map(str, found))
         )
-
-
-def wait_exit(pid: int, timeout: float) -> bool:
-    """Wait for process ``pid`` (not necessarily our child) to exit."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
-
-
-def stop_hub(rundir: RunDirLike = None, *, timeout: float = 5.0) -> int | None:
-    """Ask the hub of ``rundir`` to exit and wait until it has; return its pid, or None
-    if no hub was running.  A hub that does not exit in time is killed (and reported)."""
-    checked = prepare_rundir(rundir)
-    try:
-        conn = HubConnection.connect(checked.hub, 0)
-    except (FileNotFoundError, ConnectionRefusedError, HubGoneError):
-        return None
-    with conn:
-        pid = conn.hub_pid
-        conn.call(Op.SHUTDOWN)
-    if not wait_exit(pid, timeout):
-        os.kill(pid, signal.SIGKILL)
-        raise BackendError(
-            f"hub pid {pid} of {checked.path} did not exit within {timeout:g} s; killed it",
-            err=errno.ETIMEDOUT,
-        )
-    return pid

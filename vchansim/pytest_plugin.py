@@ -10,8 +10,6 @@ the test that leaked it, not a later one.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,8 +20,9 @@ from .backends import backend_class, get_backend
 from .backends.base import Backend
 from .backends.memory import MemoryBackend, MemoryHypervisor
 from .channel import Vchan
-from .leaks import Leak, find_leaks, memory_leaks, own_descriptors, stop_hub
-from .rundir import RunDir, prepare_rundir
+from .hub.launcher import private_hub
+from .leaks import Leak, find_leaks, memory_leaks, own_descriptors
+from .rundir import RunDir
 from .scenario import Scenario, ScenarioResult, load_scenario, scenario_from_dict
 from .scenario import run_scenario as _run_scenario
 from .xenleaks import XenSnapshot
@@ -147,14 +146,8 @@ def _backend_name(request: pytest.FixtureRequest) -> str:
 def vchan_rundir() -> Iterator[RunDir]:
     """A private run directory (short path, mode 0700) whose hub is stopped and which is
     removed after the test."""
-    rundir = prepare_rundir(tempfile.mkdtemp(prefix="vs-"))
-    try:
+    with private_hub() as rundir:
         yield rundir
-    finally:
-        try:
-            stop_hub(rundir)
-        finally:
-            shutil.rmtree(rundir.path, ignore_errors=True)
 
 
 @pytest.fixture

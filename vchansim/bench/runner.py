@@ -13,11 +13,9 @@ import itertools
 import mmap
 import os
 import platform
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -25,10 +23,9 @@ from ..backends.shm import ShmBackend
 from ..cbuild import BuildError
 from ..errors import ConfigError
 from ..hub.events import STATS_SIZE
-from ..hub.launcher import ensure_hub, open_hub
+from ..hub.launcher import open_hub, private_hub
 from ..hub.limits import HubLimits
 from ..hub.protocol import Op
-from ..leaks import stop_hub
 from ..spin import SpinPolicy
 from . import footprint, xsrate
 from .results import (
@@ -47,7 +44,6 @@ from .transports import (
     PAIRS_MAX,
     START_DEADLINE,
     TRANSPORTS,
-    BenchError,
     Pair,
     c_program,
     start_pair,
@@ -442,21 +438,15 @@ def machine_info() -> dict[str, object]:
 
 
 @contextmanager
-def _private_hub(rundir: Path | None, limits: HubLimits | None = None) -> Iterator[Path]:
-    """A run directory with a hub held up for the run (a private one with ``limits``
-    unless given: a hub already serving ``rundir`` keeps its own)."""
-    path = rundir or Path(tempfile.mkdtemp(prefix="vsb-", dir="/tmp"))  # short AF_UNIX paths
-    if rundir is None:
-        ensure_hub(path, limits=limits)
-    keepalive = ShmBackend(0, rundir=path).grants()
-    try:
+def _hub_for_run(rundir: Path | None, limits: HubLimits | None = None) -> Iterator[Path]:
+    """A run directory with a hub held up for the run: ``rundir``'s (left running; a hub
+    already serving it keeps its own limits) or a private one started with ``limits``,
+    stopped and removed afterwards."""
+    with ExitStack() as stack:
+        path = rundir or stack.enter_context(private_hub(start=True, limits=limits)).path
+        keepalive = ShmBackend(0, rundir=path).grants()
+        stack.callback(keepalive.close)
         yield path
-    finally:
-        keepalive.close()
-        if rundir is None:
-            with suppress(OSError, BenchError):
-                stop_hub(path)
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _start_all(plan: Plan, rundir: Path, skipped: dict[str, str]) -> dict[str, list[Pair]]:
@@ -511,7 +501,7 @@ def run(plan: Plan, *, rundir: Path | None = None, progress: Progress | None = N
     plan.check()
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     results = Results(machine=machine_info(), plan=asdict(plan))
-    with _private_hub(rundir) as path:
+    with _hub_for_run(rundir) as path:
         pairs = _start_all(plan, path, results.skipped)
         for transport, reason in results.skipped.items():
             say(f"skipping {transport}: {reason}")
@@ -530,7 +520,7 @@ def _footprint(plan: Plan, results: Results, say: Progress) -> None:
     """The small-endpoint figures, on a hub of their own whose limits let one domain
     hold ``plan.footprint_channels`` channels (the raise is reported)."""
     limits, raised = footprint.limits_for(plan.footprint_channels)
-    with _private_hub(None, limits) as path:
+    with _hub_for_run(None, limits) as path:
         row = footprint.measure(path, plan.footprint_channels, plan.repeats)
     row.raised[:0] = raised
     results.footprint = row

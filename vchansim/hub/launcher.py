@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BackendError, ConfigError
 from ..rundir import RunDir, prepare_rundir
-from .protocol import HubConnection, dial
+from .protocol import HubConnection, HubGoneError, Op, dial
 
 if TYPE_CHECKING:
     from .limits import HubLimits
@@ -242,3 +243,64 @@ def _dial(rundir: RunDir) -> socket.socket:
         f"cannot reach the hub at {rundir.hub} after {_CONNECT_ATTEMPTS} attempts: {reason}",
         err=errno.ECONNREFUSED,
     )
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait for process ``pid`` (not necessarily our child) to exit."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def stop_hub(rundir: RunDirLike = None, *, timeout: float = 5.0) -> int | None:
+    """Ask the hub of ``rundir`` to exit and wait until it has; return its pid, or None
+    if no hub was running.  A hub that does not exit in time is killed (and reported)."""
+    checked = prepare_rundir(rundir)
+    try:
+        conn = HubConnection.connect(checked.hub, 0)
+    except (FileNotFoundError, ConnectionRefusedError, HubGoneError):
+        return None
+    with conn:
+        pid = conn.hub_pid
+        conn.call(Op.SHUTDOWN)
+    if not wait_exit(pid, timeout):
+        os.kill(pid, signal.SIGKILL)
+        raise BackendError(
+            f"hub pid {pid} of {checked.path} did not exit within {timeout:g} s; killed it",
+            err=errno.ETIMEDOUT,
+        )
+    return pid
+
+
+@contextlib.contextmanager
+def private_hub(
+    rundir: RunDirLike = None, *, start: bool = False, limits: HubLimits | None = None
+) -> Iterator[RunDir]:
+    """A run directory of one's own whose hub is stopped when the block ends.
+
+    Without ``rundir``, a fresh one with a short name under /tmp (``sun_path`` is short),
+    removed afterwards; with one, that directory, kept (for an inspector to read).  With
+    ``start``, the hub (with ``limits``) is running when the block begins; otherwise the
+    first connection starts it.  Every harness that needs a machine of its own -- the
+    pytest plugin, the scenario runner, the benchmarks, the tests -- makes it here.
+    """
+    import shutil  # harness tools: an endpoint process never loads them
+    import tempfile
+
+    own = rundir is None
+    checked = prepare_rundir(tempfile.mkdtemp(prefix="vs-", dir="/tmp") if own else rundir)
+    try:
+        if start:
+            ensure_hub(checked, limits=limits)
+        yield checked
+    finally:
+        try:
+            stop_hub(checked)
+        finally:
+            if own:
+                shutil.rmtree(checked.path, ignore_errors=True)

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +34,11 @@ from ..backends.base import Backend
 from ..backends.memory import MemoryBackend, MemoryHypervisor
 from ..backends.shm import ShmBackend
 from ..errors import ConfigError
-from ..hub.launcher import ensure_hub, hub_running, open_hub
+from ..hub.launcher import ensure_hub, hub_running, open_hub, private_hub
 from ..hub.limits import HubLimits
 from ..hub.observe import map_grant, map_stats
 from ..layout import PAGE_SIZE
-from ..leaks import Leak, LeakKind, find_leaks, memory_leaks, stop_hub
+from ..leaks import Leak, LeakKind, find_leaks, memory_leaks
 from ..rundir import prepare_rundir
 from ..xenstore.store import Store as XsStore
 from .endpoint import Endpoint, EndpointJob, Link
@@ -158,13 +156,13 @@ class ProcessExecutor:
     run, for an inspector to find) or in a private, short-named directory (removed)."""
 
     def __init__(self, limits: HubLimits, rundir: str | Path | None = None) -> None:
-        self._own_dir = rundir is None
-        self.rundir = str(prepare_rundir(rundir or tempfile.mkdtemp(prefix="vs-")).path)
-        if not self._own_dir and hub_running(prepare_rundir(self.rundir)):
+        if rundir is not None and hub_running(given := prepare_rundir(rundir)):
             raise ConfigError(
-                f"a hub already serves {self.rundir}: a scenario starts its own, with its "
+                f"a hub already serves {given.path}: a scenario starts its own, with its "
                 "limits, and checks it for leaks"
             )
+        self._hub = contextlib.ExitStack()
+        self.rundir = str(self._hub.enter_context(private_hub(rundir)).path)
         self.limits = limits
         self._ctx = multiprocess.get_context("spawn")
         self.backends = ShmBackends(self.rundir)
@@ -211,11 +209,8 @@ class ProcessExecutor:
         return find_leaks(self.rundir, timeout=LEAK_GRACE, kinds=LEAK_KINDS)
 
     def close(self) -> None:
-        try:
-            stop_hub(self.rundir)
-        finally:
-            if self._own_dir:
-                shutil.rmtree(self.rundir, ignore_errors=True)
+        """Stop the hub; a private run directory goes with it."""
+        self._hub.close()
 
 
 def _thread_main(job: EndpointJob, conn: Any) -> None:

@@ -1,34 +1,30 @@
-"""Test helpers: a private run directory per test, and separate Python interpreters.
+"""Separate Python interpreters for tests, and waiting with deadlines.
 
 Endpoints that must behave like different machines run in interpreters started with
 ``sys.executable -c`` -- never ``fork``, which would share the parent's descriptors and
 mappings and hide exactly the bugs these tests look for.  A child talks to the test over
 its stdin/stdout one line at a time; every wait has a deadline.
 
-Import the fixtures into a test module by assignment (``rundir = procs.rundir``).
+The ``rundir`` and ``spawn`` fixtures built on them are in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from vchansim.hub.launcher import wait_exit as _wait_exit
+from vchansim.rundir import RUNDIR_ENV, RunDir
 
-from vchansim.leaks import assert_no_leaks, own_descriptors, stop_hub
-from vchansim.leaks import wait_exit as _wait_exit
-from vchansim.rundir import RUNDIR_ENV, RunDir, prepare_rundir
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 10.0
 
 #: Run at the top of every child: the imports and an unbuffered line printer.
@@ -150,59 +146,3 @@ def wait_for(condition: Callable[[], object], timeout: float = DEADLINE, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
         time.sleep(0.005)
-
-
-@pytest.fixture
-def rundir(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[RunDir]:
-    """A fresh run directory (short path under /tmp) whose hub is stopped afterwards.
-
-    After the test, everything must have been released: no grants, ports, xenstore nodes,
-    descriptors or processes left (tests that leave things on purpose are marked
-    ``leaves_state``).  Descriptors some earlier test left open are that test's failure,
-    not this one's.
-    """
-    open_before = own_descriptors()
-    path = tempfile.mkdtemp(prefix="vs-")
-    monkeypatch.setenv(RUNDIR_ENV, path)
-    checked = prepare_rundir(path)
-    try:
-        yield checked
-        if request.node.get_closest_marker("leaves_state") is None:
-            assert_no_leaks(checked, open_before=open_before)
-    finally:
-        stop_hub(checked)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def cpu_load() -> Iterator[None]:
-    """Every core kept busy by a spinning interpreter while the test runs, so that the
-    endpoints get a share of a CPU, as on a loaded CI machine.  (The spinners are not
-    of the run directory: the leak check does not count them.)"""
-    env = {k: v for k, v in os.environ.items() if k != RUNDIR_ENV}
-    spinners = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
-        for _ in range(os.cpu_count() or 2)
-    ]
-    try:
-        yield
-    finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
-
-
-@pytest.fixture
-def spawn(rundir: RunDir) -> Iterator[Callable[..., Child]]:
-    """``spawn(code, **env)`` starts a child in the test's run directory; all are killed
-    and reaped at teardown."""
-    children: list[Child] = []
-
-    def start(code: str, **env: str) -> Child:
-        child = Child(code, rundir, env)
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.close()
