@@ -20,14 +20,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.clibs import foreground_hub
+from helpers.clibs import foreground_hub, xc_probe
+from helpers.demo_trace import write_trace
 from helpers.interop import Endpoint
 from helpers.procs import Child, reap
+from helpers.xs_peer import Peer, store_with_domains
 
 from vchansim.hub.launcher import private_hub
 from vchansim.leaks import assert_no_leaks, own_descriptors
 from vchansim.rundir import RUNDIR_ENV, RunDir
 from vchansim.scenario.program import pipe_program as build_pipe_program
+from vchansim.xenstore.store import Store
 
 #: Markers that put a test in the slow tier.
 _SLOW_TIERS = ("vm", "cbuild")
@@ -112,3 +115,41 @@ def endpoints() -> Iterator[list[Endpoint]]:
     yield started
     for peer in started:
         reap(peer.proc)
+
+
+@pytest.fixture
+def demo_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fixed trace of ``helpers.demo_trace``, named relative to the cwd so that the
+    inspector's screens quote the same name on every run."""
+    monkeypatch.chdir(tmp_path)
+    return write_trace(Path("demo.trace"))
+
+
+@pytest.fixture(scope="module")
+def xenctrl_probe() -> Path:
+    """tests/c/xc-probe.c, built on the drop-in libxenctrl once per module."""
+    return xc_probe()
+
+
+@pytest.fixture
+def store() -> Store:
+    """A xenstored model (no I/O) with homes for domains 0, 1 and 2."""
+    return store_with_domains()
+
+
+@pytest.fixture
+def dom0(store: Store) -> Peer:
+    """Domain 0's connection to ``store``."""
+    return Peer(store, 0)
+
+
+@pytest.fixture
+def dom1(store: Store) -> Peer:
+    """Domain 1's connection to ``store``."""
+    return Peer(store, 1)
+
+
+@pytest.fixture
+def dom2(store: Store) -> Peer:
+    """Domain 2's connection to ``store``."""
+    return Peer(store, 2)

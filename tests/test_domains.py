@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.clibs import NEEDS_XENCTRL_BUILD, foreground_hub
+from helpers.clibs import NEEDS_XENCTRL_BUILD, foreground_hub, run_probe
 from helpers.procs import wait_for
-from test_interop_xenctrl import probe, run_probe
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.domains import DomainInfo, create_domain, destroy_domain, list_domains
@@ -30,7 +29,6 @@ from vchansim.hub.server import Hub
 from vchansim.rundir import RunDir
 from vchansim.xenstore.client import XsClient
 
-__all__ = ["probe"]  # the xenctrl probe fixture, shared with test_interop_xenctrl
 UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 DEADLINE = 10.0
 
@@ -168,15 +166,18 @@ def test_destroy_closes_the_domains_ports(hub_dir: Path) -> None:
 
 @pytest.mark.cbuild
 @NEEDS_XENCTRL_BUILD
-def test_libxenctrl_sees_created_and_destroyed_domains(probe: Path, hub_dir: Path) -> None:
-    assert run_probe(probe, hub_dir, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
-    assert run_probe(probe, hub_dir, 0, "status", "9", "-1") == ["status -1 ESRCH"]
+def test_libxenctrl_sees_created_and_destroyed_domains(xenctrl_probe: Path, hub_dir: Path) -> None:
+    assert run_probe(xenctrl_probe, hub_dir, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
+    assert run_probe(xenctrl_probe, hub_dir, 0, "status", "9", "-1") == ["status -1 ESRCH"]
     create_domain(9, rundir=hub_dir)
-    assert run_probe(probe, hub_dir, 0, "getinfo", "9", "1")[:2] == ["getinfo 1 -", "domain 9 ok"]
-    assert run_probe(probe, hub_dir, 0, "status", "9", "-1") == ["status -1 EINVAL"]
+    assert run_probe(xenctrl_probe, hub_dir, 0, "getinfo", "9", "1")[:2] == [
+        "getinfo 1 -",
+        "domain 9 ok",
+    ]
+    assert run_probe(xenctrl_probe, hub_dir, 0, "status", "9", "-1") == ["status -1 EINVAL"]
     destroy_domain(9, rundir=hub_dir)
-    assert run_probe(probe, hub_dir, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
-    assert run_probe(probe, hub_dir, 0, "status", "9", "-1") == ["status -1 ESRCH"]
+    assert run_probe(xenctrl_probe, hub_dir, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
+    assert run_probe(xenctrl_probe, hub_dir, 0, "status", "9", "-1") == ["status -1 ESRCH"]
 
 
 def test_a_hub_holding_created_domains_is_not_idle(tmp_path: Path) -> None:

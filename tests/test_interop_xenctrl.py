@@ -12,25 +12,17 @@ creates the first time a process acts as that domain; only domain 0 may list the
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers.clibs import NEEDS_XENCTRL_BUILD, foreground_hub, xc_probe
+from helpers.clibs import NEEDS_XENCTRL_BUILD, foreground_hub, run_probe
 
 from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
 
-DEADLINE = 10.0
 #: The domains this module's hub knows, besides domain 0.
 DOMAINS = (1, 2, 5)
 
 pytestmark = [pytest.mark.cbuild, NEEDS_XENCTRL_BUILD]
-
-
-@pytest.fixture(scope="module")
-def probe() -> Path:
-    return xc_probe()
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +33,12 @@ def hub_dir(hub_dir: Path) -> Path:
     return hub_dir
 
 
-def run_probe(probe: Path, hub_dir: Path, domid: int, *args: str) -> list[str]:
-    """The probe's output lines, run as emulated domain ``domid``; it must exit 0."""
-    result = subprocess.run(
-        [probe, *args],
-        env=emulator_env(ShmBackend(domid, rundir=hub_dir)),
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+def test_open_and_close(xenctrl_probe: Path, hub_dir: Path) -> None:
+    assert run_probe(xenctrl_probe, hub_dir, 1, "open") == ["open ok"]
 
 
-def test_open_and_close(probe: Path, hub_dir: Path) -> None:
-    assert run_probe(probe, hub_dir, 1, "open") == ["open ok"]
-
-
-def test_getinfo_lists_every_domain_in_xens_layout(probe: Path, hub_dir: Path) -> None:
-    assert run_probe(probe, hub_dir, 0, "getinfo", "0", "10") == [
+def test_getinfo_lists_every_domain_in_xens_layout(xenctrl_probe: Path, hub_dir: Path) -> None:
+    assert run_probe(xenctrl_probe, hub_dir, 0, "getinfo", "0", "10") == [
         "getinfo 4 -",
         "domain 0 ok",
         "domain 1 ok",
@@ -84,25 +62,25 @@ def test_getinfo_lists_every_domain_in_xens_layout(probe: Path, hub_dir: Path) -
     ids=["exact", "next-above", "two", "none-left", "zero-entries"],
 )
 def test_getinfo_follows_xen(
-    probe: Path, hub_dir: Path, first: str, count: str, expected: list[str]
+    xenctrl_probe: Path, hub_dir: Path, first: str, count: str, expected: list[str]
 ) -> None:
-    assert run_probe(probe, hub_dir, 0, "getinfo", first, count) == [
+    assert run_probe(xenctrl_probe, hub_dir, 0, "getinfo", first, count) == [
         *expected,
         "unused ok",
         "guard ok",
     ]
 
 
-def test_a_guest_may_not_ask(probe: Path, hub_dir: Path) -> None:
+def test_a_guest_may_not_ask(xenctrl_probe: Path, hub_dir: Path) -> None:
     # Xen refuses the domain-info hypercall to guests; the store refuses them the listing.
-    assert run_probe(probe, hub_dir, 2, "getinfo", "1", "1")[0] == "getinfo -1 EPERM"
+    assert run_probe(xenctrl_probe, hub_dir, 2, "getinfo", "1", "1")[0] == "getinfo -1 EPERM"
 
 
-def test_a_domain_exists_once_a_process_acts_as_it(probe: Path) -> None:
+def test_a_domain_exists_once_a_process_acts_as_it(xenctrl_probe: Path) -> None:
     with foreground_hub() as (path, _):  # its own hub: the other tests' domains stay as listed
-        assert run_probe(probe, path, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
+        assert run_probe(xenctrl_probe, path, 0, "getinfo", "9", "1")[0] == "getinfo -1 ESRCH"
         ShmBackend(9, rundir=path).xenstore_socket()
-        assert run_probe(probe, path, 0, "getinfo", "9", "1")[:2] == [
+        assert run_probe(xenctrl_probe, path, 0, "getinfo", "9", "1")[:2] == [
             "getinfo 1 -",
             "domain 9 ok",
         ]
@@ -121,19 +99,21 @@ def test_a_domain_exists_once_a_process_acts_as_it(probe: Path) -> None:
     ids=["closed", "no-domain", "alive", "guest-other", "self", "too-high"],
 )
 def test_evtchn_status_follows_xen(
-    probe: Path, hub_dir: Path, domid: int, dom: str, port: str, expected: str
+    xenctrl_probe: Path, hub_dir: Path, domid: int, dom: str, port: str, expected: str
 ) -> None:
-    assert run_probe(probe, hub_dir, domid, "status", dom, port) == [expected]
+    assert run_probe(xenctrl_probe, hub_dir, domid, "status", dom, port) == [expected]
 
 
-def test_evtchn_status_from_a_forked_child(probe: Path, hub_dir: Path) -> None:
+def test_evtchn_status_from_a_forked_child(xenctrl_probe: Path, hub_dir: Path) -> None:
     """qrexec forks with an open interface: the child asks on its own hub connection and
     the parent's still answers afterwards."""
-    assert run_probe(probe, hub_dir, 0, "status-fork", "9", "-1") == ["status -1 ESRCH"] * 3
+    assert run_probe(xenctrl_probe, hub_dir, 0, "status-fork", "9", "-1") == ["status -1 ESRCH"] * 3
 
 
-def test_the_compat_evtchn_calls_forward_to_libxenevtchn(probe: Path, hub_dir: Path) -> None:
-    assert run_probe(probe, hub_dir, 1, "compat", "1") == [
+def test_the_compat_evtchn_calls_forward_to_libxenevtchn(
+    xenctrl_probe: Path, hub_dir: Path
+) -> None:
+    assert run_probe(xenctrl_probe, hub_dir, 1, "compat", "1") == [
         "compat fds ok",
         "compat bind-unbound ok",
         "status 0 - 1 1 -",

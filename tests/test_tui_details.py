@@ -7,17 +7,18 @@ from __future__ import annotations
 import asyncio
 import time
 
-from test_tui_live import (
+from helpers.live_pair import (
     CLIENT,
     ENDPOINT,
     FULL_PATH,
     PATH,
+    SERVER,
     attach_first,
     command,
     finish,
-    until,
-    until_shown,
+    pattern,
 )
+from helpers.pilot import run, until, until_shown
 from textual.pilot import Pilot
 from textual.widgets import Static
 
@@ -28,21 +29,6 @@ from vchansim.tui.widgets.hexdump import HexDump
 
 #: A server whose left (client -> server) ring is 8 KiB: two granted data pages.
 BIG_SERVER = ENDPOINT.format(open=f'Vchan.server(ShmBackend(1), 2, "{PATH}", 8192, 0)')
-SMALL_SERVER = ENDPOINT.format(open=f'Vchan.server(ShmBackend(1), 2, "{PATH}", 0, 0)')
-
-
-def pattern(n: int, seed: int) -> bytes:
-    """What the endpoints' "send N SEED" writes."""
-    return ((bytes(range(seed % 256, 256)) + bytes(range(256))) * (n // 256 + 1))[:n]
-
-
-def run(app: InspectorApp, body) -> None:
-    async def main() -> None:
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause()
-            await body(pilot)
-
-    asyncio.run(main())
 
 
 def left_bytes(pilot: Pilot) -> bytes | None:
@@ -50,7 +36,7 @@ def left_bytes(pilot: Pilot) -> bytes | None:
 
 
 def test_the_bytes_in_flight_of_an_in_page_ring_in_hex_and_ascii(rundir: RunDir, spawn) -> None:
-    server = spawn(SMALL_SERVER)
+    server = spawn(SERVER)
     server.expect("ready")
     client = spawn(CLIENT)
     client.expect("ready")
@@ -66,7 +52,7 @@ def test_the_bytes_in_flight_of_an_in_page_ring_in_hex_and_ascii(rundir: RunDir,
         await asyncio.to_thread(command, server, "recv 100")
         await until(pilot, lambda: left_bytes(pilot) == pattern(300, 65)[100:], "after cons")
 
-    run(app, body)
+    run(app, body, size=(120, 40))
     finish(client, server)
 
 
@@ -101,12 +87,12 @@ def test_a_ring_in_granted_pages_is_read_through_them_across_its_wrap(
         )
         assert len(data) == 2 and f"data pages {data[0]}-{data[1]}" in ends, ends
 
-    run(app, body)
+    run(app, body, size=(120, 40))
     finish(client, server)
 
 
 def test_the_ends_are_named_by_domain_port_pid_and_command(rundir: RunDir, spawn) -> None:
-    server = spawn(SMALL_SERVER)
+    server = spawn(SERVER)
     server.expect("ready")
     client = spawn(CLIENT)
     client.expect("ready")
@@ -127,7 +113,7 @@ def test_the_ends_are_named_by_domain_port_pid_and_command(rundir: RunDir, spawn
         assert "event-channel=" in lines[2]
         assert f"control page ref {ref} · data pages none: in page" in lines[3]
 
-    run(app, body)
+    run(app, body, size=(120, 40))
     finish(client, server)
 
 
@@ -135,7 +121,7 @@ def test_times_count_from_the_channel_start_and_space_holds_the_picture(
     rundir: RunDir, spawn
 ) -> None:
     before = time.monotonic()
-    server = spawn(SMALL_SERVER)
+    server = spawn(SERVER)
     server.expect("ready")
     client = spawn(CLIENT)
     client.expect("ready")
@@ -164,5 +150,5 @@ def test_times_count_from_the_channel_start_and_space_holds_the_picture(
         await pilot.press("space")
         await until_shown(pilot, "prod 0x0000012c @ 300")
 
-    run(app, body)
+    run(app, body, size=(120, 40))
     finish(client, server)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_tui_replay import FAULT_T, run, write_trace
+from helpers.demo_trace import FAULT_T
+from helpers.pilot import run
 from textual.pilot import Pilot
 from textual.widgets import Static
 
@@ -23,18 +24,11 @@ SIZES = [(80, 24), (120, 40), (200, 60)]
 DIAGRAMS = {(80, 24): (8, 4), (120, 40): (16, 8), (200, 60): (28, 14)}
 
 
-@pytest.fixture
-def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """test_tui_replay's fixed trace, under a name the screens quote the same each run."""
-    monkeypatch.chdir(tmp_path)
-    return write_trace(Path("demo.trace"))
-
-
 PANELS = ("#ring-left", "#ring-right", "#bits", "#problems", "#timeline", "Footer")
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
-def test_every_panel_is_on_screen_and_sized_to_its_content(demo: Path, size) -> None:
+def test_every_panel_is_on_screen_and_sized_to_its_content(demo_trace: Path, size) -> None:
     async def body(pilot: Pilot) -> None:
         await pilot.press("right_square_bracket", "right")  # the fault: two problems
         await pilot.pause()
@@ -60,10 +54,10 @@ def test_every_panel_is_on_screen_and_sized_to_its_content(demo: Path, size) -> 
             title_status = 2
             assert taken + details.region.height + title_status + 8 >= height
 
-    run(InspectorApp(trace=demo, autoplay=False), body, size=size)
+    run(InspectorApp(trace=demo_trace, autoplay=False), body, size=size)
 
 
-def test_the_play_position_never_hides_a_fault_mark(demo: Path) -> None:
+def test_the_play_position_never_hides_a_fault_mark(demo_trace: Path) -> None:
     async def body(pilot: Pilot) -> None:
         await pilot.press("right_square_bracket")  # onto the fault: same column
         await pilot.pause()
@@ -73,10 +67,10 @@ def test_the_play_position_never_hides_a_fault_mark(demo: Path) -> None:
         column = cursor.index("▼")
         assert track[column] == "✖"
 
-    run(InspectorApp(trace=demo, autoplay=False), body, size=(120, 40))
+    run(InspectorApp(trace=demo_trace, autoplay=False), body, size=(120, 40))
 
 
-def test_n_and_shift_n_jump_to_where_a_problem_begins(demo: Path) -> None:
+def test_n_and_shift_n_jump_to_where_a_problem_begins(demo_trace: Path) -> None:
     async def body(pilot: Pilot) -> None:
         screen = pilot.app.screen
         await pilot.press("n")
@@ -86,10 +80,10 @@ def test_n_and_shift_n_jump_to_where_a_problem_begins(demo: Path) -> None:
         await pilot.press("end", "N")
         assert screen.source.index == 6
 
-    run(InspectorApp(trace=demo, autoplay=False), body)
+    run(InspectorApp(trace=demo_trace, autoplay=False), body)
 
 
-def test_b_and_i_choose_the_detail_view(demo: Path) -> None:
+def test_b_and_i_choose_the_detail_view(demo_trace: Path) -> None:
     async def body(pilot: Pilot) -> None:
         details = pilot.app.screen.query_one(Details)
         assert details.current == "bytes"
@@ -103,9 +97,9 @@ def test_b_and_i_choose_the_detail_view(demo: Path) -> None:
         await pilot.press("b")
         assert details.current == "bytes"
 
-    run(InspectorApp(trace=demo, autoplay=False), body, size=(120, 40))
+    run(InspectorApp(trace=demo_trace, autoplay=False), body, size=(120, 40))
 
 
-def test_snapshot_replay_at_120x40_with_the_ends(demo: Path, snap_compare) -> None:
-    app = InspectorApp(trace=demo, autoplay=False)
+def test_snapshot_replay_at_120x40_with_the_ends(demo_trace: Path, snap_compare) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
     assert snap_compare(app, press=["right_square_bracket", "right", "i"], terminal_size=(120, 40))

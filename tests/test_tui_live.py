@@ -8,12 +8,13 @@ import argparse
 import asyncio
 import json
 import mmap
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 from helpers import procs
+from helpers.live_pair import FULL_PATH, attach_first, command, finish, start_pair
+from helpers.pilot import run, until, until_shown
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
@@ -31,91 +32,6 @@ from vchansim.tui.screens.channels import ChannelsScreen
 from vchansim.tui.screens.dialogs import ErrorScreen
 from vchansim.tui.source import Source
 from vchansim.tui.widgets.bits import Bit
-
-PATH = "data/vchan/2/tui"
-FULL_PATH = f"/local/domain/1/{PATH}"
-DEADLINE = 10.0
-
-#: Both endpoints obey one-line commands, so the test decides the exact interleaving:
-#: "send N SEED" (packet write of N pattern bytes), "recv N" (packet read; answers with
-#: a digest of everything received), "close", "quit".
-ENDPOINT = """
-import hashlib
-from vchansim.channel import Vchan
-def pattern(n, seed):
-    return ((bytes(range(seed % 256, 256)) + bytes(range(256))) * (n // 256 + 1))[:n]
-chan = {open}
-say("ready")
-digest = hashlib.sha256()
-while True:
-    cmd = hear().split()
-    if not cmd or cmd[0] == "quit":
-        break
-    if cmd[0] == "send":
-        chan.send(pattern(int(cmd[1]), int(cmd[2])))
-        say("done")
-    elif cmd[0] == "recv":
-        digest.update(chan.recv(int(cmd[1])))
-        say("done", digest.hexdigest())
-    elif cmd[0] == "close":
-        chan.close()
-        say("done")
-"""
-SERVER = ENDPOINT.format(open=f'Vchan.server(ShmBackend(1), 2, "{PATH}", 0, 0)')
-CLIENT = ENDPOINT.format(open=f'Vchan.client(ShmBackend(2), 1, "{FULL_PATH}")')
-
-
-def run(app: InspectorApp, body: Callable[[Pilot], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause()
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], what: str) -> None:
-    """Let the app run until ``condition`` holds (fail at the deadline)."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
-
-
-async def until_shown(pilot: Pilot, text: str) -> None:
-    await until(pilot, lambda: text in pilot.app.export_text(), f"{text!r} on screen")
-
-
-def command(child: procs.Child, line: str) -> list[str]:
-    child.send(line)
-    return child.expect("done")
-
-
-def start_pair(start: Callable[[str], procs.Child]) -> tuple[procs.Child, procs.Child]:
-    server = start(SERVER)
-    server.expect("ready")
-    client = start(CLIENT)
-    client.expect("ready")
-    return server, client
-
-
-def finish(*children: procs.Child) -> None:
-    """Close the endpoints as a well-behaved program does (the server removes its keys),
-    so that the run directory's leak check at teardown has nothing to find."""
-    for child in children:
-        command(child, "close")
-        child.send("quit")
-        assert child.wait() == 0
-
-
-async def attach_first(pilot: Pilot) -> ChannelScreen:
-    """From the channel list, attach to the (only) channel with the keyboard."""
-    await until_shown(pilot, FULL_PATH)
-    await pilot.press("enter")
-    await until(pilot, lambda: isinstance(pilot.app.screen, ChannelScreen), "the channel view")
-    return pilot.app.screen
-
 
 # -- attaching and watching -----------------------------------------------------------------
 

@@ -3,12 +3,12 @@ terminals, and snapshots of what it draws (80x24, from a small fixed trace)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from helpers.demo_trace import FAULT_T, RECORDS, ring
+from helpers.pilot import run, until
 from textual.pilot import Pilot
 
 from vchansim.trace import TraceError, TraceWriter
@@ -21,90 +21,9 @@ from vchansim.tui.source import Source
 from vchansim.tui.widgets.bits import Bit
 from vchansim.tui.widgets.timeline import Timeline
 
-#: Trace time of the injected fault, and the record index that shows its damage.
-FAULT_T = 0.55
-RECORDS = 12
-DEADLINE = 10.0
 
-
-def ring(t: float, i: int) -> dict:
-    """Record ``i`` of the fixed trace: the client streams 200 bytes per record into the
-    1 KiB left ring, the server answers 50 bytes per record; record 6 shows a corrupted
-    left.prod (the fault); the bits change so that some are lit."""
-    lp = 200 * i
-    lc = max(lp - 450, 0)
-    rp = 50 * i
-    if i == 6:
-        lp = lc + 5000
-    return {
-        "left": {"cons": lc, "prod": lp},
-        "right": {"cons": rp, "prod": rp},
-        "orders": [10, 11],
-        "cli_live": 2 if i == 0 else 1,
-        "srv_live": 1,
-        "cli_notify": 0x1 if i % 2 else 0,
-        "srv_notify": 0x2 if i >= 6 else 0x1,
-        "events": {"srv_to_cli": i, "cli_to_srv": 2 * i},
-    }
-
-
-def write_trace(path: Path) -> Path:
-    header = {
-        "scenario": "demo",
-        "channel": {"server_domain": 1, "client_domain": 2, "path": "data/vchan/demo"},
-    }
-    writer = TraceWriter(path, header)
-    writer.record("endpoint", 0.0, endpoint="server", instance=1, event="listening", port=1)
-    for i in range(RECORDS):
-        t = 0.1 * i
-        if i == 1:
-            writer.record("endpoint", t, endpoint="client", event="connected")
-        writer.record("endpoint", t, endpoint="client", event="progress")  # not a mark
-        writer.record("ring", t, **ring(t, i))
-        if i == 5:
-            writer.record(
-                "fault",
-                FAULT_T,
-                endpoint="client",
-                instance=1,
-                fault="corrupt left.prod += 5000",  # the runner's own words
-                kind="corrupt",
-                field="left.prod",
-            )
-    writer.close(0.1 * RECORDS, passed=False)
-    return path
-
-
-@pytest.fixture
-def trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The fixed trace, named relative to the cwd so that screens quote a stable name."""
-    monkeypatch.chdir(tmp_path)
-    return write_trace(Path("demo.trace"))
-
-
-def run(app: InspectorApp, body: Callable[[Pilot], Awaitable[None]], size=(80, 24)) -> None:
-    async def main() -> None:
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await body(pilot)
-
-    asyncio.run(main())
-
-
-async def until(pilot: Pilot, condition: Callable[[], object], what: str) -> None:
-    """Let the app run until ``condition`` holds (fail at the deadline)."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
-
-
-# -- the source -----------------------------------------------------------------------------
-
-
-def test_replay_source_steps_seeks_and_plays_on_the_trace_clock(trace: Path) -> None:
-    src = ReplaySource.open(trace)
+def test_replay_source_steps_seeks_and_plays_on_the_trace_clock(demo_trace: Path) -> None:
+    src = ReplaySource.open(demo_trace)
     assert isinstance(src, Source)  # what the screens draw from
     assert (src.index, src.now, src.playing) == (0, 0.0, False)
     assert [m.kind for m in src.marks] == ["endpoint", "endpoint", "fault"]  # no progress
@@ -154,11 +73,11 @@ def test_events_come_from_the_trace_and_the_notice_flags_a_cut_short_run(
     ],
 )
 def test_a_bad_trace_is_a_message_on_screen_and_exit_status_1(
-    trace: Path, content: str | None, cause: str
+    demo_trace: Path, content: str | None, cause: str
 ) -> None:
     bad = Path("bad.trace")
     if content is None:  # a real trace cut in the middle of a line
-        data = trace.read_bytes()
+        data = demo_trace.read_bytes()
         bad.write_bytes(data[: data.index(b'"ring"') + 20])
     else:
         bad.write_text(content)
@@ -183,8 +102,8 @@ def test_a_missing_trace_file_is_named(tmp_path: Path) -> None:
 # -- the screen -----------------------------------------------------------------------------
 
 
-def test_keys_step_jump_to_the_fault_and_show_it_in_red(trace: Path) -> None:
-    app = InspectorApp(trace=trace, autoplay=False)
+def test_keys_step_jump_to_the_fault_and_show_it_in_red(demo_trace: Path) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
 
     async def body(pilot: Pilot) -> None:
         screen = app.screen
@@ -212,8 +131,8 @@ def test_keys_step_jump_to_the_fault_and_show_it_in_red(trace: Path) -> None:
     run(app, body)
 
 
-def test_space_plays_and_a_click_on_the_timeline_seeks(trace: Path) -> None:
-    app = InspectorApp(trace=trace, autoplay=False)
+def test_space_plays_and_a_click_on_the_timeline_seeks(demo_trace: Path) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
 
     async def body(pilot: Pilot) -> None:
         screen = app.screen
@@ -235,8 +154,8 @@ def test_space_plays_and_a_click_on_the_timeline_seeks(trace: Path) -> None:
     run(app, body)
 
 
-def test_the_view_redraws_at_least_20_times_a_second(trace: Path) -> None:
-    app = InspectorApp(trace=trace, autoplay=False)
+def test_the_view_redraws_at_least_20_times_a_second(demo_trace: Path) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
 
     async def body(pilot: Pilot) -> None:
         screen = app.screen
@@ -249,8 +168,8 @@ def test_the_view_redraws_at_least_20_times_a_second(trace: Path) -> None:
     run(app, body)
 
 
-def test_help_lists_every_key_of_the_screen_including_unshown_ones(trace: Path) -> None:
-    app = InspectorApp(trace=trace, autoplay=False)
+def test_help_lists_every_key_of_the_screen_including_unshown_ones(demo_trace: Path) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
 
     async def body(pilot: Pilot) -> None:
         await pilot.press("question_mark")
@@ -267,8 +186,8 @@ def test_help_lists_every_key_of_the_screen_including_unshown_ones(trace: Path) 
     assert app.return_value == 0
 
 
-def test_a_small_terminal_gets_a_sentence_until_it_is_big_enough(trace: Path) -> None:
-    app = InspectorApp(trace=trace, autoplay=False)
+def test_a_small_terminal_gets_a_sentence_until_it_is_big_enough(demo_trace: Path) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
 
     async def body(pilot: Pilot) -> None:
         notice = app.screen.query_one(TooSmall)
@@ -286,21 +205,21 @@ def test_a_small_terminal_gets_a_sentence_until_it_is_big_enough(trace: Path) ->
 # -- snapshots (pytest --snapshot-update rewrites them after a deliberate change) ------------
 
 
-def test_snapshot_replay_at_the_fault(trace: Path, snap_compare) -> None:
+def test_snapshot_replay_at_the_fault(demo_trace: Path, snap_compare) -> None:
     """The fault's record: left ring flagged red, problems listed, a notify bit lit."""
-    app = InspectorApp(trace=trace, autoplay=False)
+    app = InspectorApp(trace=demo_trace, autoplay=False)
     assert snap_compare(app, press=["right_square_bracket", "right"])
 
 
-def test_snapshot_help(trace: Path, snap_compare) -> None:
-    app = InspectorApp(trace=trace, autoplay=False)
+def test_snapshot_help(demo_trace: Path, snap_compare) -> None:
+    app = InspectorApp(trace=demo_trace, autoplay=False)
     assert snap_compare(app, press=["question_mark"])
 
 
-def test_snapshot_bad_trace(trace: Path, snap_compare) -> None:
+def test_snapshot_bad_trace(demo_trace: Path, snap_compare) -> None:
     Path("bad.trace").write_text('{"type":"header"')
     assert snap_compare(InspectorApp(trace="bad.trace"))
 
 
-def test_snapshot_too_small(trace: Path, snap_compare) -> None:
-    assert snap_compare(InspectorApp(trace=trace, autoplay=False), terminal_size=(60, 20))
+def test_snapshot_too_small(demo_trace: Path, snap_compare) -> None:
+    assert snap_compare(InspectorApp(trace=demo_trace, autoplay=False), terminal_size=(60, 20))

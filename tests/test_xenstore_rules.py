@@ -59,20 +59,14 @@ class Wire:
 
 
 @pytest.fixture
-def store() -> Store:
-    store = Store()
-    for domid in (0, 1, 2):
-        store.ensure_domain(domid)
-    return store
-
-
-@pytest.fixture
-def dom0(store: Store) -> Wire:
+def wire0(store: Store) -> Wire:
+    """Domain 0's raw connection to the conftest's ``store``."""
     return Wire(store, 0)
 
 
 @pytest.fixture
-def dom1(store: Store) -> Wire:
+def wire1(store: Store) -> Wire:
+    """Domain 1's raw connection to the conftest's ``store``."""
     return Wire(store, 1)
 
 
@@ -94,36 +88,36 @@ def dom1(store: Store) -> Wire:
         (b"/local/domain/123456/" + b"p" * 2027, msg(WRITE, OK)),  # 2048 in all
     ],
 )
-def test_path_limit_applies_to_domain_0_too(dom0: Wire, path: bytes, answer: bytes) -> None:
-    assert dom0.ask(WRITE, path + b"\0v") == answer
+def test_path_limit_applies_to_domain_0_too(wire0: Wire, path: bytes, answer: bytes) -> None:
+    assert wire0.ask(WRITE, path + b"\0v") == answer
 
 
 @pytest.mark.parametrize(
     "path", [b"@introduceDomain", b"@x", b"", b"a/", b"/a//b", b"/a b", b"/\xe9"]
 )
-def test_what_is_no_node_path_is_einval(dom1: Wire, path: bytes) -> None:
+def test_what_is_no_node_path_is_einval(wire1: Wire, path: bytes) -> None:
     for kind in (READ, GET_PERMS):
-        assert dom1.ask(kind, path + b"\0") == error("EINVAL")
+        assert wire1.ask(kind, path + b"\0") == error("EINVAL")
 
 
-def test_at_paths_watch_any_text_up_to_2048_bytes(dom1: Wire) -> None:
+def test_at_paths_watch_any_text_up_to_2048_bytes(wire1: Wire) -> None:
     odd = b"@any text: even spaces, dots.. and //"
-    assert dom1.ask(WATCH, odd + b"\0tok\0") == msg(WATCH, OK) + event(odd, b"tok")
+    assert wire1.ask(WATCH, odd + b"\0tok\0") == msg(WATCH, OK) + event(odd, b"tok")
     longest = b"@" + b"z" * 2047
-    assert dom1.ask(WATCH, longest + b"\0t\0") == msg(WATCH, OK) + event(longest, b"t")
-    assert dom1.ask(WATCH, longest + b"z\0t\0") == error("EINVAL")
-    assert dom1.ask(WATCH, b"/a b\0t\0") == error("EINVAL")  # a node path is checked
+    assert wire1.ask(WATCH, longest + b"\0t\0") == msg(WATCH, OK) + event(longest, b"t")
+    assert wire1.ask(WATCH, longest + b"z\0t\0") == error("EINVAL")
+    assert wire1.ask(WATCH, b"/a b\0t\0") == error("EINVAL")  # a node path is checked
 
 
-def test_unwatch_canonicalises_without_validating(dom1: Wire) -> None:
-    assert dom1.ask(UNWATCH, b"/a b\0t\0") == error("ENOENT")
-    assert dom1.ask(UNWATCH, b"//\0t\0") == error("ENOENT")
-    assert dom1.ask(UNWATCH, b"@anything at all\0t\0") == error("ENOENT")
-    dom1.ask(WATCH, b"data\0t\0")
-    assert dom1.ask(UNWATCH, b"/local/domain/1/data\0t\0") == msg(UNWATCH, OK)
-    dom1.ask(WATCH, b"/local/domain/1/data\0t\0")
-    assert dom1.ask(UNWATCH, b"data\0t\0") == msg(UNWATCH, OK)
-    assert dom1.ask(UNWATCH, b"data\0t\0") == error("ENOENT")
+def test_unwatch_canonicalises_without_validating(wire1: Wire) -> None:
+    assert wire1.ask(UNWATCH, b"/a b\0t\0") == error("ENOENT")
+    assert wire1.ask(UNWATCH, b"//\0t\0") == error("ENOENT")
+    assert wire1.ask(UNWATCH, b"@anything at all\0t\0") == error("ENOENT")
+    wire1.ask(WATCH, b"data\0t\0")
+    assert wire1.ask(UNWATCH, b"/local/domain/1/data\0t\0") == msg(UNWATCH, OK)
+    wire1.ask(WATCH, b"/local/domain/1/data\0t\0")
+    assert wire1.ask(UNWATCH, b"data\0t\0") == msg(UNWATCH, OK)
+    assert wire1.ask(UNWATCH, b"data\0t\0") == error("ENOENT")
 
 
 # --- rule 2: permission strings ---------------------------------------------------------
@@ -141,82 +135,84 @@ def test_unwatch_canonicalises_without_validating(dom1: Wire) -> None:
         (b"r0x100000002", b"r2"),  # cut to 32 bits
     ],
 )
-def test_permission_ids_are_read_with_strtol_base_0(dom0: Wire, given: bytes, shown: bytes) -> None:
-    dom0.ask(WRITE, b"/p\0")
-    assert dom0.ask(SET_PERMS, b"/p\0n0\0" + given + b"\0") == msg(SET_PERMS, OK)
-    assert dom0.ask(GET_PERMS, b"/p\0") == msg(GET_PERMS, b"n0\0" + shown + b"\0")
+def test_permission_ids_are_read_with_strtol_base_0(
+    wire0: Wire, given: bytes, shown: bytes
+) -> None:
+    wire0.ask(WRITE, b"/p\0")
+    assert wire0.ask(SET_PERMS, b"/p\0n0\0" + given + b"\0") == msg(SET_PERMS, OK)
+    assert wire0.ask(GET_PERMS, b"/p\0") == msg(GET_PERMS, b"n0\0" + shown + b"\0")
 
 
 @pytest.mark.parametrize("bad", [b"r", b"r08", b"r0x", b"r1a", b"x1", b"r5 ", b"R1", b"r0x1g"])
-def test_permission_strings_4_17_rejects_are_einval(dom0: Wire, bad: bytes) -> None:
-    dom0.ask(WRITE, b"/p\0")
-    assert dom0.ask(SET_PERMS, b"/p\0n0\0" + bad + b"\0") == error("EINVAL")
+def test_permission_strings_4_17_rejects_are_einval(wire0: Wire, bad: bytes) -> None:
+    wire0.ask(WRITE, b"/p\0")
+    assert wire0.ask(SET_PERMS, b"/p\0n0\0" + bad + b"\0") == error("EINVAL")
 
 
-def test_an_owner_no_domain_can_be_is_enoent(dom0: Wire) -> None:
-    dom0.ask(WRITE, b"/p\0")
-    assert dom0.ask(SET_PERMS, b"/p\0n-1\0") == error("ENOENT")
-    assert dom0.ask(SET_PERMS, b"/p\0r0x7ff0\0") == error("ENOENT")
+def test_an_owner_no_domain_can_be_is_enoent(wire0: Wire) -> None:
+    wire0.ask(WRITE, b"/p\0")
+    assert wire0.ask(SET_PERMS, b"/p\0n-1\0") == error("ENOENT")
+    assert wire0.ask(SET_PERMS, b"/p\0r0x7ff0\0") == error("ENOENT")
 
 
-def test_special_paths_permissions_as_4_17(store: Store, dom0: Wire, dom1: Wire) -> None:
-    assert dom0.ask(GET_PERMS, b"@introduceDomain\0") == error("EINVAL")
-    assert dom0.ask(GET_PERMS, b"@releaseDomain\0") == error("EINVAL")
-    dom0.ask(WATCH, b"/\0all\0")
-    dom0.ask(WATCH, b"@releaseDomain\0rel\0")
+def test_special_paths_permissions_as_4_17(store: Store, wire0: Wire, wire1: Wire) -> None:
+    assert wire0.ask(GET_PERMS, b"@introduceDomain\0") == error("EINVAL")
+    assert wire0.ask(GET_PERMS, b"@releaseDomain\0") == error("EINVAL")
+    wire0.ask(WATCH, b"/\0all\0")
+    wire0.ask(WATCH, b"@releaseDomain\0rel\0")
     for special in (b"@introduceDomain", b"@releaseDomain"):
-        assert dom0.ask(SET_PERMS, special + b"\0n0\0r1\0") == msg(SET_PERMS, OK)  # no event
-    assert dom0.ask(SET_PERMS, b"@other\0n0\0") == error("EINVAL")
-    assert dom1.ask(SET_PERMS, b"@releaseDomain\0n1\0") == error("EACCES")  # r1 only
-    assert dom1.ask(WATCH, b"@releaseDomain\0mine\0") == (
+        assert wire0.ask(SET_PERMS, special + b"\0n0\0r1\0") == msg(SET_PERMS, OK)  # no event
+    assert wire0.ask(SET_PERMS, b"@other\0n0\0") == error("EINVAL")
+    assert wire1.ask(SET_PERMS, b"@releaseDomain\0n1\0") == error("EACCES")  # r1 only
+    assert wire1.ask(WATCH, b"@releaseDomain\0mine\0") == (
         msg(WATCH, OK) + event(b"@releaseDomain", b"mine")
     )
     store.ensure_domain(3)
     store.release_domain(3)
-    assert dom1.take() == event(b"@releaseDomain", b"mine")  # r1 lets domain 1 see it
+    assert wire1.take() == event(b"@releaseDomain", b"mine")  # r1 lets domain 1 see it
 
 
 # --- rule 3: watch events ---------------------------------------------------------------
 
 
-def test_one_write_matching_two_watches_with_one_token_sends_one_event(dom1: Wire) -> None:
-    dom1.ask(WATCH, b"data\0t\0")
-    dom1.ask(WATCH, b"data/x\0t\0")
-    assert dom1.ask(WATCH, b"/local/domain/1/data\0t\0") == error("EEXIST")  # the same
-    dom1.ask(WATCH, b"/local/domain/1\0t\0")  # absolute: its events are other bytes
-    dom1.ask(WATCH, b"data/x\0u\0")
-    assert dom1.ask(WRITE, b"data/x\0v") == (
+def test_one_write_matching_two_watches_with_one_token_sends_one_event(wire1: Wire) -> None:
+    wire1.ask(WATCH, b"data\0t\0")
+    wire1.ask(WATCH, b"data/x\0t\0")
+    assert wire1.ask(WATCH, b"/local/domain/1/data\0t\0") == error("EEXIST")  # the same
+    wire1.ask(WATCH, b"/local/domain/1\0t\0")  # absolute: its events are other bytes
+    wire1.ask(WATCH, b"data/x\0u\0")
+    assert wire1.ask(WRITE, b"data/x\0v") == (
         event(b"data/x", b"t") + event(b"/local/domain/1/data/x", b"t") + event(b"data/x", b"u")
     ) + msg(WRITE, OK)
 
 
-def test_watch_sends_its_initial_event_after_the_reply(dom1: Wire) -> None:
-    assert dom1.ask(WATCH, b"data/none\0t\0") == msg(WATCH, OK) + event(b"data/none", b"t")
-    assert dom1.ask(WATCH, b"/tool\0t\0") == msg(WATCH, OK) + event(b"/tool", b"t")
+def test_watch_sends_its_initial_event_after_the_reply(wire1: Wire) -> None:
+    assert wire1.ask(WATCH, b"data/none\0t\0") == msg(WATCH, OK) + event(b"data/none", b"t")
+    assert wire1.ask(WATCH, b"/tool\0t\0") == msg(WATCH, OK) + event(b"/tool", b"t")
 
 
-def test_a_commit_fires_in_the_order_nodes_were_first_touched(dom1: Wire) -> None:
-    dom1.ask(WRITE, b"data/b\0")
-    dom1.ask(WATCH, b"data\0t\0")
-    started = dom1.ask(TX_START, b"\0")
+def test_a_commit_fires_in_the_order_nodes_were_first_touched(wire1: Wire) -> None:
+    wire1.ask(WRITE, b"data/b\0")
+    wire1.ask(WATCH, b"data\0t\0")
+    started = wire1.ask(TX_START, b"\0")
     tx = int(started[16:].rstrip(b"\0"))
-    dom1.ask(READ, b"data/b\0", tx)
-    dom1.ask(WRITE, b"data/a\0", tx)
-    dom1.ask(WRITE, b"data/b\0x", tx)
-    assert dom1.ask(TX_END, b"T\0", tx) == (
+    wire1.ask(READ, b"data/b\0", tx)
+    wire1.ask(WRITE, b"data/a\0", tx)
+    wire1.ask(WRITE, b"data/b\0x", tx)
+    assert wire1.ask(TX_END, b"T\0", tx) == (
         event(b"data/b", b"t") + event(b"data/a", b"t") + msg(TX_END, OK, tx)
     )
 
 
-def test_rm_fires_exact_events_for_the_nodes_below_then_the_top(dom0: Wire) -> None:
+def test_rm_fires_exact_events_for_the_nodes_below_then_the_top(wire0: Wire) -> None:
     """4.17 walks the subtree children first; a node below the removed one fires only
     the watches set on exactly that node, the removed node fires as a write does."""
-    dom0.ask(WRITE, b"/r/c1\0")
-    dom0.ask(WRITE, b"/r/c2/g\0")
-    dom0.ask(WATCH, b"/r\0t\0")
-    dom0.ask(WATCH, b"/r/c2\0t\0")
-    dom0.ask(WATCH, b"/r/c1\0u\0")
-    assert dom0.ask(RM, b"/r\0") == (
+    wire0.ask(WRITE, b"/r/c1\0")
+    wire0.ask(WRITE, b"/r/c2/g\0")
+    wire0.ask(WATCH, b"/r\0t\0")
+    wire0.ask(WATCH, b"/r/c2\0t\0")
+    wire0.ask(WATCH, b"/r/c1\0u\0")
+    assert wire0.ask(RM, b"/r\0") == (
         event(b"/r/c1", b"u") + event(b"/r/c2", b"t") + event(b"/r", b"t") + msg(RM, OK)
     )
 
@@ -262,9 +258,9 @@ DIRECTORY, GET_DOMAIN_PATH, MKDIR, RESET_WATCHES, DIRECTORY_PART = 1, 10, 12, 21
     ],
 )
 def test_malformed_requests_answer_as_4_17(
-    dom1: Wire, kind: int, payload: bytes, answer: str | bytes | None
+    wire1: Wire, kind: int, payload: bytes, answer: str | bytes | None
 ) -> None:
-    reply = dom1.ask(kind, payload)
+    reply = wire1.ask(kind, payload)
     if answer is None:
         assert reply[:4] == struct.pack("<I", kind) and reply[16:] == b"1\0"
     elif isinstance(answer, bytes):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers.xs_peer import Failed, Peer, fails
+from helpers.xs_peer import Failed, Peer, fails, store_with_domains
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,25 +15,8 @@ from vchansim.xenstore.wire import Message, XsProtocolError, XsType
 
 @pytest.fixture
 def store() -> Store:
-    store = Store(Quotas(nodes=20, watches=3, transactions=2, transaction_nodes=30))
-    for domid in (0, 1, 2):
-        store.ensure_domain(domid)
-    return store
-
-
-@pytest.fixture
-def dom0(store: Store) -> Peer:
-    return Peer(store, 0)
-
-
-@pytest.fixture
-def dom1(store: Store) -> Peer:
-    return Peer(store, 1)
-
-
-@pytest.fixture
-def dom2(store: Store) -> Peer:
-    return Peer(store, 2)
+    """Small quotas, so that the quota tests reach them."""
+    return store_with_domains(Quotas(nodes=20, watches=3, transactions=2, transaction_nodes=30))
 
 
 # --- domains ---------------------------------------------------------------------------------

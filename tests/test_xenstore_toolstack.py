@@ -18,29 +18,6 @@ from vchansim.xenstore.store import INTRODUCE_DOMAIN, RELEASE_DOMAIN, Store, XsE
 from vchansim.xenstore.wire import Message, XsType
 
 
-@pytest.fixture
-def store() -> Store:
-    store = Store()
-    for domid in (0, 1, 2):
-        store.ensure_domain(domid)
-    return store
-
-
-@pytest.fixture
-def dom0(store: Store) -> Peer:
-    return Peer(store, 0)
-
-
-@pytest.fixture
-def dom1(store: Store) -> Peer:
-    return Peer(store, 1)
-
-
-@pytest.fixture
-def dom2(store: Store) -> Peer:
-    return Peer(store, 2)
-
-
 def _reply(peer: Peer, msg_type: int, payload: bytes) -> bytes:
     """The raw reply (type and payload) to one request, req_id 5."""
     reply = peer.exchange(msg_type, payload, req_id=5)

@@ -1,5 +1,5 @@
-"""What the tests of C programs share: where the C sources are, a hub of their own in
-the foreground, and waiting for the hub to see every process go."""
+"""What the tests of C programs share: where the C sources are, the xenctrl probe, a hub
+of their own in the foreground, and waiting for the hub to see every process go."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from vchansim import cbuild
+from vchansim.backends.shm import ShmBackend
+from vchansim.cli.exec import emulator_env
 from vchansim.hub.protocol import HubConnection, Op
 
 C_DIR = Path(__file__).resolve().parents[1] / "c"
@@ -47,6 +49,20 @@ RINGS = [
 def xc_probe() -> Path:
     """The xenctrl probe program, built on the drop-in libraries."""
     return cbuild.build_program(C_DIR / "xc-probe.c", libs=("xenctrl", "xengnttab"))
+
+
+def run_probe(probe: Path, hub_dir: Path, domid: int, *args: str) -> list[str]:
+    """The probe's output lines, run as emulated domain ``domid``; it must exit 0."""
+    result = subprocess.run(
+        [probe, *args],
+        env=emulator_env(ShmBackend(domid, rundir=hub_dir)),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
 
 
 def wait_readable(fd: int, deadline: float) -> bool:

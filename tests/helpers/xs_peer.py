@@ -7,8 +7,17 @@ from contextlib import AbstractContextManager
 import pytest
 
 from vchansim.xenstore import wire
-from vchansim.xenstore.store import Store, XsConnection
+from vchansim.xenstore.store import Quotas, Store, XsConnection
 from vchansim.xenstore.wire import Message, XsType
+
+
+def store_with_domains(quotas: Quotas | None = None) -> Store:
+    """A xenstored model (with ``quotas``, else Xen's) where domains 0, 1 and 2 have
+    their homes, as a toolstack would have made them."""
+    store = Store(quotas) if quotas is not None else Store()
+    for domid in (0, 1, 2):
+        store.ensure_domain(domid)
+    return store
 
 
 class Failed(Exception):
