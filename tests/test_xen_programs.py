@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_clibs_emulator import private_hub
+from helpers.clibs import NEEDS_XENCTRL_BUILD
 
 from vchansim import Vchan, cbuild, debian
 from vchansim.backends.shm import ShmBackend
@@ -28,11 +26,7 @@ from vchansim.cli.exec import emulator_env
 
 DEADLINE = 30.0
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(os.environ.get("CC") or "cc") is None
-    or not Path("/usr/include/xenctrl.h").exists(),
-    reason="needs a C compiler and Xen's headers and libraries (tools/install)",
-)
+pytestmark = [pytest.mark.cbuild, NEEDS_XENCTRL_BUILD]
 
 
 def _fetched() -> list[str]:
@@ -46,12 +40,6 @@ PROGRAMS = _fetched()
 needs_programs = pytest.mark.skipif(
     not PROGRAMS, reason=f"Debian's Xen programs are not fetched: run {debian.FETCH_COMMAND}"
 )
-
-
-@pytest.fixture(scope="module")
-def hub_dir() -> Iterator[Path]:
-    with private_hub() as (path, _):
-        yield path
 
 
 def run(hub_dir: Path, domid: int, *command: str | Path) -> subprocess.CompletedProcess[str]:
