@@ -1,12 +1,15 @@
 """The pytest plugin, as a user's own test suite sees it (run with pytester): connected
 pairs on either backend, isolated run directories that survive pytest-xdist, scenarios
-from a test, and a leak check that fails the test that leaked."""
+from a test, a leak check that fails the test that leaked, a deadline on every test that
+uses the machine, and the fault API striking channels and processes the test opened."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from vchansim.pytest_plugin import DEFAULT_TIMEOUT
 
 pytest_plugins = ["pytester"]
 
@@ -180,3 +183,160 @@ def test_unknown_pair_options_are_a_usage_error(pytester):
     result = pytester.runpytest("-p", "vchansim.pytest_plugin")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unknown vchan option(s) ring_size*"])
+
+
+FAULTS = '''
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from vchansim import Vchan
+from vchansim.errors import BackendError, ChannelClosed, GrantError, StoreError
+
+# A peer of the test's own server, in a process of its own (domain 0): it says "up", then
+# counts what it receives until the close.
+PEER = """
+from vchansim import Vchan, get_backend
+c = Vchan.client(get_backend("shm", domid=0), 1, "/local/domain/1/data/peer", wait=30)
+c.write(b"up")
+print(len(b"".join(c)), flush=True)
+"""
+
+
+@pytest.fixture
+def peer(vchan_env):
+    server = Vchan.server(vchan_env.domain(1), 0, "data/peer")
+    process = subprocess.Popen([sys.executable, "-c", PEER], stdout=subprocess.PIPE, text=True)
+    assert server.read(2) == b"up"
+    yield server, process
+    process.kill()
+    process.wait()
+    server.close()
+
+
+def state(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_kill_is_a_dying_peer(vchan_env, peer):
+    server, process = peer
+    vchan_env.faults.kill(process)
+    with pytest.raises(ChannelClosed):
+        server.read(1)
+    assert process.wait() == -signal.SIGKILL
+
+
+def test_stall_freezes_the_peer_and_lets_it_go_on(vchan_env, peer):
+    server, process = peer
+    vchan_env.faults.stall(process, 1.0)
+    deadline = time.monotonic() + 10
+    while state(process.pid) != "T":    # SIGSTOP is delivered asynchronously
+        assert time.monotonic() < deadline, "the peer was never stopped"
+    server.write(b"z" * 100_000)        # more than the ring: waits for the frozen peer
+    server.close()
+    assert process.stdout.readline() == "100000\\n"
+
+
+@pytest.mark.vchan(backend="memory")
+@pytest.mark.parametrize("action", ["drop", "duplicate", "delay"])
+def test_notifications_are_tampered_with_and_counted(vchan_env, vchan_pair, action):
+    rule = vchan_env.faults.notifications(0, action)     # the client's domain
+    vchan_pair.client.write(b"x" * 100)
+    assert vchan_pair.server.read(100) == b"x" * 100
+    vchan_pair.client.close()            # the close notifies the server: the rule sees it
+    assert rule.applied >= 1
+    assert vchan_env.faults.log[0][0].startswith(action)
+
+
+def test_a_corrupt_index_locks_the_ring_as_libxenvchan_does(vchan_env, vchan_pair):
+    change = vchan_env.faults.corrupt(vchan_pair.client, "left.prod", add=1 << 31)
+    print(change)
+    vchan_pair.server.timeout = 1.0
+    with pytest.raises(TimeoutError):    # more data than the ring holds: none is read
+        vchan_pair.server.read(1)
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param(b, marks=pytest.mark.vchan(backend=b)) for b in ("shm", "memory")]
+)
+@pytest.mark.parametrize(
+    "resource, leave, error",
+    [("ports", 1, BackendError), ("grants", 17, GrantError), ("xenstore", 6, StoreError)],
+)
+def test_exhaust_meets_the_second_vchan(vchan_env, resource, leave, error, backend):
+    assert vchan_env.backend == backend
+    vchan_env.faults.exhaust(resource, leave=leave)
+    first = Vchan.server(vchan_env.domain(1), 2, "data/a", read_min=65536)
+    try:
+        with pytest.raises(error):
+            Vchan.server(vchan_env.domain(1), 3, "data/b", read_min=65536)
+    finally:
+        first.close()
+
+
+def test_exhaust_refuses_a_machine_in_use(vchan_env, vchan_pair):
+    with pytest.raises(ValueError, match="in use already"):
+        vchan_env.faults.exhaust("ports")
+'''
+
+
+def test_the_fault_api_strikes_the_test_s_own_channels_and_processes(pytester):
+    pytester.makepyfile(test_faults=FAULTS)
+    result = pytester.runpytest_subprocess("-p", "vchansim.pytest_plugin", "-s")
+    result.assert_outcomes(passed=13)
+
+
+DEADLINES = '''
+import os
+import select
+import signal
+
+import pytest
+
+
+def test_the_default_deadline_is_armed(vchan_env):
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    assert DEFAULT - 30 < left <= DEFAULT
+
+
+@pytest.mark.vchan(timeout=2)
+def test_a_hang_in_the_user_s_own_wait_fails(vchan_env):
+    r, _ = os.pipe()
+    select.select([r], [], [])
+
+
+@pytest.mark.vchan(timeout=0)
+def test_no_deadline(vchan_env):
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+'''
+
+
+def test_every_test_on_the_machine_has_a_deadline(pytester):
+    pytester.makepyfile(test_deadlines=f"DEFAULT = {DEFAULT_TIMEOUT!r}\n{DEADLINES}")
+    result = pytester.runpytest_subprocess("-p", "vchansim.pytest_plugin")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*_ test_a_hang_in_the_user_s_own_wait_fails _*",
+        ">*select.select*",
+        "E*vchansim: the test ran past its deadline of 2 s (set it with "
+        "@pytest.mark.vchan(timeout=...), --vchan-timeout or the vchansim_timeout ini)",
+    ])
+
+
+def test_the_deadline_comes_from_the_option_or_the_ini(pytester):
+    pytester.makepyfile(
+        test_opt="""
+        import signal
+
+        def test_it(vchan_env):
+            assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 7
+        """
+    )
+    pytester.runpytest_subprocess(
+        "-p", "vchansim.pytest_plugin", "--vchan-timeout", "7"
+    ).assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\nvchansim_timeout = 7\n")
+    pytester.runpytest_subprocess("-p", "vchansim.pytest_plugin").assert_outcomes(passed=1)
