@@ -162,6 +162,24 @@ def test_rundir_puts_the_scenarios_hub_there_and_keeps_the_directory(tmp_path):
     assert not (rundir / "hub").exists()  # the hub was stopped
 
 
+@pytest.mark.parametrize("chosen", [True, False], ids=["rundir", "private"])
+def test_show_rundir_prints_where_the_hub_runs_and_how_to_inspect_it(tmp_path, capsys, chosen):
+    rundir = tmp_path / "watch"
+    path = tmp_path / "on-shm.toml"
+    path.write_text(ON_SHM.format(name="on-shm", within=5000))
+    where = ["--rundir", str(rundir)] if chosen else []
+    assert vchansim_run(str(path), "--json", "--show-rundir", *where) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays JSON only
+    (line,) = captured.err.splitlines()
+    shown = line.split("vchansim inspect --rundir ", 1)[1].rstrip(")")
+    assert line.startswith(f"on-shm: hub in {shown} ")
+    if chosen:
+        assert shown == str(rundir)
+    else:
+        assert Path(shown).name.startswith("vs-") and not Path(shown).exists()  # removed
+
+
 def test_rundir_with_a_hub_of_its_own_or_for_an_in_process_run_is_refused(tmp_path, capsys):
     from vchansim.hub.launcher import ensure_hub, stop_hub
 

@@ -1,15 +1,22 @@
-"""Stalls that scenario faults produce for real, flagged by name in the replay of the
-run's trace, within a second of the fault that causes them."""
+"""Stalls that scenario faults produce for real, flagged by name within a second: in the
+replay of the run's trace, and live by the inspector attached to the running scenario."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from vchansim.rundir import prepare_rundir
 from vchansim.scenario import parse_scenario, run_scenario
 from vchansim.trace import read_trace
+from vchansim.tui.app import InspectorApp
+from vchansim.tui.frames import Frame
 from vchansim.tui.playback import ReplaySource
+from vchansim.tui.screens.live import LiveScreen
 
 #: A stall is flagged within this many seconds of the fault that causes it.
 ARISES = 1.0
@@ -237,3 +244,80 @@ def test_the_replay_of_a_run_flags_the_stall_its_fault_causes(
     assert before and names[name] - max(before) <= ARISES, (names, causes)
     # No other hang: a fault of one kind is not reported as another.
     assert set(names) <= {name} | also, f"flagged: {names}"
+
+
+#: Where every scenario above publishes its channel (the default path).
+CHANNEL = "data/vchansim"
+#: Seconds a live run may take before the test gives up on it (a liveness bound).
+RUN_DEADLINE = 90.0
+
+
+#: What :func:`lasting` changes: stalls last 3 s; the dropped wake-ups go on for 12 writes.
+LASTING = {
+    "duration = 1.0": "duration = 3.0",
+    "send = 8192\nwrite_size = 2048": "send = 24576\nwrite_size = 2048",
+}
+#: The cases whose stall lasts as long as its fault goes on.  Not unasked-wait and
+#: missed-close: the sleeper re-arms its request, or sees the close, at its next liveness
+#: re-check, so those states last under half a second from a one-off fault -- the replay
+#: of the trace (sampled every millisecond) catches them, 25 live frames a second on a
+#: loaded machine do not always.
+LIVE_CASES = [case for case in CASES if case[1] in {"lost-wakeup", "consumer-stalled", "deadlock"}]
+
+
+def lasting(text: str) -> str:
+    """``text`` made to last, so that an inspector attaching as the channel comes up (its
+    first frame takes most of a second under load) is watching when the stall arises."""
+    longer = text
+    for short, long in LASTING.items():
+        longer = longer.replace(short, long)
+    assert longer != text
+    return longer
+
+
+def youngest_sleep(frame: Frame) -> float:
+    """The age of the most recent sleep in ``frame``: a stall cannot be older than the
+    sleep that makes it (both, for a deadlock)."""
+    return min(w.age for w in frame.waits or () if w is not None)
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "also"), LIVE_CASES, ids=[case[1] for case in LIVE_CASES]
+)
+def test_the_inspector_attached_to_a_running_scenario_flags_its_stall_live(
+    tmp_path: Path, text: str, name: str, also: set[str]
+) -> None:
+    """``vchansim run --rundir DIR`` in its own process, the inspector on DIR waiting for
+    the scenario's channel: the verdict is on screen while the sleep it names is at most
+    :data:`ARISES` old (an end re-arms its sleep at every liveness re-check, so a sleep
+    is at most half a second old when its verdict can first be given)."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(lasting(text))
+    rundir = tmp_path / "run"
+    app = InspectorApp(rundir=prepare_rundir(rundir), attach=CHANNEL)
+    ages: dict[str, float] = {}  # verdict -> age of the youngest sleep when first shown
+
+    async def main() -> int:
+        async with app.run_test(size=(120, 40)) as pilot:
+            run = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "vchansim", "run", str(scenario), "--rundir",
+                str(rundir), "--json", "--no-progress",
+                stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            deadline = time.monotonic() + RUN_DEADLINE
+            while run.returncode is None and time.monotonic() < deadline:
+                screen = app.screen
+                frame = screen.frame if isinstance(screen, LiveScreen) else None
+                for stall in frame.stalls if frame is not None else ():
+                    if stall.name not in ages:
+                        ages[stall.name] = youngest_sleep(frame)
+                        assert f"{stall.name}: " in app.export_text()
+                await pilot.pause(0.02)
+            if run.returncode is None:
+                run.kill()
+            return await run.wait()
+
+    assert asyncio.run(main()) == 0, "the scenario failed, or outlived its deadline"
+    assert name in ages, f"flagged live: {ages}"
+    assert ages[name] <= ARISES, ages
+    assert set(ages) <= {name} | also, f"flagged live: {ages}"

@@ -64,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a private directory; DIR is kept",
     )
     parser.add_argument(
+        "--show-rundir",
+        action="store_true",
+        help="print each scenario's run directory on stderr once its hub runs, with the "
+        "command that inspects it live",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress display, even on a terminal"
     )
     parser.set_defaults(func=run)
@@ -92,9 +98,14 @@ def trace_paths(target: str | None, scenarios: list[Scenario]) -> list[Path | No
 
 
 class _Display:
-    """A progress bar per scenario on a terminal; nothing otherwise."""
+    """A progress bar per scenario on a terminal; nothing otherwise.  With
+    ``show_rundir``, each scenario's run directory as soon as its hub runs (a private
+    one is known only then), terminal or not."""
 
-    def __init__(self, console: Console, enabled: bool) -> None:
+    def __init__(self, console: Console, enabled: bool, *, show_rundir: bool = False) -> None:
+        self.console = console
+        self.show_rundir = show_rundir
+        self._told: str | None = None
         self.bars = (
             Progress(
                 TextColumn("{task.description}"),
@@ -118,10 +129,20 @@ class _Display:
             yield
 
     def begin(self, scenario: Scenario) -> None:
+        self._told = None
         if self.bars is not None:
             self._task = self.bars.add_task(scenario.name, total=None, what="starting")
 
     def update(self, progress: RunProgress) -> None:
+        if self.show_rundir and progress.rundir is not None and self._told is None:
+            self._told = progress.rundir
+            self.console.print(
+                f"{progress.scenario}: hub in {progress.rundir} "
+                f"(vchansim inspect --rundir {progress.rundir})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         if self.bars is None or self._task is None:
             return
         if progress.total:
@@ -169,7 +190,11 @@ def run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"vchansim run: {exc}", file=sys.stderr)
         return 2
-    display = _Display(Console(stderr=True), enabled=not args.no_progress and not args.json)
+    display = _Display(
+        Console(stderr=True),
+        enabled=not args.no_progress and not args.json,
+        show_rundir=args.show_rundir,
+    )
     with display.active():
         results = [
             _run_one(scenario, args, trace, display)

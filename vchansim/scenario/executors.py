@@ -128,6 +128,10 @@ class Executor(Protocol):
     """Where endpoint instances run."""
 
     @property
+    def rundir(self) -> str | None:
+        """The run directory of the hub the endpoints use (None: no hub, in process)."""
+
+    @property
     def backends(self) -> Callable[[int], Backend]:
         """``domid -> backend``, handed to every endpoint (picklable)."""
 
@@ -223,6 +227,9 @@ def _thread_main(job: EndpointJob, conn: Any) -> None:
 class ThreadExecutor:
     """Endpoints as threads over a private in-process hypervisor (``memory`` backend),
     made with the scenario's limits."""
+
+    #: No hub, so no run directory for an inspector to look at.
+    rundir: str | None = None
 
     def __init__(self, limits: HubLimits) -> None:
         self.hypervisor = MemoryHypervisor(

@@ -39,13 +39,16 @@ Action = Callable[[], None]
 
 @dataclass(frozen=True)
 class RunProgress:
-    """What a progress display needs: bytes moved so far, of how many, and time."""
+    """What a progress display needs: bytes moved so far, of how many, and time; and where
+    the scenario's hub runs, for an inspector to attach to."""
 
     scenario: str
     done: int
     total: int | None
     elapsed: float
     deadline: float
+    #: The run directory of the scenario's hub (None: in process, no hub).
+    rundir: str | None = None
 
 
 class _Hit:
@@ -343,7 +346,16 @@ class Run:
         origins = [origin for origin in map(self.s.origin, self.s.names) if origin]
         totals = [self.s.planned_send(origin) for origin in origins]
         total = sum(t for t in totals if t is not None) if None not in totals else None
-        self.progress(RunProgress(self.s.name, done, total, now - self.record.t0, self.s.deadline))
+        self.progress(
+            RunProgress(
+                self.s.name,
+                done,
+                total,
+                now - self.record.t0,
+                self.s.deadline,
+                self.executor.rundir,
+            )
+        )
 
 
 def _timed_by_runner(fault: Fault) -> bool:

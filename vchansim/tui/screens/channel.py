@@ -38,6 +38,8 @@ class ChannelScreen(Screen[None]):
         super().__init__()
         self.source = source
         self.redraws = 0
+        #: The frame on screen (None before the first redraw).
+        self.frame: Frame | None = None
 
     def compose(self) -> ComposeResult:
         yield TooSmall()
@@ -71,7 +73,7 @@ class ChannelScreen(Screen[None]):
         return self.source.frame()
 
     def redraw(self) -> None:
-        frame = self.next_frame()
+        frame = self.frame = self.next_frame()
         self.query_one(ChannelView).show(frame, self.source.identity())
         notice = self.source.notice()
         status = self.query_one("#status", Static)

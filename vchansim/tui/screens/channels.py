@@ -2,7 +2,10 @@
 
 The list is rebuilt from the hub's STATE every :data:`RELOAD` seconds, so channels come
 and go while it is open.  With no hub running it says so and keeps looking: starting
-the inspector before the endpoints is a normal thing to do.
+the inspector before the endpoints is a normal thing to do (``vchansim inspect --rundir
+DIR CHANNEL`` before ``vchansim run --rundir DIR``).  So a channel named to attach to is
+waited for while the hub lists none; once it lists some, a name none of them matches is
+an error that names them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from .live import LiveScreen
 
 #: Seconds between two reads of the hub's state.
 RELOAD = 1.0
+#: Seconds between two reads while a channel named to attach to has not appeared: a
+#: scenario's channel may live for a second only, and must be caught as it comes up.
+PENDING_RELOAD = 0.05
 
 
 class ChannelsScreen(Screen[None]):
@@ -51,6 +57,8 @@ class ChannelsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.set_interval(RELOAD, self._reload_if_shown)
+        if self.pending_attach is not None:
+            self.pending_timer = self.set_interval(PENDING_RELOAD, self._reload_if_pending)
 
     def on_screen_resume(self) -> None:
         """Shown (first, or back from a channel or a dialog): read the hub at once."""
@@ -58,6 +66,12 @@ class ChannelsScreen(Screen[None]):
 
     def _reload_if_shown(self) -> None:
         if self.is_current:
+            self.action_reload()
+
+    def _reload_if_pending(self) -> None:
+        if self.pending_attach is None:
+            self.pending_timer.stop()
+        elif self.is_current:
             self.action_reload()
 
     def on_unmount(self) -> None:
@@ -102,9 +116,10 @@ class ChannelsScreen(Screen[None]):
             f"{count} channel{'s' if count != 1 else ''} · enter, or a click on the "
             "highlighted row, attaches"
             if count
-            else "no channels yet: waiting for a vchan server to publish one"
+            else "no channels yet: waiting for a vchan server to publish "
+            + (repr(self.pending_attach) if self.pending_attach else "one")
         )
-        if self.pending_attach is not None:
+        if self.pending_attach is not None and channels:
             wanted, self.pending_attach = self.pending_attach, None
             self._attach_path(wanted)
 
