@@ -16,11 +16,10 @@ from helpers import procs
 from vchansim import statspage
 from vchansim.backends.shm import ShmBackend
 from vchansim.errors import ConfigError
-from vchansim.hub.events import STATS_SIZE
 from vchansim.hub.launcher import open_hub
 from vchansim.hub.observe import StatsView, map_stats
 from vchansim.hub.protocol import Op
-from vchansim.statspage import Blocked
+from vchansim.statspage import STATS_SIZE, Blocked
 
 
 def _observe(rundir, domid: int, port: int) -> tuple[int, tuple[int, int]]:

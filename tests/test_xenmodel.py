@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vchansim.xen import RequestError
+from vchansim.xen import MAX_GRANT_PAGES, RequestError
 from vchansim.xenmodel.events import (
     EVTCHNSTAT_CLOSED,
     EVTCHNSTAT_INTERDOMAIN,
@@ -18,7 +18,7 @@ from vchansim.xenmodel.events import (
     EventChannels,
     Port,
 )
-from vchansim.xenmodel.grants import MAX_GRANT_PAGES, GrantTable
+from vchansim.xenmodel.grants import GrantTable
 
 
 class Pages:

@@ -22,6 +22,9 @@ from enum import IntEnum
 
 from .errors import ConfigError
 
+#: Size of a channel's statistics page: u64 events sent by side 0, then by side 1, then
+#: the two wait words.
+STATS_SIZE = 4096
 #: u64 index of side 0's wait word in the page (after the two event counters).
 FIRST_WAIT_WORD = 2
 #: u64 words of the page that have a meaning: two event counters, two wait words.

@@ -15,6 +15,9 @@ from .errors import ConfigError
 DOMID_MAX = 0x7FEF
 #: ``DOMID_SELF``: "the calling domain" wherever Xen takes a domain id.
 DOMID_SELF = 0x7FF0
+#: Pages one grant share or map may span: a vchan ring of the largest order (2**20
+#: bytes).  The hub protocol's message sizes, the model and both backends bound by it.
+MAX_GRANT_PAGES = 256
 
 _ATOI = re.compile(rb"\s*([+-]?\d+)")
 

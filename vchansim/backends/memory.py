@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from ..errors import BackendError, ConfigError, GrantError
 from ..layout import PAGE_SIZE
-from ..xen import RequestError, check_domid
+from ..xen import MAX_GRANT_PAGES, RequestError, check_domid
 from ..xenmodel.events import PORTS_PER_DOMAIN, EventChannels
-from ..xenmodel.grants import GRANTS_PER_DOMAIN, MAX_GRANT_PAGES, GrantTable
+from ..xenmodel.grants import GRANTS_PER_DOMAIN, GrantTable
 from ..xenstore.client import XsClient
 from ..xenstore.store import Store as XsStore
 from ..xenstore.store import XsConnection

@@ -26,7 +26,6 @@ from .. import statspage
 from ..atomics import AtomicCounters
 from ..core import eventfd_kick, wait_one
 from ..errors import BackendError, ConfigError, GrantError
-from ..hub.events import STATS_SIZE
 from ..hub.launcher import open_hub
 from ..hub.protocol import (
     GNT_NOTIFY,
@@ -37,9 +36,8 @@ from ..hub.protocol import (
 )
 from ..layout import PAGE_SIZE
 from ..rundir import RunDir, prepare_rundir
-from ..statspage import Blocked
-from ..xen import check_domid
-from ..xenmodel.grants import MAX_GRANT_PAGES
+from ..statspage import STATS_SIZE, Blocked
+from ..xen import MAX_GRANT_PAGES, check_domid
 from ..xenstore.client import XsClient
 from .base import Backend, Events, UnmapNotify
 

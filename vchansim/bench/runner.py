@@ -22,11 +22,11 @@ from pathlib import Path
 from ..backends.shm import ShmBackend
 from ..cbuild import BuildError
 from ..errors import ConfigError
-from ..hub.events import STATS_SIZE
 from ..hub.launcher import open_hub, private_hub
 from ..hub.limits import HubLimits
 from ..hub.protocol import Op
 from ..spin import SpinPolicy
+from ..statspage import STATS_SIZE
 from . import footprint, xsrate
 from .results import (
     Aggregate,

@@ -17,11 +17,9 @@ import os
 from dataclasses import dataclass
 
 from ..atomics import AtomicCounters
+from ..statspage import STATS_SIZE
 from ..xenmodel.events import PORTS_PER_DOMAIN, EventChannels
 from ..xenmodel.events import Port as ModelPort
-
-#: Size of a channel's statistics page: u64 events sent by side 0, then by side 1.
-STATS_SIZE = 4096
 
 
 class EventPair:

@@ -18,8 +18,7 @@ from typing import TypeVar
 
 from .. import statspage
 from ..layout import PAGE_SIZE, PageState
-from ..statspage import Wait
-from .events import STATS_SIZE
+from ..statspage import STATS_SIZE, Wait
 from .protocol import HubConnection, Op, Reply
 
 #: The statistics page: u64 events sent by side 0, then by side 1, then the two sides'

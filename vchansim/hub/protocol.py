@@ -22,8 +22,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from ..errors import BackendError, ConfigError, VchanError
-from ..xen import RequestError
-from ..xenmodel.grants import MAX_GRANT_PAGES
+from ..xen import MAX_GRANT_PAGES, RequestError
 
 
 class Op(IntEnum):

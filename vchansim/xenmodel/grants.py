@@ -15,12 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ..xen import RequestError
+from ..xen import MAX_GRANT_PAGES, RequestError
 
 #: Grants one domain may have outstanding (Linux gntalloc's default ``limit``).
 GRANTS_PER_DOMAIN = 1024
-#: Pages one share or map may span: a ring of the largest order (2**20 bytes).
-MAX_GRANT_PAGES = 256
 
 #: What the page allocator returns: one run of pages, shared by the grants made from it.
 P = TypeVar("P")
