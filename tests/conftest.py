@@ -30,7 +30,7 @@ from vchansim.hub.launcher import private_hub
 from vchansim.leaks import assert_no_leaks, own_descriptors
 from vchansim.rundir import RUNDIR_ENV, RunDir
 from vchansim.scenario.program import pipe_program as build_pipe_program
-from vchansim.xenstore.store import Store
+from vchansim.xenstore.store import Xenstored
 
 #: Markers that put a test in the slow tier.
 _SLOW_TIERS = ("vm", "cbuild")
@@ -132,24 +132,24 @@ def xenctrl_probe() -> Path:
 
 
 @pytest.fixture
-def store() -> Store:
+def store() -> Xenstored:
     """A xenstored model (no I/O) with homes for domains 0, 1 and 2."""
     return store_with_domains()
 
 
 @pytest.fixture
-def dom0(store: Store) -> Peer:
+def dom0(store: Xenstored) -> Peer:
     """Domain 0's connection to ``store``."""
     return Peer(store, 0)
 
 
 @pytest.fixture
-def dom1(store: Store) -> Peer:
+def dom1(store: Xenstored) -> Peer:
     """Domain 1's connection to ``store``."""
     return Peer(store, 1)
 
 
 @pytest.fixture
-def dom2(store: Store) -> Peer:
+def dom2(store: Xenstored) -> Peer:
     """Domain 2's connection to ``store``."""
     return Peer(store, 2)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from vchansim.backends.memory import MemoryBackend, MemoryHypervisor
-from vchansim.backends.shm import ShmBackend
+from vchansim.backends.shm import ShmBackend, emulator_env
 from vchansim.bench import footprint, report
 from vchansim.bench.endpoints import make_endpoint
 from vchansim.bench.results import Latency, Results, Setup, Throughput
@@ -38,7 +38,6 @@ from vchansim.bench.transports import (
 from vchansim.bench.worker import serve
 from vchansim.channel import Vchan
 from vchansim.cli import bench as bench_cli
-from vchansim.cli.exec import emulator_env
 from vchansim.errors import ConfigError
 from vchansim.rundir import RunDir
 from vchansim.spin import ADAPTIVE_MAX_US, SpinPolicy

@@ -33,8 +33,7 @@ from helpers.clibs import (
 )
 
 from vchansim import cbuild
-from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
+from vchansim.backends.shm import ShmBackend, emulator_env
 
 pytestmark = [pytest.mark.cbuild, NEEDS_CLIBS]
 

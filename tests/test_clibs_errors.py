@@ -18,8 +18,7 @@ import pytest
 from helpers.clibs import NEEDS_XENCTRL_BUILD, xc_probe
 
 from vchansim import cbuild, debian
-from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
+from vchansim.backends.shm import ShmBackend, emulator_env
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT / "tools" / "fetch-xen-tools"

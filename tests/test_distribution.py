@@ -148,6 +148,7 @@ def test_with_a_compiler_the_wheel_carries_and_uses_the_accelerator(
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith("/LICENSE")
                for n in names)
     assert "vchansim/scenarios/index-wrap.toml" in names
+    assert {"vchansim/py.typed", "vchansim/_fastpath.pyi"} <= set(names)  # typed, C too
     bin_dir = _venv(tmp_path / "venv")
     install = [str(bin_dir / "pip"), "install", "--quiet", str(wheel)]
     _run(install, cwd=tmp_path, env=_clean_env(), deadline=INSTALL_DEADLINE)

@@ -182,7 +182,7 @@ lib.xenevtchn_close(handle)
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (tools/install)")
 def test_the_c_library_says_it_sleeps_in_pending(rundir):
     from vchansim import cbuild
-    from vchansim.cli.exec import emulator_env
+    from vchansim.backends.shm import emulator_env
 
     library = str(cbuild.library_dir() / "libxenevtchn.so.1")
     events = ShmBackend(1, rundir=rundir).events()

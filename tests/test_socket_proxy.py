@@ -29,8 +29,7 @@ from helpers.interop import PYTHON_PEER, Endpoint, Transfers, start
 from helpers.procs import wait_for
 
 from vchansim import cbuild, debian
-from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
+from vchansim.backends.shm import ShmBackend, emulator_env
 from vchansim.xenstore.client import XenstoreError
 
 ROOT = Path(__file__).resolve().parents[1]

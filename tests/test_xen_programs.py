@@ -21,8 +21,7 @@ import pytest
 from helpers.clibs import NEEDS_XENCTRL_BUILD
 
 from vchansim import Vchan, cbuild, debian
-from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
+from vchansim.backends.shm import ShmBackend, emulator_env
 
 DEADLINE = 30.0
 

@@ -15,7 +15,7 @@ from helpers.xs_peer import Peer, fails
 
 from vchansim.xenstore import wire
 from vchansim.xenstore.server import XenstoreService, socket_path
-from vchansim.xenstore.store import Quotas, Store
+from vchansim.xenstore.store import Quotas, Xenstored
 from vchansim.xenstore.wire import Message, XsType
 
 TIMEOUT = 30.0
@@ -24,7 +24,7 @@ TIMEOUT = 30.0
 class Service:
     """The socket server of a store, run in a thread for one test."""
 
-    def __init__(self, store: Store, directory: Path) -> None:
+    def __init__(self, store: Xenstored, directory: Path) -> None:
         self.store = store
         self.directory = directory
         self.service = XenstoreService(store, log=lambda line: None)
@@ -49,7 +49,7 @@ class Service:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(Store(), tmp_path)
+    running = Service(Xenstored(), tmp_path)
     yield running
     running.stop()
 
@@ -107,7 +107,7 @@ def test_one_domain_cannot_grow_the_daemon_past_its_memory_quota(service: Servic
 
 
 def test_a_domain_beyond_its_connection_quota_is_hung_up_on(tmp_path: Path) -> None:
-    running = Service(Store(Quotas(connections=3)), tmp_path)
+    running = Service(Xenstored(Quotas(connections=3)), tmp_path)
     try:
         kept = [running.connect(1) for _ in range(3)]
         for sock in kept:
@@ -132,7 +132,7 @@ def test_memory_quota_errors_are_4_17s() -> None:
     """A new node over the quota is EIO (4.17's create path); rewriting an existing node
     over it is EINVAL (4.17 returns a stale errno there, docs list it); a watch is ENOMEM.
     The quota refuses at ``>=``."""
-    store = Store()
+    store = Xenstored()
     store.ensure_domain(1)
     dom1 = Peer(store, 1)
     dom1.write("data/a", b"x" * 1000)

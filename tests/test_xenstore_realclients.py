@@ -23,7 +23,7 @@ from vchansim.errors import StoreError
 from vchansim.xenstore import wire
 from vchansim.xenstore.client import XenstoreError, XsClient
 from vchansim.xenstore.server import XenstoreService, socket_path
-from vchansim.xenstore.store import Quotas, Store
+from vchansim.xenstore.store import Quotas, Xenstored
 from vchansim.xenstore.wire import Perm, XsType
 
 TOOLS = ["xenstore-read", "xenstore-write", "xenstore-ls", "xenstore-rm", "xenstore-chmod"]
@@ -37,7 +37,7 @@ TIMEOUT = 10.0
 
 @dataclass
 class Daemon:
-    store: Store
+    store: Xenstored
     service: XenstoreService
     directory: Path
     log: list[str] = field(default_factory=list)
@@ -69,7 +69,7 @@ class Daemon:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    store = Store(Quotas(nodes=30, watches=4, transactions=2))
+    store = Xenstored(Quotas(nodes=30, watches=4, transactions=2))
     lines: list[str] = []
     service = XenstoreService(store, log=lines.append)
     for domid in (0, 1, 2):

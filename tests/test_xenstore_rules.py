@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vchansim.xenstore import wire
-from vchansim.xenstore.store import Store, XsConnection
+from vchansim.xenstore.store import Xenstored, XsConnection
 
 # Message types (xs_wire.h).
 READ, GET_PERMS, WATCH, UNWATCH, TX_START, TX_END = 2, 3, 4, 5, 6, 7
@@ -44,7 +44,7 @@ ERRNO_NAMES |= {"ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY", "EAGAIN", "EISCONN", "E
 class Wire:
     """One connection of a domain; :meth:`ask` returns every byte sent back for a request."""
 
-    def __init__(self, store: Store, domid: int) -> None:
+    def __init__(self, store: Xenstored, domid: int) -> None:
         self.out: list[bytes] = []
         self.conn = XsConnection(store, domid, self.out.append)
 
@@ -59,13 +59,13 @@ class Wire:
 
 
 @pytest.fixture
-def wire0(store: Store) -> Wire:
+def wire0(store: Xenstored) -> Wire:
     """Domain 0's raw connection to the conftest's ``store``."""
     return Wire(store, 0)
 
 
 @pytest.fixture
-def wire1(store: Store) -> Wire:
+def wire1(store: Xenstored) -> Wire:
     """Domain 1's raw connection to the conftest's ``store``."""
     return Wire(store, 1)
 
@@ -155,7 +155,7 @@ def test_an_owner_no_domain_can_be_is_enoent(wire0: Wire) -> None:
     assert wire0.ask(SET_PERMS, b"/p\0r0x7ff0\0") == error("ENOENT")
 
 
-def test_special_paths_permissions_as_4_17(store: Store, wire0: Wire, wire1: Wire) -> None:
+def test_special_paths_permissions_as_4_17(store: Xenstored, wire0: Wire, wire1: Wire) -> None:
     assert wire0.ask(GET_PERMS, b"@introduceDomain\0") == error("EINVAL")
     assert wire0.ask(GET_PERMS, b"@releaseDomain\0") == error("EINVAL")
     wire0.ask(WATCH, b"/\0all\0")
@@ -279,7 +279,7 @@ def test_malformed_requests_answer_as_4_17(
 def test_any_request_of_a_guest_gets_one_reply_and_harms_no_one(
     kind: int, payload: bytes, tx: int
 ) -> None:
-    store = Store()
+    store = Xenstored()
     for domid in (1, 2):
         store.ensure_domain(domid)
     guest, other = Wire(store, 1), Wire(store, 2)

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from vchansim.errors import ConfigError
 from vchansim.xenstore import wire
-from vchansim.xenstore.store import DOMID_SELF, Quotas, Store, XsConnection
+from vchansim.xenstore.store import DOMID_SELF, Quotas, Xenstored, XsConnection
 from vchansim.xenstore.wire import Message, XsProtocolError, XsType
 
 
 @pytest.fixture
-def store() -> Store:
+def store() -> Xenstored:
     """Small quotas, so that the quota tests reach them."""
     return store_with_domains(Quotas(nodes=20, watches=3, transactions=2, transaction_nodes=30))
 
@@ -32,27 +32,27 @@ def test_ensure_domain_builds_libxl_home(dom0: Peer) -> None:
     assert dom0.ls("/local/domain") == ["0", "1", "2"]
 
 
-def test_ensure_domain_is_idempotent_and_keeps_changes(store: Store, dom1: Peer) -> None:
+def test_ensure_domain_is_idempotent_and_keeps_changes(store: Xenstored, dom1: Peer) -> None:
     dom1.write("data/keep", "x")
     assert store.ensure_domain(1) == "/local/domain/1"
     assert dom1.read("data/keep") == b"x"
 
 
 @pytest.mark.parametrize("bad", [-1, 0x7FF0, 65536])
-def test_domain_ids_outside_xens_range_are_refused(store: Store, bad: int) -> None:
+def test_domain_ids_outside_xens_range_are_refused(store: Xenstored, bad: int) -> None:
     with pytest.raises(ValueError, match=rf"{bad}.*0\.\.32751"):
         store.ensure_domain(bad)
     with pytest.raises(ConfigError):
         XsConnection(store, bad, lambda data: None)
 
 
-def test_non_integer_domain_ids_are_refused(store: Store) -> None:
+def test_non_integer_domain_ids_are_refused(store: Xenstored) -> None:
     with pytest.raises(ValueError, match="int"):
         store.ensure_domain(True)
 
 
 def test_introducing_a_domain_fires_introduce_domain_for_privileged_watchers(
-    store: Store, dom0: Peer, dom1: Peer
+    store: Xenstored, dom0: Peer, dom1: Peer
 ) -> None:
     dom0.watch("@introduceDomain", "intro")
     dom1.watch("@introduceDomain", "intro")
@@ -64,7 +64,7 @@ def test_introducing_a_domain_fires_introduce_domain_for_privileged_watchers(
     assert dom1.take_events() == []  # @introduceDomain is n0: domUs don't see it
 
 
-def test_is_domain_introduced_is_privileged(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_is_domain_introduced_is_privileged(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     assert dom0.call(XsType.IS_DOMAIN_INTRODUCED, "2") == b"T\0"
     assert dom0.call(XsType.IS_DOMAIN_INTRODUCED, "9") == b"F\0"
     assert dom0.call(XsType.IS_DOMAIN_INTRODUCED, str(DOMID_SELF)) == b"T\0"
@@ -96,7 +96,7 @@ segment = st.text("abcXYZ019-_@", min_size=1, max_size=8)
 
 @given(st.lists(segment, min_size=1, max_size=6))
 def test_valid_paths_are_accepted(parts: list[str]) -> None:
-    dom0 = Peer(Store(), 0)
+    dom0 = Peer(Xenstored(), 0)
     path = "/" + "/".join(parts)
     dom0.write(path, "v")
     assert dom0.read(path) == b"v"
@@ -107,7 +107,7 @@ def test_valid_paths_are_accepted(parts: list[str]) -> None:
     st.sampled_from(["//", "/ ", ".", "*", "\n", "é", ":", "/"]),
 )
 def test_paths_with_bad_characters_or_shapes_are_einval(parts: list[str], bad: str) -> None:
-    dom0 = Peer(Store(), 0)
+    dom0 = Peer(Xenstored(), 0)
     path = "/" + "/".join(parts) + bad
     with fails("EINVAL"):
         dom0.write(path, "v")
@@ -130,7 +130,7 @@ def test_special_paths_are_only_for_watches_and_permissions(dom0: Peer) -> None:
     assert dom0.take_events() == [("@releaseDomain", "t"), ("@any text, even this!", "t")]
 
 
-def test_path_length_quota_counts_below_the_domain_home(store: Store) -> None:
+def test_path_length_quota_counts_below_the_domain_home(store: Xenstored) -> None:
     store.quotas.path_length = 10
     dom1, dom0 = Peer(store, 1), Peer(store, 0)
     dom1.write("data/67890", "ok")  # exactly 10 characters below /local/domain/1/
@@ -218,7 +218,7 @@ def test_foreign_domids_after_the_owner_are_kept(dom1: Peer) -> None:
     assert dom1.perms("data/x") == ["n1", "r40000"]
 
 
-def test_permission_count_quota_binds_domus_only(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_permission_count_quota_binds_domus_only(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     dom1.write("data/x", "")
     dom1.chmod("data/x", "n1", "r2", "r3", "r4", "r5")  # 5 entries: the default quota
     with fails("ENOSPC"):
@@ -364,7 +364,7 @@ def test_unwatch_duplicates_and_reset(dom1: Peer) -> None:
     assert dom1.take_events() == []
 
 
-def test_watch_quota_is_per_domain_and_e2big(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_watch_quota_is_per_domain_and_e2big(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     other = Peer(store, 1)
     for token in "abc":
         dom1.watch("data", token)
@@ -470,12 +470,12 @@ def test_transaction_protocol_errors(dom1: Peer) -> None:
     assert dom1.exchange(XsType.WATCH, b"domid\0t\0", tx=999).type == XsType.WATCH
 
 
-def test_transaction_ids_count_per_connection(store: Store, dom1: Peer) -> None:
+def test_transaction_ids_count_per_connection(store: Xenstored, dom1: Peer) -> None:
     assert [dom1.start() for _ in range(3)] == [1, 2, 3]
     assert Peer(store, 2).start() == 1
 
 
-def test_transaction_quota_is_enospc_after_quota_plus_one(store: Store, dom0: Peer) -> None:
+def test_transaction_quota_is_enospc_after_quota_plus_one(store: Xenstored, dom0: Peer) -> None:
     dom1, also_dom1 = Peer(store, 1), Peer(store, 1)
     for _ in range(3):
         dom1.start()  # 3 open = quota (2) + 1
@@ -488,7 +488,7 @@ def test_transaction_quota_is_enospc_after_quota_plus_one(store: Store, dom0: Pe
     dom1.start()
 
 
-def test_closing_aborts_transactions(store: Store, dom1: Peer) -> None:
+def test_closing_aborts_transactions(store: Xenstored, dom1: Peer) -> None:
     tx = dom1.start()
     dom1.write("data/pending", "x", tx=tx)
     dom1.conn.close()
@@ -505,7 +505,7 @@ def test_reset_watches_also_drops_transactions(dom1: Peer) -> None:
 # --- quotas ----------------------------------------------------------------------------------
 
 
-def test_node_quota_binds_the_creating_domu(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_node_quota_binds_the_creating_domu(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     assert store.nodes_owned_by(1) == ["/local/domain/1/data"]
     for i in range(19):
         dom1.write(f"data/n{i}", "")
@@ -519,7 +519,7 @@ def test_node_quota_binds_the_creating_domu(store: Store, dom0: Peer, dom1: Peer
     dom1.write("data/one-more", "")
 
 
-def test_node_quota_at_commit_refuses_reaching_it(store: Store, dom1: Peer) -> None:
+def test_node_quota_at_commit_refuses_reaching_it(store: Xenstored, dom1: Peer) -> None:
     for i in range(18):
         dom1.write(f"data/n{i}", "")
     tx = dom1.start()
@@ -528,7 +528,7 @@ def test_node_quota_at_commit_refuses_reaching_it(store: Store, dom1: Peer) -> N
         dom1.end(tx)
 
 
-def test_node_size_quota_counts_as_4_17(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_node_size_quota_counts_as_4_17(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     """4.17's record: a 24-byte header, 8 bytes per permission, the value, the child
     names with their NULs; a record of node_size (2048) bytes or more is ENOSPC."""
     dom1.write("data/v", b"x" * 2015)  # 24 + 8 + 2015 = 2047
@@ -543,7 +543,7 @@ def test_node_size_quota_counts_as_4_17(store: Store, dom0: Peer, dom1: Peer) ->
     dom0.write("/local/domain/1/data/v", b"x" * 4000)  # domain 0 is exempt
 
 
-def test_node_size_quota_covers_the_parents_child_list(store: Store, dom1: Peer) -> None:
+def test_node_size_quota_covers_the_parents_child_list(store: Xenstored, dom1: Peer) -> None:
     dom1.call(XsType.MKDIR, "data/p")
     for i in range(10):  # each name 199 characters + NUL: 24 + 8 + 2000 = 2032 bytes
         dom1.call(XsType.MKDIR, f"data/p/{i:0>199}")
@@ -583,7 +583,9 @@ def test_transaction_node_quota_dooms_the_transaction(dom1: Peer) -> None:
         (XsType.WRITE, b"no-nul-at-all", 1, "EINVAL"),
     ],
 )
-def test_error_replies(store: Store, msg_type: int, payload: bytes, domid: int, error: str) -> None:
+def test_error_replies(
+    store: Xenstored, msg_type: int, payload: bytes, domid: int, error: str
+) -> None:
     peer = Peer(store, domid)
     reply = peer.exchange(msg_type, payload, tx=0, req_id=77)
     assert reply == Message(XsType.ERROR, error.encode() + b"\0", 77, 0)
@@ -624,7 +626,7 @@ def test_log_has_one_readable_line_per_request(dom1: Peer) -> None:
     ]
 
 
-def test_inspection_helpers(store: Store, dom1: Peer) -> None:
+def test_inspection_helpers(store: Xenstored, dom1: Peer) -> None:
     dom1.write("data/a", "")
     assert store.nodes_owned_by(1) == ["/local/domain/1/data", "/local/domain/1/data/a"]
     assert "@introduceDomain" not in store.paths()
@@ -652,7 +654,7 @@ operations = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(operations)
 def test_tree_matches_a_dictionary_model(ops: list[tuple[str, str, bytes]]) -> None:
-    store = Store()
+    store = Xenstored()
     dom0 = Peer(store, 0)
     dom0.call(XsType.MKDIR, "/m")
     model: dict[str, bytes] = {"/m": b""}

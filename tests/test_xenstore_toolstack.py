@@ -1,5 +1,5 @@
 """The toolstack's xenstored operations, as Xen 4.17 answers them: CONTROL, INTRODUCE,
-RELEASE, RESUME, SET_TARGET and IS_DOMAIN_INTRODUCED, over the wire and as Store methods.
+RELEASE, RESUME, SET_TARGET and IS_DOMAIN_INTRODUCED, over the wire and as Xenstored methods.
 
 Expected bytes follow docs/misc/xenstore.txt and xenstored_domain.c / xenstored_control.c
 of Xen 4.17 (the C daemon cannot run without a hypervisor).
@@ -14,7 +14,7 @@ import pytest
 from helpers.xs_peer import Failed, Peer, fails
 
 from vchansim.xenstore import wire
-from vchansim.xenstore.store import INTRODUCE_DOMAIN, RELEASE_DOMAIN, Store, XsError
+from vchansim.xenstore.store import INTRODUCE_DOMAIN, RELEASE_DOMAIN, Xenstored, XsError
 from vchansim.xenstore.wire import Message, XsType
 
 
@@ -90,7 +90,7 @@ def test_toolstack_operations_check_the_transaction_id(dom0: Peer) -> None:
 # --- INTRODUCE, IS_DOMAIN_INTRODUCED -----------------------------------------------------
 
 
-def test_introduce_fires_introduce_domain_once(store: Store, dom0: Peer, dom2: Peer) -> None:
+def test_introduce_fires_introduce_domain_once(store: Xenstored, dom0: Peer, dom2: Peer) -> None:
     dom0.watch(INTRODUCE_DOMAIN, "in")
     dom2.watch(INTRODUCE_DOMAIN, "guest")  # @introduceDomain is dom0's (n0): no events
     dom0.take_events()
@@ -105,7 +105,7 @@ def test_introduce_fires_introduce_domain_once(store: Store, dom0: Peer, dom2: P
     assert dom0.take_events() == []
 
 
-def test_introduce_creates_no_nodes(store: Store, dom0: Peer) -> None:
+def test_introduce_creates_no_nodes(store: Xenstored, dom0: Peer) -> None:
     """xenstored only starts serving the ring; the home is the toolstack's to write."""
     before = store.paths()
     dom0.call(XsType.INTRODUCE, "7", "0", "3")
@@ -149,7 +149,7 @@ def test_is_domain_introduced_answers(dom0: Peer) -> None:
 # --- RELEASE -------------------------------------------------------------------------------
 
 
-def test_release_removes_what_the_domain_owns(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_release_removes_what_the_domain_owns(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     dom0.write("/local/domain/0/backend/vif/1/0/state", "1")
     dom0.chmod("/local/domain/0/backend/vif/1", "n1")  # given to the guest
     dom1.write("data/mine/leaf", "x")
@@ -166,7 +166,9 @@ def test_release_removes_what_the_domain_owns(store: Store, dom0: Peer, dom1: Pe
     assert "/local/domain/1/domid" in paths and "/local/domain/1/device/keep" in paths
 
 
-def test_release_fires_watches_then_release_domain(store: Store, dom0: Peer, dom2: Peer) -> None:
+def test_release_fires_watches_then_release_domain(
+    store: Xenstored, dom0: Peer, dom2: Peer
+) -> None:
     dom0.write("/local/domain/1/data/a/b", "x")
     dom0.chmod("/local/domain/1/data/a", "n1", "r2")
     dom0.chmod("/local/domain/1/data/a/b", "n1", "r2")
@@ -182,7 +184,7 @@ def test_release_fires_watches_then_release_domain(store: Store, dom0: Peer, dom
     assert dom2.take_events() == [("/local/domain/1/data/a", "peer")]
 
 
-def test_release_ends_the_domains_connections(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_release_ends_the_domains_connections(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     ended: list[str] = []
     other = Peer(store, 1)
     other.conn._on_end = ended.append
@@ -215,14 +217,14 @@ def test_second_release_is_enoent(dom0: Peer) -> None:
     assert dom0.call(XsType.IS_DOMAIN_INTRODUCED, "2") == b"F\0"
 
 
-def test_release_drops_the_domain_from_special_paths(store: Store, dom0: Peer) -> None:
+def test_release_drops_the_domain_from_special_paths(store: Xenstored, dom0: Peer) -> None:
     dom0.chmod(RELEASE_DOMAIN, "n1", "r2", "r1")
     dom0.call(XsType.RELEASE, "1")
     perms = store.special_perms(RELEASE_DOMAIN)
     assert perms is not None and [str(p) for p in perms] == ["n0", "r2"]
 
 
-def test_store_methods_are_the_wire_operations(store: Store) -> None:
+def test_store_methods_are_the_wire_operations(store: Xenstored) -> None:
     """The hub's toolstack calls these directly; errors are xenstored's."""
     store.introduce_domain(12)
     assert store.is_introduced(12)
@@ -273,7 +275,7 @@ def test_set_target_errors(dom0: Peer, payload: bytes, error: str) -> None:
     assert _reply(dom0, XsType.SET_TARGET, payload) == _error(error)
 
 
-def test_released_domain_loses_its_target(store: Store, dom0: Peer, dom1: Peer) -> None:
+def test_released_domain_loses_its_target(store: Xenstored, dom0: Peer, dom1: Peer) -> None:
     dom0.call(XsType.SET_TARGET, "2", "1")
     dom0.call(XsType.RELEASE, "2")
     store.introduce_domain(2)

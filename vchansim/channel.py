@@ -24,7 +24,6 @@ from .backends.base import (
     Events,
     Grants,
     Mapping,
-    Perm,
     Store,
     UnmapNotify,
 )
@@ -43,12 +42,15 @@ from .ring import Notifier, Ring
 from .spin import SpinPolicy
 from .statspage import Blocked
 from .xen import atoi, check_domid
+from .xenstore.wire import Perm
 
 #: Blocking calls re-check the peer's liveness at least this often even without an event,
 #: because a crashed peer's kernel may wake us before it clears the live byte (§6.3).
 LIVENESS_RECHECK = 0.5
 
 Buffer = bytes | bytearray | memoryview
+#: What a read may fill: a buffer we can write to.
+WritableBuffer = bytearray | memoryview
 
 #: What a blocking call sleeps in, by the notify bit it asked the peer for.
 _BLOCKED_BY_BIT = {layout.NOTIFY_WRITE: Blocked.READ, layout.NOTIFY_READ: Blocked.WRITE}
@@ -321,7 +323,7 @@ class Vchan:
         del buf[got:]
         return bytes(buf)
 
-    def read_into(self, buf: Buffer, nbytes: int | None = None) -> int:
+    def read_into(self, buf: WritableBuffer, nbytes: int | None = None) -> int:
         """Stream read into ``buf`` without allocating; returns the count (see :meth:`read`)."""
         if self._closed:
             raise ValueError("I/O operation on a closed vchan")
@@ -340,7 +342,7 @@ class Vchan:
         got = self.recv_into(buf)
         return bytes(buf) if got else b""
 
-    def recv_into(self, buf: Buffer, nbytes: int | None = None) -> int:
+    def recv_into(self, buf: WritableBuffer, nbytes: int | None = None) -> int:
         """Packet read of exactly ``nbytes`` (default ``len(buf)``) into ``buf``.
 
         Returns ``nbytes``, or 0 if non-blocking and not all of them are there yet.
@@ -633,7 +635,7 @@ class Vchan:
         if self._closed:
             raise ValueError("I/O operation on a closed vchan")
 
-    def _target(self, buf: Buffer, nbytes: int | None) -> tuple[memoryview, int]:
+    def _target(self, buf: WritableBuffer, nbytes: int | None) -> tuple[memoryview, int]:
         """``buf`` as a writable byte view, and the count asked for (the slow paths)."""
         dst = buf if type(buf) is memoryview else memoryview(buf)
         if dst.format != "B" or dst.ndim != 1:
@@ -814,7 +816,7 @@ def _release(res: _Resources, *, server: bool) -> None:
     if res.ctrl is not None:
         attempt(res.ctrl.close)
         if res.events is not None and res.port:
-            attempt(lambda: res.events.notify(res.port))  # type: ignore[union-attr]
+            attempt(lambda: res.events.notify(res.port))
         res.ctrl = None
     if res.events is not None:
         attempt(res.events.close)

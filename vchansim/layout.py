@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, ProtocolError
+
+if TYPE_CHECKING:
+    from mmap import mmap
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
@@ -208,7 +212,7 @@ class PageState:
     srv_notify: int
 
     @classmethod
-    def decode(cls, page: bytes | bytearray | memoryview) -> PageState:
+    def decode(cls, page: bytes | bytearray | memoryview | mmap) -> PageState:
         """Decode the first 24 bytes (one copy, so the fields are mutually consistent)."""
         return cls(*struct.unpack_from("<4I2H4B", bytes(page[:HEADER_SIZE])))
 

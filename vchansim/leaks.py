@@ -308,7 +308,8 @@ class _StateReader:
                 except (FileNotFoundError, ConnectionRefusedError, HubGoneError):
                     return None
             try:
-                return json.loads(self._conn.call(Op.STATE).text)
+                state: dict[str, Any] = json.loads(self._conn.call(Op.STATE).text)
+                return state
             except HubGoneError:
                 self.close()
         return None

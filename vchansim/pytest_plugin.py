@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,7 +41,7 @@ from .scenario import run_scenario as _run_scenario
 from .scenario.inject import Faults
 from .scenario.tap import TappedBackend
 from .xenleaks import XenSnapshot
-from .xenstore.store import Store as XsStore
+from .xenstore.store import Xenstored
 
 #: Seconds the teardown leak check gives the hub to notice closed connections.
 LEAK_GRACE = 2.0
@@ -111,7 +112,7 @@ class Environment:
         self.before: XenSnapshot | None = None
         if not backend_class(backend).plays_domains:
             self.own = get_backend(backend)
-            with self.own.store() as store:
+            with closing(self.own.store()) as store:
                 self.before = XenSnapshot.take(store, self.home)
 
     @property
@@ -151,7 +152,7 @@ class Environment:
             self.hypervisor = MemoryHypervisor(
                 grant_limit=limits.grants,
                 port_limit=limits.ports,
-                xenstore=XsStore(limits.xenstore),
+                xenstore=Xenstored(limits.xenstore),
             )
         elif self.backend == ShmBackend.name:
             stop_hub(self.rundir)  # one started for an earlier exhaust of this test
@@ -163,7 +164,7 @@ class Environment:
         if self.hypervisor is not None:
             return memory_leaks(self.hypervisor)
         if self.own is not None and self.before is not None:
-            with self.own.store() as store:
+            with closing(self.own.store()) as store:
                 return self.before.leaks(store)
         return find_leaks(self.rundir, timeout=LEAK_GRACE, open_before=self.open_before)
 

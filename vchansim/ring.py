@@ -42,7 +42,8 @@ class RingFace(_RingBase):
     ``cons``, ``prod``, ``size``, ``order``.
     """
 
-    __slots__ = ()
+    # Ring holds the slots: a mixin's own would clash with the C core's instance layout.
+    __slots__ = ("buf", "mask") if TYPE_CHECKING else ()
     buf: memoryview
     mask: int
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -174,7 +174,7 @@ class _Line:
         return value
 
     def need_int(self, key: str, hi: int, container: Any = None) -> int:
-        value = self.need(key, int, container)
+        value: int = self.need(key, int, container)
         if not 0 <= value <= hi:
             raise self.fail(f"field {key!r} = {value} is outside 0..{hi}")
         return value
@@ -217,7 +217,7 @@ def _check_waits(line: _Line, waits: Any) -> None:
             )
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[_Line], object]] = {
     "ring": _check_ring,
     "endpoint": lambda line: (line.need("endpoint", str), line.need("event", str)),
     "fault": lambda line: (line.need("endpoint", str), line.need("kind", str)),

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from vchansim import cbuild
-from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
+from vchansim.backends.shm import ShmBackend, emulator_env
 from vchansim.hub.protocol import HubConnection, Op
 
 C_DIR = Path(__file__).resolve().parents[1] / "c"

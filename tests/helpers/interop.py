@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vchansim.backends.shm import ShmBackend
-from vchansim.cli.exec import emulator_env
+from vchansim.backends.shm import ShmBackend, emulator_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_SCRIPT = ROOT / "tests" / "interop_peer.py"

@@ -31,7 +31,7 @@ from xen_real.xsrecorder import XenstoreRecorder
 
 from vchansim.xenstore.client import XsClient
 from vchansim.xenstore.server import XenstoreService
-from vchansim.xenstore.store import Store
+from vchansim.xenstore.store import Xenstored
 
 PAGE = 4096
 DEV = "/dev/xen"
@@ -138,7 +138,7 @@ class StandInXen:
         self.grants: dict[tuple[int, int], _Grant] = {}
         self.ports: dict[tuple[int, int], _Port] = {}
         self.regions: dict[int, tuple[Any, _Pages, bool]] = {}  # id(mmap) -> (file, pages, ro)
-        self.service = XenstoreService(Store())
+        self.service = XenstoreService(Xenstored())
         self.recorders: dict[int, XenstoreRecorder] = {}
         for domid in domains:
             daemon = str(workdir / f"xsd{domid}")

@@ -7,14 +7,14 @@ from contextlib import AbstractContextManager
 import pytest
 
 from vchansim.xenstore import wire
-from vchansim.xenstore.store import Quotas, Store, XsConnection
+from vchansim.xenstore.store import Quotas, Xenstored, XsConnection
 from vchansim.xenstore.wire import Message, XsType
 
 
-def store_with_domains(quotas: Quotas | None = None) -> Store:
+def store_with_domains(quotas: Quotas | None = None) -> Xenstored:
     """A xenstored model (with ``quotas``, else Xen's) where domains 0, 1 and 2 have
     their homes, as a toolstack would have made them."""
-    store = Store(quotas) if quotas is not None else Store()
+    store = Xenstored(quotas) if quotas is not None else Xenstored()
     for domid in (0, 1, 2):
         store.ensure_domain(domid)
     return store
@@ -31,7 +31,7 @@ class Failed(Exception):
 class Peer:
     """One connection, with the messages it was sent split into replies and events."""
 
-    def __init__(self, store: Store, domid: int) -> None:
+    def __init__(self, store: Xenstored, domid: int) -> None:
         self.sent: list[bytes] = []
         self.log: list[str] = []
         self.conn = XsConnection(store, domid, self.sent.append, self.log.append)

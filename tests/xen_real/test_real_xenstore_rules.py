@@ -11,7 +11,7 @@ import pytest
 from xs_corpus import CASES, CLEANUP, Exchange, Step, play, until_marker
 
 from vchansim.xenstore import wire
-from vchansim.xenstore.store import Store, XsConnection
+from vchansim.xenstore.store import Xenstored, XsConnection
 from vchansim.xenstore.wire import Message
 
 DAEMON = "/var/run/xenstored/socket"
@@ -62,7 +62,7 @@ def real() -> Iterator[Callable[[list[Step]], list[tuple[str, list[Message]]]]]:
 
 
 def sim(steps: list[Step]) -> list[tuple[str, list[Message]]]:
-    store = Store()
+    store = Xenstored()
     store.ensure_domain(0)
     return play(sim_exchange(lambda send: XsConnection(store, 0, send)), steps)
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..xen import check_domid
-from .base import Backend, Events, Grants, Mapping, Perm, Store
+from ..xenstore.wire import Perm
+from .base import Backend, Events, Grants, Mapping, Store
 
 __all__ = [
     "Backend",

@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BackendError, ConfigError, GrantError
@@ -26,10 +26,9 @@ from ..xen import MAX_GRANT_PAGES, RequestError, check_domid
 from ..xenmodel.events import PORTS_PER_DOMAIN, EventChannels
 from ..xenmodel.grants import GRANTS_PER_DOMAIN, GrantTable
 from ..xenstore.client import XsClient
-from ..xenstore.store import Store as XsStore
-from ..xenstore.store import XsConnection
+from ..xenstore.store import Xenstored, XsConnection
 from ..xenstore.wire import XsProtocolError
-from .base import Backend, Events, UnmapNotify, with_unmap_notify
+from .base import Backend, Events, Mapping, UnmapNotify, with_unmap_notify
 
 
 def _anonymous_pages(count: int) -> mmap.mmap:
@@ -51,7 +50,7 @@ class MemoryHypervisor:
     grant_limit: int = GRANTS_PER_DOMAIN
     port_limit: int = PORTS_PER_DOMAIN
     lock: threading.RLock = field(default_factory=threading.RLock)
-    xenstore: XsStore = field(default_factory=XsStore)
+    xenstore: Xenstored = field(default_factory=Xenstored)
     grants: GrantTable[mmap.mmap] = field(init=False)
     ports: EventChannels[MemoryEvents] = field(init=False)
 
@@ -88,7 +87,9 @@ _DEFAULT = MemoryHypervisor()
 class MemoryMapping:
     """Pages shared or mapped through the memory hypervisor."""
 
-    def __init__(self, buf: memoryview, refs: Sequence[int], on_close: list) -> None:
+    def __init__(
+        self, buf: memoryview, refs: Sequence[int], on_close: list[Callable[[], object]]
+    ) -> None:
         self.buf = buf
         self.refs = tuple(refs)
         self._on_close = on_close
@@ -149,7 +150,9 @@ class MemoryGrants:
         self._open.append(mapping)
         return with_unmap_notify(self, mapping, notify)
 
-    def set_unmap_notify(self, mapping: MemoryMapping, offset: int, port: int) -> None:
+    def set_unmap_notify(self, mapping: Mapping, offset: int, port: int) -> None:
+        if not isinstance(mapping, MemoryMapping):
+            raise GrantError(f"{mapping!r} was not made by the memory backend", err=errno.EINVAL)
         if mapping.buf.readonly:
             raise GrantError(
                 "unmap-notify cannot clear a byte of a read-only mapping", err=errno.EINVAL

@@ -35,11 +35,11 @@ from ..hub.protocol import (
     Op,
 )
 from ..layout import PAGE_SIZE
-from ..rundir import RunDir, prepare_rundir
+from ..rundir import RUNDIR_ENV, RunDir, prepare_rundir
 from ..statspage import STATS_SIZE, Blocked
 from ..xen import MAX_GRANT_PAGES, check_domid
 from ..xenstore.client import XsClient
-from .base import Backend, Events, UnmapNotify
+from .base import Backend, Events, Mapping, UnmapNotify
 
 STRICT_ENV = "VCHANSIM_STRICT"
 
@@ -250,7 +250,7 @@ class ShmGrants:
         layout = list(zip(pairs[0::2], pairs[1::2], strict=True))
         return self._adopt(reply.values[0], reply.fds, refs, layout, writable)
 
-    def set_unmap_notify(self, mapping: ShmMapping, offset: int, port: int) -> None:
+    def set_unmap_notify(self, mapping: Mapping, offset: int, port: int) -> None:
         """Clear byte ``offset`` and signal local ``port`` when ``mapping`` goes away."""
         if not isinstance(mapping, ShmMapping) or self._mappings.get(mapping.handle) is not mapping:
             raise GrantError(f"{mapping!r} was not opened through this handle", err=errno.EINVAL)
@@ -525,3 +525,21 @@ class ShmBackend(Backend):
     def __repr__(self) -> str:
         mode = " strict" if self.strict else ""
         return f"<ShmBackend domid={self.domid} rundir={str(self.rundir.path)!r}{mode}>"
+
+
+def emulator_env(backend: ShmBackend, *, c_libs: bool = True) -> dict[str, str]:
+    """The environment a program needs to act as ``backend``'s domain on the emulator
+    (``vchansim exec`` runs its program in it, the harnesses their C endpoints); with
+    ``c_libs``, the drop-in libraries come first on ``LD_LIBRARY_PATH``."""
+    from ..cbuild import library_dir  # the C tool chain: not for every user of the backend
+
+    env = dict(os.environ)
+    env["VCHANSIM_DOMID"] = str(backend.domid)
+    env[RUNDIR_ENV] = str(backend.rundir.path)
+    env["XENSTORED_PATH"] = str(backend.xenstore_socket())
+    if backend.strict:
+        env[STRICT_ENV] = "1"
+    if c_libs:
+        paths = [str(library_dir()), env.get("LD_LIBRARY_PATH", "")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in paths if p)
+    return env

@@ -29,13 +29,16 @@ from ..layout import PAGE_SIZE
 from ..xen import check_domid
 from ..xenstore.client import XsClient
 from . import xen_abi as abi
-from .base import Backend, Events, UnmapNotify, with_unmap_notify
+from .base import Backend, Events, Mapping, UnmapNotify, with_unmap_notify
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CLOEXEC
 _PORT = struct.Struct("<I")
 #: gntdev's mmap answers EAGAIN while a granted page is paged out; libxengnttab waits 1 ms
 #: and tries again.  We do the same, for at most this long.
 _MMAP_EAGAIN_WINDOW = 1.0
+
+#: A mapping of a device's pages (a name of its own: :class:`Devices` has a method ``mmap``).
+Region = mmap.mmap
 
 _DRIVERS = {abi.EVTCHN: "xen-evtchn", abi.GNTALLOC: "xen-gntalloc", abi.GNTDEV: "xen-gntdev"}
 
@@ -53,12 +56,12 @@ class Devices(Protocol):
         """Issue ``request`` with ``arg`` passed by reference; return the call's result."""
         ...
 
-    def mmap(self, fd: int, length: int, offset: int, *, writable: bool) -> mmap.mmap:
+    def mmap(self, fd: int, length: int, offset: int, *, writable: bool) -> Region:
         """A MAP_SHARED mapping of ``length`` bytes at file ``offset`` (read-only unless
         ``writable``)."""
         ...
 
-    def munmap(self, region: mmap.mmap) -> None: ...
+    def munmap(self, region: Region) -> None: ...
 
     def read(self, fd: int, length: int) -> bytes: ...
 
@@ -82,13 +85,13 @@ class LinuxDevices:
         os.close(fd)
 
     def ioctl(self, fd: int, request: int, arg: bytearray) -> int:
-        return fcntl.ioctl(fd, request, arg, True)
+        return int(fcntl.ioctl(fd, request, arg, True))
 
-    def mmap(self, fd: int, length: int, offset: int, *, writable: bool) -> mmap.mmap:
+    def mmap(self, fd: int, length: int, offset: int, *, writable: bool) -> Region:
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         return mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot, offset=offset)
 
-    def munmap(self, region: mmap.mmap) -> None:
+    def munmap(self, region: Region) -> None:
         region.close()
 
     def read(self, fd: int, length: int) -> bytes:
@@ -283,7 +286,7 @@ class XenGrants:
         )
 
     # -- both ------------------------------------------------------------------------------
-    def set_unmap_notify(self, mapping: XenMapping, offset: int, port: int) -> None:
+    def set_unmap_notify(self, mapping: Mapping, offset: int, port: int) -> None:
         """SET_UNMAP_NOTIFY(index + offset, CLEAR_BYTE | SEND_EVENT, port) on the device the
         mapping came from.  ``port`` must be bound through /dev/xen/evtchn already."""
         if not isinstance(mapping, XenMapping) or mapping._grants is not self:
@@ -387,7 +390,7 @@ class XenEvents(Events):
             data = self._devices.read(self._fd, _PORT.size)
         except OSError as exc:  # EFBIG: the kernel's pending ring overflowed
             raise _failed("reading a pending event from /dev/xen/evtchn", exc) from exc
-        return _PORT.unpack(data)[0]
+        return int(_PORT.unpack(data)[0])
 
     def unmask(self, port: int) -> None:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -88,10 +88,11 @@ def _ring_sweep_diagnostics(results: Results, plan: Plan) -> list[str]:
         if r.mode == "stream" and r.message == plan.ring_message and r.rates
     }
     lines: list[str] = []
-    for title, figure in (
+    figures: tuple[tuple[str, Callable[[Throughput], float]], ...] = (
         ("event-channel events per MiB moved, both ways", lambda r: r.events_per_mib),
         ("CPUs kept busy by the two endpoints", lambda r: r.cpu),
-    ):
+    )
+    for title, figure in figures:
         shown = [
             t for t in results.transports if any(k[0] == t and figure(v) for k, v in rows.items())
         ]

@@ -238,7 +238,8 @@ class Results:
     @property
     def transports(self) -> list[str]:
         """Transports with any figure, in the plan's order."""
-        seen = {r.transport for r in (*self.throughput, *self.latency, *self.setup)}
+        records: list[Throughput | Latency | Setup] = [*self.throughput, *self.latency, *self.setup]
+        seen = {r.transport for r in records}
         return [t for t in self.plan.get("transports", sorted(seen)) if t in seen]
 
     def find_throughput(

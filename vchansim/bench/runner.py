@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..backends.shm import ShmBackend
 from ..cbuild import BuildError
@@ -138,9 +139,10 @@ class Plan:
     def from_dict(cls, data: dict[str, object]) -> Plan:
         """The plan a results file recorded (JSON turned its tuples into lists)."""
         known = {f.name for f in fields(cls)}
-        return cls(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        )  # type: ignore[arg-type]
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+        }
+        return cls(**values)
 
     def check(self) -> Plan:
         """Refuse plans that cannot run, naming the bad value."""

@@ -9,7 +9,7 @@ Every endpoint is its own process, speaking the line protocol of
 * ``socketpair`` -- one ``socket.socketpair`` likewise;
 * ``libxenvchan`` -- Debian's C libxenvchan on the emulator: ``csrc/programs/vchan-bench.c``,
   compiled on first use and run as two emulated domains with the environment
-  ``vchansim exec`` gives a program (:func:`~vchansim.cli.exec.emulator_env`), started
+  ``vchansim exec`` gives a program (:func:`~vchansim.backends.shm.emulator_env`), started
   directly so that no wrapper interpreter shares the CPUs with it.
 """
 
@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cbuild
-from ..backends.shm import ShmBackend
-from ..cli.exec import emulator_env
+from ..backends.shm import ShmBackend, emulator_env
 from ..errors import VchanError
 from ..rundir import RUNDIR_ENV
 

@@ -21,7 +21,7 @@ from ..bench import report
 from ..bench.runner import PLACEMENTS, SECTIONS, Plan, run
 from ..bench.transports import TRANSPORTS
 from ..errors import ConfigError
-from .common import size
+from .common import Subcommands, size
 
 
 def _listed(item: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
@@ -93,7 +93,7 @@ _PLAN_OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="benchmark vchansim against os.pipe, socketpair and C libxenvchan",

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TypeAlias
 
 from ..backends import available_backends, chosen_backend, get_backend
 from ..backends.base import Backend
 from ..errors import ConfigError
+
+#: The ``add_subparsers()`` object each subcommand module adds its parser to.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class UsageError(Exception):
@@ -16,7 +20,7 @@ class UsageError(Exception):
 
 
 def add_command(
-    subparsers: argparse._SubParsersAction, name: str, summary: str, doc: str | None
+    subparsers: Subcommands, name: str, summary: str, doc: str | None
 ) -> argparse.ArgumentParser:
     """A subcommand whose ``--help`` shows its module's docstring as written."""
     return subparsers.add_parser(

@@ -15,9 +15,10 @@ import json
 from dataclasses import asdict
 
 from ..domains import create_domain, destroy_domain, list_domains
+from .common import Subcommands
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "domain",
         help="create, destroy and list emulated domains",

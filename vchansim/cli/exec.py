@@ -12,19 +12,16 @@ such program, 126 when it cannot be executed.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 
-from ..backends.shm import STRICT_ENV, ShmBackend
-from ..cbuild import library_dir
+from ..backends.shm import ShmBackend, emulator_env
 from ..errors import ConfigError
-from ..rundir import RUNDIR_ENV
-from .common import UsageError, add_backend_options, add_command
+from .common import Subcommands, UsageError, add_backend_options, add_command
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = add_command(
         subparsers,
         "exec",
@@ -44,20 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     parser.set_defaults(func=_exec)
-
-
-def emulator_env(backend: ShmBackend, *, c_libs: bool = True) -> dict[str, str]:
-    """The environment a program needs to act as ``backend``'s domain on the emulator."""
-    env = dict(os.environ)
-    env["VCHANSIM_DOMID"] = str(backend.domid)
-    env[RUNDIR_ENV] = str(backend.rundir.path)
-    env["XENSTORED_PATH"] = str(backend.xenstore_socket())
-    if backend.strict:
-        env[STRICT_ENV] = "1"
-    if c_libs:
-        paths = [str(library_dir()), env.get("LD_LIBRARY_PATH", "")]
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in paths if p)
-    return env
 
 
 #: A shell's exit statuses for a command it could not start.

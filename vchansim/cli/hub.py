@@ -6,12 +6,11 @@ hub by themselves when none runs; run this one to watch what they do.
 
 from __future__ import annotations
 
-import argparse
-
 from ..hub.__main__ import add_arguments, run
+from .common import Subcommands
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "hub",
         help="run the hub (grant tables, event channels, xenstored) in the foreground",

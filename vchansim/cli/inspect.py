@@ -16,9 +16,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..rundir import prepare_rundir
+from .common import Subcommands
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "inspect",
         help="watch a vchan's rings, indices and notify bits live, or replay a trace",

@@ -34,13 +34,13 @@ import sys
 from ..bridge import Ending, Tally, bridge
 from ..channel import Vchan
 from ..errors import ConfigError
-from .common import add_backend_options, add_command, open_backend, seconds, size
+from .common import Subcommands, add_backend_options, add_command, open_backend, seconds, size
 
 #: The exit status of a session that ended with bytes undelivered.
 UNDELIVERED = 3
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     serve = _command(subparsers, "serve", "offer a vchan to PEER_DOMID at PATH", Ending.CLOSE)
     serve.add_argument(
         "--read-min",
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _command(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    subparsers: Subcommands,
     name: str,
     what: str,
     ending: Ending,

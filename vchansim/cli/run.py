@@ -23,10 +23,10 @@ from ..scenario import Scenario, ScenarioError, ScenarioResult, load_scenarios, 
 from ..scenario.report import print_report, to_json, write_junit
 from ..scenario.result import unrunnable
 from ..scenario.runner import RunProgress
-from .common import UsageError
+from .common import Subcommands, UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run scenarios and report their verdicts",
@@ -86,7 +86,8 @@ def trace_paths(target: str | None, scenarios: list[Scenario]) -> list[Path | No
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ScenarioError(f"--trace {target}: cannot create directory: {exc.strerror}") from None
-    paths, seen = [], set()
+    paths: list[Path | None] = []
+    seen: set[str] = set()
     for scenario in scenarios:
         name, n = scenario.name, 1
         while name in seen:

@@ -11,9 +11,10 @@ import json
 
 from ..library import builtin_names, builtin_path
 from ..scenario import load_scenario
+from .common import Subcommands
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Subcommands) -> None:
     parser = subparsers.add_parser(
         "scenarios",
         help="list the built-in scenarios",

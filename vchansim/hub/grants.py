@@ -56,7 +56,7 @@ def _create_shm(size: int) -> int:
             exc.errno or errno.ENOSPC,
             f"cannot reserve {size} bytes of shared memory in /dev/shm: {exc.strerror or exc}",
         ) from exc
-    return shm.fd
+    return int(shm.fd)
 
 
 def _attempt(failures: list[str], what: str, action: Callable[..., object], *args: object) -> bool:

@@ -11,6 +11,9 @@ The limits of a hub started here (grants, ports, XenStore quotas per domain) are
 caller's, else those in ``$VCHANSIM_HUB_OPTIONS`` (hub options such as
 ``--grant-limit 16 --xs-quota nodes=50``), else Xen's defaults.  They apply only to the
 hub being started: one already serving the run directory keeps its own.
+
+:func:`stop_hub` asks a hub to exit; :func:`private_hub` gives a harness (the pytest
+plugin, the scenario runner, the benchmarks, the tests) a machine of its own.
 """
 
 from __future__ import annotations

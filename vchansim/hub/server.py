@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..rundir import RunDir
-from ..xen import DOMID_MAX, DOMID_SELF
+from ..xen import DOMID_MAX, DOMID_SELF, RequestError
 from ..xenmodel.grants import check_page_count
 from ..xenstore.server import XenstoreService
-from ..xenstore.store import PRIVILEGED_DOMID, Store
+from ..xenstore.store import PRIVILEGED_DOMID, Xenstored
 from .events import Port, PortTable
 from .grants import GrantHandle, GrantTable
 from .limits import HubLimits
@@ -47,7 +47,6 @@ from .protocol import (
     REQUEST_MAX,
     VERSION,
     Op,
-    RequestError,
     decode_request,
     encode_error,
     encode_reply,
@@ -167,7 +166,7 @@ class Hub:
         self._serving = False
         self.grants = GrantTable(self.limits.grants)
         self.ports = PortTable(self.limits.ports)
-        self.store = Store(self.limits.xenstore, on_release=self._domain_released)
+        self.store = Xenstored(self.limits.xenstore, on_release=self._domain_released)
         self.xenstore = XenstoreService(self.store, log=self.log)
         self.selector = selectors.DefaultSelector()
         self.clients: dict[int, Client] = {}

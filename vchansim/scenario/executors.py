@@ -40,7 +40,7 @@ from ..hub.observe import map_grant, map_stats
 from ..layout import PAGE_SIZE
 from ..leaks import Leak, LeakKind, find_leaks, memory_leaks
 from ..rundir import prepare_rundir
-from ..xenstore.store import Store as XsStore
+from ..xenstore.store import Xenstored
 from .endpoint import Endpoint, EndpointJob, Link
 from .program import ProgramEndpoint
 from .sampler import HubObserver, MemoryObserver, Observer
@@ -233,7 +233,7 @@ class ThreadExecutor:
 
     def __init__(self, limits: HubLimits) -> None:
         self.hypervisor = MemoryHypervisor(
-            grant_limit=limits.grants, port_limit=limits.ports, xenstore=XsStore(limits.xenstore)
+            grant_limit=limits.grants, port_limit=limits.ports, xenstore=Xenstored(limits.xenstore)
         )
         self.backends = MemoryBackends(self.hypervisor)
 

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..backends.base import Backend
-from ..backends.shm import ShmBackend
+from ..backends.shm import ShmBackend, emulator_env
 from ..cbuild import build_program, program_source
-from ..cli.exec import emulator_env
 from ..errors import ConfigError
 from .endpoint import (
     Aborted,

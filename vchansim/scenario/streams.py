@@ -82,7 +82,7 @@ class XorshiftStream(_Blocks):
 
 def _xorshift_block(state: int) -> tuple[bytes, int]:
     """One block of xorshift64 output from ``state``, and the state after it."""
-    words = []
+    words: list[int] = []
     append = words.append
     x = state
     for _ in range(BLOCK // 8):

@@ -24,20 +24,24 @@ from .screens.channels import ChannelsScreen
 from .screens.dialogs import ErrorScreen, HelpScreen
 from .screens.replay import ReplayScreen
 
+#: The CSS classes the app takes by terminal width, and by height: taller terminals get
+#: bigger ring pictures (the stylesheet sizes them per class).
+_WIDTH_CLASSES: list[tuple[int, str]] = [(0, "-too-narrow"), (MIN_WIDTH, "-wide-enough")]
+_HEIGHT_CLASSES: list[tuple[int, str]] = [
+    (0, "-too-short"),
+    (MIN_HEIGHT, "-tall-enough"),
+    (TALL, "-tall"),
+    (TALLER, "-taller"),
+]
+
 
 class InspectorApp(App[int]):
     """``rundir`` (live channels, optionally attaching to ``attach``) or ``trace``."""
 
     CSS_PATH = "inspector.tcss"
     TITLE = "vchansim inspect"
-    HORIZONTAL_BREAKPOINTS: ClassVar = [(0, "-too-narrow"), (MIN_WIDTH, "-wide-enough")]
-    #: Taller terminals get bigger ring pictures (the stylesheet sizes them per class).
-    VERTICAL_BREAKPOINTS: ClassVar = [
-        (0, "-too-short"),
-        (MIN_HEIGHT, "-tall-enough"),
-        (TALL, "-tall"),
-        (TALLER, "-taller"),
-    ]
+    HORIZONTAL_BREAKPOINTS = _WIDTH_CLASSES
+    VERTICAL_BREAKPOINTS = _HEIGHT_CLASSES
     BINDINGS: ClassVar = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),

@@ -33,7 +33,7 @@ class XenstoreError(StoreError):
     """
 
     def __init__(self, errno_name: str, path: str | None = None) -> None:
-        number = wire.ERRNO_BY_NAME.get(errno_name) or getattr(errno, errno_name, errno.EINVAL)
+        number = wire.ERRNO_BY_NAME.get(errno_name) or int(getattr(errno, errno_name, errno.EINVAL))
         detail = f"{errno_name} ({os.strerror(number)})"
         super().__init__(f"{detail}: {path}" if path else detail, err=number)
         self.errno_name = errno_name

@@ -1,4 +1,4 @@
-"""Serves a :class:`~vchansim.xenstore.store.Store` on UNIX sockets, one per emulated domain.
+"""Serves a :class:`~vchansim.xenstore.store.Xenstored` on UNIX sockets, one per emulated domain.
 
 A client connected to domain N's socket *is* domain N, the way a guest's xenbus ring is:
 that is how the emulation gives each process its domain identity without a hypervisor.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..xen import check_domid
-from .store import Store, XsConnection
+from .store import Xenstored, XsConnection
 from .wire import XsProtocolError
 
 #: Stop reading a client's requests while this many reply bytes wait for it.
@@ -177,9 +177,9 @@ class _Client:
 
 
 class XenstoreService:
-    """The socket front end of a Store.  See the module docstring."""
+    """The socket front end of a Xenstored.  See the module docstring."""
 
-    def __init__(self, store: Store, log: Log | None = None) -> None:
+    def __init__(self, store: Xenstored, log: Log | None = None) -> None:
         self.store = store
         self._log_fn = log
         self._selector: selectors.BaseSelector | None = None
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     domains = [int(part) for part in args.domains.split(",") if part.strip()]
     args.socket_dir.mkdir(parents=True, exist_ok=True)
-    service = XenstoreService(Store(), log=lambda line: print(line, flush=True))
+    service = XenstoreService(Xenstored(), log=lambda line: print(line, flush=True))
     for domid in domains:
         service.listen(domid, socket_path(args.socket_dir, domid))
     for signum in (signal.SIGINT, signal.SIGTERM):

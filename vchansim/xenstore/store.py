@@ -1,6 +1,6 @@
 """The emulated xenstored: node tree, Xen's permission rules, transactions, watches, quotas.
 
-Sans-IO on purpose: :class:`Store` holds the data, :class:`XsConnection` turns the bytes
+Sans-IO on purpose: :class:`Xenstored` holds the data, :class:`XsConnection` turns the bytes
 of one client into operations and hands replies and watch events to a ``send`` callback.
 The socket server, the hub and the tests all drive the same code, and the tests can do so
 without any socket at all.
@@ -319,7 +319,7 @@ class _Actor:
     """Performs path operations for one domain against one view (tree or transaction),
     applying Xen's permission rules and quotas."""
 
-    def __init__(self, store: Store, domid: int, view: _View) -> None:
+    def __init__(self, store: Xenstored, domid: int, view: _View) -> None:
         self.store = store
         self.domid = domid
         self.view = view
@@ -520,7 +520,7 @@ class _Actor:
 # --- the store ----------------------------------------------------------------------------
 
 
-class Store:
+class Xenstored:
     """The whole emulated XenStore: one tree shared by every connection of every domain.
 
     Not thread-safe: drive it and its connections from one thread (the event loop's).
@@ -835,7 +835,7 @@ class XsConnection:
 
     def __init__(
         self,
-        store: Store,
+        store: Xenstored,
         domid: int,
         send: Callable[[bytes], None],
         log: Callable[[str], None] | None = None,

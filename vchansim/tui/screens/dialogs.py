@@ -21,11 +21,15 @@ _DISMISS = (
 )
 
 
+#: A dialog takes no size classes: it is never too small for its box.
+_NO_CLASSES: list[tuple[int, str]] = []
+
+
 class Dialog(ModalScreen[None]):
     """A modal box over the current screen, exempt from the too-small rule."""
 
-    HORIZONTAL_BREAKPOINTS: ClassVar = []
-    VERTICAL_BREAKPOINTS: ClassVar = []
+    HORIZONTAL_BREAKPOINTS = _NO_CLASSES
+    VERTICAL_BREAKPOINTS = _NO_CLASSES
 
 
 class HelpScreen(Dialog):

@@ -22,7 +22,7 @@ class ReplayScreen(ChannelScreen):
     """A trace played back on its own clock."""
 
     BINDINGS: ClassVar = [
-        Binding("space", "toggle", "Play/pause"),
+        Binding("space", "play_pause", "Play/pause"),
         Binding("left", "step(-1)", "Step back", show=False),
         Binding("right", "step(1)", "Step", show=False),
         Binding("shift+left", f"jump({-JUMP})", f"Back {JUMP:g} s", show=False),
@@ -71,7 +71,7 @@ class ReplayScreen(ChannelScreen):
         )
 
     # -- transport --
-    def action_toggle(self) -> None:
+    def action_play_pause(self) -> None:
         self.source.toggle()
         self.redraw()
 
