@@ -180,7 +180,7 @@ def test_install_user_works_without_apt_naming_what_it_skipped(
     skipped = [line for line in done.stderr.splitlines() if "skipped" in line]
     assert skipped == [
         AnyStartingWith("tools/install: --user: skipped the system packages gcc "),
-        "tools/install: --user: skipped Debian's vchan-socket-proxy: no apt-get/dpkg-deb here",
+        "tools/install: --user: skipped Debian's Xen programs: no apt-get/dpkg-deb here",
     ]
     version = _run([str(bin_dir / "vchansim"), "--version"], cwd=tmp_path, env=env,
                    deadline=RUN_DEADLINE)

@@ -5,9 +5,9 @@ unmodified, and every other program of Xen's tools must at least load under it. 
 ship in Debian's ``xen-utils-4.17`` and ``xen-utils-common``, which cannot be installed
 here without the hypervisor's boot and service machinery, so ``tools/fetch-xen-tools``
 downloads those packages and extracts only their compiled programs into the per-user
-cache, next to the built C libraries.  This module finds it there and checks that the loader can
-resolve its libraries, turning either failure into one error that names the command or
-the Debian package to install.
+cache, next to the built C libraries.  This module finds them there and checks that the
+loader can resolve their libraries, turning either failure into one error that names the
+command or the Debian package to install.
 """
 
 from __future__ import annotations
