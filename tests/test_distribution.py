@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import docsamples
 
 from vchansim import __version__
 from vchansim.rundir import RUNDIR_ENV, RunDir
@@ -194,3 +195,68 @@ class AnyStartingWith(str):
         return isinstance(other, str) and other.startswith(str(self))
 
     __hash__ = str.__hash__
+
+
+# -- a user's project on the installed plugin ------------------------------------------------
+
+#: How the user's project enables the plugin besides its entry point (both must work).
+ENABLE_BY_CONFTEST = 'pytest_plugins = ["vchansim.pytest_plugin"]\n'
+ENABLE_BY_OPTION = ("-p", "vchansim.pytest_plugin")
+
+
+@pytest.fixture(scope="module")
+def user_venv(dists: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the sdist (no compiler) and pytest, nothing else: a user's."""
+    where = tmp_path_factory.mktemp("user")
+    bin_dir = _venv(where / "venv")
+    pip = [str(bin_dir / "pip"), "install", "--quiet", str(_sdist(dists)), "pytest"]
+    _run(pip, cwd=where, env=_clean_env(CC="false"), deadline=INSTALL_DEADLINE)
+    return bin_dir
+
+
+def _user_project(where: Path, *, fixed: bool, conftest: str = "") -> Path:
+    """docs/pytest.md's sample project (its relay as first written, or fixed)."""
+    for name, text in docsamples.project(docsamples.ROOT / "docs" / "pytest.md",
+                                         fixed=fixed).items():
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        (where / name).write_text(text)
+    (where / "conftest.py").write_text(conftest)  # the project root on sys.path
+    return where
+
+
+def _user_pytest(bin_dir: Path, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / "python"), "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=project, env=_clean_env(), capture_output=True, text=True, timeout=INSTALL_DEADLINE,
+    )
+
+
+@pytest.mark.parametrize("enable", ["conftest", "option"])
+def test_a_user_project_tests_its_relay_under_every_fault_as_docs_pytest_md_says(
+    user_venv: Path, tmp_path: Path, enable: str
+) -> None:
+    conftest = ENABLE_BY_CONFTEST if enable == "conftest" else ""
+    project = _user_project(tmp_path, fixed=True, conftest=conftest)
+    args = ENABLE_BY_OPTION if enable == "option" else ()
+    done = _user_pytest(user_venv, project, "-v", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "already registered" not in done.stdout + done.stderr
+    for test in ("test_a_dead_sink_closes_the_source", "test_a_frozen_sink_loses_nothing",
+                 "test_notifications_gone_wrong_lose_nothing[spurious]",
+                 "test_a_hostile_source_is_cut_off",
+                 "test_running_out_of_event_ports_leaves_nothing_behind"):
+        assert f"::{test} PASSED" in done.stdout
+
+
+def test_the_first_relay_fails_as_docs_pytest_md_shows(user_venv: Path, tmp_path: Path) -> None:
+    project = _user_project(tmp_path, fixed=False)
+    done = _user_pytest(user_venv, project, "-q", "-rfE")
+    assert done.returncode == 1, done.stdout + done.stderr
+    (shown,) = [s.body for s in docsamples.samples(docsamples.ROOT / "docs" / "pytest.md")
+                if s.language == "text" and s.body.startswith("FAILED")]
+    summary = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    assert sorted(line.split(" - ")[0] for line in summary) == sorted(
+        line.split(" - ")[0] for line in shown.splitlines()
+    )
+    assert "the test ran past its deadline of 10 s" in done.stdout
+    assert "vchansim resources left behind by this test (shm backend)" in done.stdout
