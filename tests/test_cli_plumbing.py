@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -65,6 +66,18 @@ def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
             if isinstance(action, argparse._SubParsersAction):
                 pending += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
     return found
+
+
+@pytest.mark.parametrize("argv", [["scenarios", "list"], ["scenarios", "list", "--json"]])
+def test_a_reader_that_goes_away_ends_the_output_quietly(argv: list[str]) -> None:
+    read, write = os.pipe()
+    os.close(read)  # as `vchansim scenarios list | head -1` once head has its line
+    try:
+        done = subprocess.run([sys.executable, "-m", "vchansim", *argv], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=DEADLINE)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, "")
 
 
 def test_help_texts_are_plain_text() -> None:

@@ -12,6 +12,8 @@ help): a command imports what it needs and nothing of the others, so ``connect
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -76,7 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # argparse would show the top-level usage; the subcommand's is the help
         command.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone away is seen here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
     except UsageError as exc:
         command.error(str(exc))
     except VchanError as exc:
@@ -84,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_gone() -> int:
+    """Our output's reader closed it (``vchansim scenarios list | head``): stop quietly
+    with the status a shell gives a program that SIGPIPE ended, as a C tool would."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
