@@ -28,6 +28,11 @@ def figures(results: Results, transport: str) -> dict[str, float]:
     for agg in results.aggregate:
         if agg.transport == transport and agg.rates:
             out[f"aggregate of {agg.pairs} pair(s)"] = agg.rate
+            if agg.cpus:
+                out[f"aggregate of {agg.pairs} pair(s), CPU per GiB (time)"] = agg.cpu_per_gib
+    for many in results.concurrent:
+        if many.transport == transport and many.samples:
+            out[f"{many.count} setups at once, p99 (time)"] = many.p99
     latency = results.find_latency(transport)
     if latency:
         out["round trip p50 (time)"] = latency.p50
