@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 from helpers import procs
-from helpers.live_pair import FULL_PATH, attach_first, command, finish, start_pair
+from helpers.live_pair import FULL_PATH, PATH, attach_first, command, finish, start_pair
 from helpers.pilot import run, until, until_shown
 from textual.pilot import Pilot
 from textual.widgets import DataTable
@@ -44,7 +44,8 @@ def test_attach_to_a_channel_between_two_processes_and_watch_it_work_block_and_e
     app = InspectorApp(rundir=rundir)
 
     async def body(pilot: Pilot) -> None:
-        row = "dom1 connected  dom2 connected  10/11   /local/domain/1/data/vchan/2/tui"
+        # The overview's row: both ends, 300 B of 1 KiB in the client's ring, no problem.
+        row = f"1→2 {PATH}  connected  29% 0%  ok        0 B/s 0 B/s"
         await until_shown(pilot, row)
         # The row is highlighted already, so one click on it attaches (as Enter would).
         await pilot.click(app.screen.query_one(DataTable), offset=(2, 1))

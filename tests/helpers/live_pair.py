@@ -75,7 +75,7 @@ def finish(*children: procs.Child) -> None:
 
 async def attach_first(pilot: Pilot[object]) -> ChannelScreen:
     """From the channel list, attach to the (only) channel with the keyboard."""
-    await until_shown(pilot, FULL_PATH)
+    await until_shown(pilot, f"1→2 {PATH}")  # the overview's row
     await pilot.press("enter")
     await until(pilot, lambda: isinstance(pilot.app.screen, ChannelScreen), "the channel view")
     screen = pilot.app.screen

@@ -1,11 +1,15 @@
-"""The list of live channels on one hub; choosing one attaches to it.
+"""The overview of one hub: every live channel with its fill, rate, state and problems;
+choosing one opens its view.
 
 The list is rebuilt from the hub's STATE every :data:`RELOAD` seconds, so channels come
-and go while it is open.  With no hub running it says so and keeps looking: starting
-the inspector before the endpoints is a normal thing to do (``vchansim inspect --rundir
-DIR CHANNEL`` before ``vchansim run --rundir DIR``).  So a channel named to attach to is
-waited for while the hub lists none; once it lists some, a name none of them matches is
-an error that names them.
+and go while it is open; each listed channel is watched through a
+:class:`~..live.LiveSource` of its own (read-only mappings, like its view's) sampled
+every :data:`SAMPLE` seconds, often enough for the stall verdicts, which need a state
+seen to last.  With no hub running it says so and keeps looking: starting the inspector
+before the endpoints is a normal thing to do (``vchansim inspect --rundir DIR CHANNEL``
+before ``vchansim run --rundir DIR``).  So a channel named to attach to is waited for
+while the hub lists none; once it lists some, a name none of them matches is an error
+that names them.
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ from textual.widgets import DataTable, Footer, Static
 
 from ...errors import BackendError
 from ...rundir import RunDir
-from ..live import COLUMNS, ChannelInfo, HubLink, LiveSource, select_channel
+from ..frames import Frame
+from ..live import ChannelInfo, HubLink, LiveSource, select_channel
+from ..widgets.overview import Overview
 from .base import TooSmall
 from .dialogs import ErrorScreen
 from .live import LiveScreen
 
 #: Seconds between two reads of the hub's state.
 RELOAD = 1.0
+#: Seconds between two samples of every listed channel.
+SAMPLE = 0.1
 #: Seconds between two reads while a channel named to attach to has not appeared: a
 #: scenario's channel may live for a second only, and must be caught as it comes up.
 PENDING_RELOAD = 0.05
@@ -45,18 +53,21 @@ class ChannelsScreen(Screen[None]):
         self.pending_attach = attach
         self.link: HubLink | None = None
         self.channels: list[ChannelInfo] = []
+        #: path -> the source watching that channel for its row (None: could not map it).
+        self.watched: dict[str, LiveSource | None] = {}
+        #: path -> its last frame.
+        self.frames: dict[str, Frame] = {}
 
     def compose(self) -> ComposeResult:
         yield TooSmall()
         yield Static(f"vchansim inspect · channels in {self.rundir.path}", classes="title")
-        table: DataTable[str] = DataTable(id="channels", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield Overview(id="channels")
         yield Static(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.set_interval(RELOAD, self._reload_if_shown)
+        self.set_interval(SAMPLE, self._sample_if_shown)
         if self.pending_attach is not None:
             self.pending_timer = self.set_interval(PENDING_RELOAD, self._reload_if_pending)
 
@@ -74,7 +85,12 @@ class ChannelsScreen(Screen[None]):
         elif self.is_current:
             self.action_reload()
 
+    def _sample_if_shown(self) -> None:
+        if self.is_current:
+            self.sample()
+
     def on_unmount(self) -> None:
+        self._watch([])
         if self.link is not None:
             self.link.close()
 
@@ -96,36 +112,62 @@ class ChannelsScreen(Screen[None]):
             self._status(str(exc), bad=True)
             return None
 
+    def _watch(self, channels: list[ChannelInfo]) -> None:
+        """Watch exactly ``channels``: a source for each new one, the gone ones let go."""
+        listed = {info.path: info for info in channels}
+        for path in [p for p in self.watched if p not in listed]:
+            source = self.watched.pop(path)
+            self.frames.pop(path, None)
+            if source is not None:
+                source.close()
+        for path, info in listed.items():
+            if path not in self.watched:
+                try:
+                    self.watched[path] = LiveSource(self.rundir, info)
+                except BackendError:  # gone between the listing and the mapping
+                    self.watched[path] = None
+
+    def sample(self) -> None:
+        """A frame of every watched channel, and the rows redrawn from them."""
+        for path, source in self.watched.items():
+            if source is not None:
+                self.frames[path] = source.frame()
+        self.query_one(Overview).show([(c, self.frames.get(c.path)) for c in self.channels])
+        if self.link is None:  # no hub: the status says so already
+            return
+        flagged = sum(bool(f.problems or f.stalls) for f in self.frames.values())
+        count = len(self.channels)
+        if not count:
+            self._status(
+                "no channels yet: waiting for a vchan server to publish "
+                + (repr(self.pending_attach) if self.pending_attach else "one")
+            )
+            return
+        self._status(
+            f"{count} channel{'s' if count != 1 else ''}"
+            + (f" · {flagged} with problems" if flagged else "")
+            + " · fill, rate: client→server server→client · enter or a click opens one",
+            bad=bool(flagged),
+        )
+
     def action_reload(self) -> None:
         """Re-read the hub's state and redraw the list, keeping the cursor's channel."""
         channels = self._read()
         if channels is None:
             self.channels = []
-            self.query_one(DataTable).clear()
+            self._watch([])
+            self.query_one(Overview).clear()
             return
-        table: DataTable[str] = self.query_one(DataTable)
-        chosen = self._chosen()
         self.channels = channels
-        table.clear()
-        for info in channels:
-            table.add_row(*info.row(), key=info.path)
-        if chosen is not None and chosen.path in {c.path for c in channels}:
-            table.move_cursor(row=[c.path for c in channels].index(chosen.path))
-        count = len(channels)
-        self._status(
-            f"{count} channel{'s' if count != 1 else ''} · enter, or a click on the "
-            "highlighted row, attaches"
-            if count
-            else "no channels yet: waiting for a vchan server to publish "
-            + (repr(self.pending_attach) if self.pending_attach else "one")
-        )
+        self._watch(channels)
+        self.sample()
         if self.pending_attach is not None and channels:
             wanted, self.pending_attach = self.pending_attach, None
             self._attach_path(wanted)
 
     def _chosen(self) -> ChannelInfo | None:
-        row = self.query_one(DataTable).cursor_row
-        return self.channels[row] if 0 <= row < len(self.channels) else None
+        path = self.query_one(Overview).chosen_path()
+        return next((c for c in self.channels if c.path == path), None)
 
     def _attach_path(self, wanted: str) -> None:
         try:
