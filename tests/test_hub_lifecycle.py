@@ -180,7 +180,7 @@ def test_foreground_hub_refuses_a_served_directory(rundir: RunDir) -> None:
             timeout=10,
         )
         assert second.returncode == 1
-        assert b"a hub is already serving" in second.stderr
+        assert f"{rundir.hub} is already being served".encode() in second.stderr
         assert _hub_pid(rundir) == first.pid
     finally:
         first.send_signal(signal.SIGTERM)

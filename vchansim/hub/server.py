@@ -20,7 +20,6 @@ import os
 import selectors
 import signal
 import socket
-import stat
 import struct
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..rundir import RunDir
+from ..unixsock import listen_unix
 from ..xen import DOMID_MAX, DOMID_SELF, RequestError
 from ..xenmodel.grants import check_page_count
 from ..xenstore.server import XenstoreService
@@ -224,16 +224,7 @@ class Hub:
         """Bind the control socket (replacing a dead hub's) and prepare the loop."""
         os.makedirs(self.rundir.xs_dir, mode=0o700, exist_ok=True)
         path = os.fspath(self.rundir.hub)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            _remove_dead_socket(path)
-            listener.bind(path)
-            os.chmod(path, 0o600)
-            listener.listen(socket.SOMAXCONN)  # many ends may start at once
-            listener.setblocking(False)
-        except OSError:
-            listener.close()
-            raise
+        listener = listen_unix(path, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         info = os.stat(path)
         self._listener, self._listener_inode = listener, (info.st_dev, info.st_ino)
         self.selector.register(listener, selectors.EVENT_READ, self._accept)
@@ -279,7 +270,8 @@ class Hub:
             self.xenstore.listen(domid, path)
         except OSError as exc:
             raise RequestError(
-                exc.errno or errno.EEXIST, f"cannot serve xenstore socket {path}: {exc}"
+                exc.errno or errno.EEXIST,
+                f"cannot serve xenstore socket {path}: {exc.strerror or exc}",
             ) from None
         self._xs_domains[domid] = path
         return path
@@ -729,27 +721,6 @@ class Hub:
             info = os.lstat(path)
             if (info.st_dev, info.st_ino) == inode:
                 os.unlink(path)
-
-
-def _remove_dead_socket(path: str) -> None:
-    """Unlink a socket file nobody listens on (a killed hub's); refuse a live one, and
-    anything that is not a socket at all."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise FileExistsError(errno.EEXIST, f"{path} exists and is not a socket")
-    except FileNotFoundError:
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        probe.connect(path)
-    except FileNotFoundError:
-        return
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise FileExistsError(errno.EEXIST, f"a hub is already serving {path}")
 
 
 def run_hub(

@@ -18,11 +18,11 @@ import os
 import selectors
 import signal
 import socket
-import stat
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..unixsock import listen_unix
 from ..xen import check_domid
 from .store import Xenstored, XsConnection
 from .wire import XsProtocolError
@@ -204,20 +204,10 @@ class XenstoreService:
         check_domid(domid)
         path = os.fspath(path)
         self.store.ensure_domain(domid)
-        _remove_stale_socket(path)
+        sock = listen_unix(path, socket.SOCK_STREAM)  # refused before anything changes
         for old in [lst for lst in self._listeners if lst.domid == domid]:
             old.close()
             self._listeners.remove(old)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            # Tightened before listen(), so no connection can come in under looser bits.
-            os.chmod(path, 0o600)
-            sock.listen(socket.SOMAXCONN)  # many processes may connect at once
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
         listener = _Listener(self, sock, domid, path)
         self._listeners.append(listener)
         if self._selector is not None:
@@ -306,24 +296,6 @@ def _inode(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return info.st_dev, info.st_ino
-
-
-def _remove_stale_socket(path: str) -> None:
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: left over from a dead server
-        return
-    finally:
-        probe.close()
-    raise FileExistsError(f"{path} is already being served")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
