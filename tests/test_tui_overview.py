@@ -5,6 +5,7 @@ so, and the stalled one opens in its own view."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 
 from helpers import procs
@@ -52,9 +53,12 @@ def test_the_overview_shows_every_channels_rate_fill_and_problems_and_opens_one(
     async def body(pilot: Pilot[object]) -> None:
         screen = app.screen
         assert isinstance(screen, ChannelsScreen)
-        await until_shown(pilot, f"1→2 {STUCK}  connected  0% 100%  ◐ consumer-stalled")
+        # Columns: channel, state, fill, rate B/s (both rings), problems.
+        stuck = re.compile(rf"1→2 {STUCK}  connected  0 100 +\S+ \S+ +◐ consumer-stalled")
+        await until(pilot, lambda: stuck.search(app.export_text()), "the stuck row")
         assert "1 with problems" in app.export_text()
-        await until_shown(pilot, f"1→2 {PATH}    connected  0% 0%    ok")
+        busy = re.compile(rf"1→2 {PATH} +connected  0 0 +\S+ \S+ +ok")
+        await until(pilot, lambda: busy.search(app.export_text()), "the busy row")
 
         moved = asyncio.ensure_future(asyncio.to_thread(move, busy_client, busy_server))
         await until(

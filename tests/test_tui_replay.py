@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers.demo_trace import FAULT_T, RECORDS, ring
-from helpers.pilot import run, until
+from helpers.pilot import run, until, until_shown
 from textual.pilot import Pilot
 
 from vchansim.trace import TraceError, TraceWriter
@@ -187,17 +187,20 @@ def test_help_lists_every_key_of_the_screen_including_unshown_ones(demo_trace: P
 
 
 def test_a_small_terminal_gets_a_sentence_until_it_is_big_enough(demo_trace: Path) -> None:
+    """A resize is a message: the app restyles and repaints on its own turns, later
+    still on a loaded machine, so each check waits for what it expects (to a deadline)."""
     app = InspectorApp(trace=demo_trace, autoplay=False)
 
     async def body(pilot: Pilot) -> None:
         notice = app.screen.query_one(TooSmall)
-        assert notice.display and not app.screen.query_one(Timeline).display
-        assert "The terminal is 60x20; the inspector needs at least 80x24" in app.export_text()
+        timeline = app.screen.query_one(Timeline)
+        await until(pilot, lambda: notice.display and not timeline.display, "the notice")
+        await until_shown(pilot, "The terminal is 60x20; the inspector needs at least 80x24")
         await pilot.resize_terminal(79, 30)
-        assert "79x30" in app.export_text()
+        await until_shown(pilot, "The terminal is 79x30")
         await pilot.resize_terminal(80, 24)
-        assert not notice.display and app.screen.query_one(Timeline).display
-        assert "#1/12" in app.export_text()
+        await until(pilot, lambda: not notice.display and timeline.display, "the view again")
+        await until_shown(pilot, "#1/12")
 
     run(app, body, size=(60, 20))
 

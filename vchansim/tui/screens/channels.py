@@ -52,6 +52,8 @@ class ChannelsScreen(Screen[None]):
         self.rundir = rundir
         self.pending_attach = attach
         self.link: HubLink | None = None
+        #: Whether the last read of the hub succeeded (else the status says why not).
+        self.reachable = False
         self.channels: list[ChannelInfo] = []
         #: path -> the source watching that channel for its row (None: could not map it).
         self.watched: dict[str, LiveSource | None] = {}
@@ -99,18 +101,31 @@ class ChannelsScreen(Screen[None]):
         status.set_class(bad, "-bad")
         status.update(text)
 
+    def list_channels(self) -> list[ChannelInfo]:
+        """The hub's channels now, through a link kept open between reads (BackendError
+        if the hub cannot be asked)."""
+        if self.link is None:
+            self.link = HubLink(self.rundir)
+        return self.link.channels()
+
+    def open_source(self, info: ChannelInfo) -> LiveSource:
+        """A source watching ``info`` through read-only mappings of its own (BackendError
+        if it went meanwhile)."""
+        return LiveSource(self.rundir, info)
+
     def _read(self) -> list[ChannelInfo] | None:
         """The channels now, or None (status says why) if the hub cannot be asked."""
         try:
-            if self.link is None:
-                self.link = HubLink(self.rundir)
-            return self.link.channels()
+            channels = self.list_channels()
         except BackendError as exc:
             if self.link is not None:
                 self.link.close()
                 self.link = None
+            self.reachable = False
             self._status(str(exc), bad=True)
             return None
+        self.reachable = True
+        return channels
 
     def _watch(self, channels: list[ChannelInfo]) -> None:
         """Watch exactly ``channels``: a source for each new one, the gone ones let go."""
@@ -123,7 +138,7 @@ class ChannelsScreen(Screen[None]):
         for path, info in listed.items():
             if path not in self.watched:
                 try:
-                    self.watched[path] = LiveSource(self.rundir, info)
+                    self.watched[path] = self.open_source(info)
                 except BackendError:  # gone between the listing and the mapping
                     self.watched[path] = None
 
@@ -133,7 +148,7 @@ class ChannelsScreen(Screen[None]):
             if source is not None:
                 self.frames[path] = source.frame()
         self.query_one(Overview).show([(c, self.frames.get(c.path)) for c in self.channels])
-        if self.link is None:  # no hub: the status says so already
+        if not self.reachable:  # no hub: the status says so already
             return
         flagged = sum(bool(f.problems or f.stalls) for f in self.frames.values())
         count = len(self.channels)
@@ -146,7 +161,7 @@ class ChannelsScreen(Screen[None]):
         self._status(
             f"{count} channel{'s' if count != 1 else ''}"
             + (f" · {flagged} with problems" if flagged else "")
-            + " · fill, rate: client→server server→client · enter or a click opens one",
+            + " · fill, rate: c→s s→c · enter opens one",
             bad=bool(flagged),
         )
 
@@ -178,7 +193,7 @@ class ChannelsScreen(Screen[None]):
     def attach(self, info: ChannelInfo) -> None:
         """Open the live view of ``info``; an error dialog if it has gone meanwhile."""
         try:
-            source = LiveSource(self.rundir, info)
+            source = self.open_source(info)
         except BackendError as exc:
             self.app.push_screen(ErrorScreen("cannot attach", str(exc)))
             return

@@ -17,12 +17,16 @@ from textual.widgets import DataTable
 
 from ..frames import CLIENT_STATES, SERVER_STATES, Frame, RingFrame, live_word
 from ..live import ChannelInfo
-from .ring import human_bytes
 
-#: Column names, in order, so that at 80 columns what matters most is on screen (the
-#: table scrolls sideways for the rest).  Fill and rate are of the left ring (client →
-#: server), then the right one (server → client), as in the channel view.
-COLUMNS = ("channel", "state", "fill", "problems", "rate")
+#: Column names, in order, narrow enough that a row fits 80 columns: the problems, whose
+#: width varies most, come last.  Fill and rate are of the left ring (client → server),
+#: then the right one (server → client), as in the channel view; rates in bytes a second.
+COLUMNS = ("channel", "state", "fill %", "rate B/s", "problems")
+
+#: What each end's live byte says, in a word (the channel view spells it out).
+_SHORT_STATES = {"connected": "up", "exited": "exited", "not yet connected": "waiting"}
+#: Suffixes of :func:`short_bytes`, by power of 1024.
+_SHORT_UNITS = ("", "K", "M", "G", "T")
 
 
 def name(info: ChannelInfo) -> str:
@@ -33,38 +37,54 @@ def name(info: ChannelInfo) -> str:
     return f"{info.server}→{info.client} {path}"
 
 
+def short_bytes(count: float) -> str:
+    """``512``, ``1.5K``, ``200K``, ``20.6M``: at most five characters, for a column that
+    holds two of them."""
+    power = 0
+    while count >= 1000 and power < len(_SHORT_UNITS) - 1:
+        count /= 1024
+        power += 1
+    if power == 0:
+        return f"{count:.0f}"
+    digits = 1 if count < 100 else 0
+    return f"{count:.{digits}f}{_SHORT_UNITS[power]}"
+
+
 def _fill(ring: RingFrame) -> str:
     size = ring.size
-    return "?" if size is None else f"{min(100 * ring.fill // size, 999)}%"
+    return "?" if size is None else str(min(100 * ring.fill // size, 999))
 
 
 def _rates(frame: Frame) -> str:
-    return " ".join(f"{human_bytes(ring.rate)}/s" for ring in frame.rings)
+    return " ".join(short_bytes(ring.rate) for ring in frame.rings)
 
 
 def verdicts(frame: Frame) -> Text:
-    """The channel's problems in a few words: red for what can only end in a hang."""
+    """The channel's problems in a few words: red for what can only end in a hang, each
+    named; a stall beside a hang is only counted (the hang is what to look at)."""
     hangs = [*(["corrupt page"] if frame.problems else [])]
     hangs += [s.name for s in frame.stalls if s.severity == "hang"]
     stalls = [s.name for s in frame.stalls if s.severity != "hang"]
     if not hangs and not stalls:
         return Text("ok", style="green")
-    text = Text()
-    if hangs:
-        text.append("✖ " + ", ".join(hangs), style="bold red")
+    if not hangs:
+        return Text("◐ " + ", ".join(stalls), style="yellow")
+    text = Text("✖ " + ", ".join(hangs), style="bold red")
     if stalls:
-        text.append((" " if hangs else "") + "◐ " + ", ".join(stalls), style="yellow")
+        text.append(f" +{len(stalls)} stall{'s' if len(stalls) > 1 else ''}", style="yellow")
     return text
 
 
 def state(frame: Frame) -> str:
-    """``connected`` when both ends are, else what each end's live byte says."""
+    """``connected`` when both ends are, else what the ends that are not say
+    (``cli exited``, ``cli waiting``)."""
     page = frame.page
-    server = live_word(page.srv_live, SERVER_STATES)
-    client = live_word(page.cli_live, CLIENT_STATES)
-    if server == client == "connected":
-        return "connected"
-    return f"server {server}, client {client}"
+    words = {
+        "srv": live_word(page.srv_live, SERVER_STATES),
+        "cli": live_word(page.cli_live, CLIENT_STATES),
+    }
+    odd = [f"{end} {_SHORT_STATES.get(w, w)}" for end, w in words.items() if w != "connected"]
+    return " ".join(odd) or "connected"
 
 
 def row(info: ChannelInfo, frame: Frame | None) -> tuple[str | Text, ...]:
@@ -75,8 +95,8 @@ def row(info: ChannelInfo, frame: Frame | None) -> tuple[str | Text, ...]:
         name(info),
         state(frame),
         " ".join(_fill(ring) for ring in frame.rings),
-        verdicts(frame),
         _rates(frame),
+        verdicts(frame),
     )
 
 
