@@ -45,7 +45,7 @@ def test_attach_to_a_channel_between_two_processes_and_watch_it_work_block_and_e
 
     async def body(pilot: Pilot) -> None:
         # The overview's row: both ends, 300 B of 1 KiB in the client's ring, no problem.
-        row = f"1→2 {PATH}  connected  29% 0%  ok        0 B/s 0 B/s"
+        row = f"1→2 {PATH}  connected  29 0    0 0       ok"
         await until_shown(pilot, row)
         # The row is highlighted already, so one click on it attaches (as Enter would).
         await pilot.click(app.screen.query_one(DataTable), offset=(2, 1))
