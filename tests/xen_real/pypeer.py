@@ -4,12 +4,16 @@ The real-Xen tests pair this with itself and with Xen's C library in every combi
 so both speak the same command line and print the same one-line JSON result:
 
     PYTHONPATH=. python tests/xen_real/pypeer.py [-r KEY] [-s MINSIZE] [-w SECONDS]
-        [--backend NAME] ROLE DOMID PATH (echo | source N | sink N | ping N SIZE | roundtrip N)
+        [--ready KEY] [--backend NAME] ROLE DOMID PATH
+        (echo | source N | sink N | ping N SIZE | roundtrip N | await-close)
 
 ``roundtrip N`` (Python only) sends N random bytes to an echo peer while reading the echo
-back, and compares SHA-256 digests: data both ways through one channel.  The tests call
-:func:`run` in a forked child rather than spawning an interpreter, which under an emulated
-CPU costs seconds.
+back, and compares SHA-256 digests: data both ways through one channel.  ``await-close``
+(Python only) pings an echo peer once, then waits for the peer to go (killed, say) and
+reports how long the close took to be seen.  ``--ready KEY`` writes KEY in XenStore once
+the channel works (after the first ping for ``await-close``), for whoever kills the peer.
+The tests call :func:`run` in a forked child rather than spawning an interpreter, which
+under an emulated CPU costs seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vchansim.backends import get_backend
@@ -58,11 +62,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("-r", dest="report_key", help="also write the result to this XenStore key")
     parser.add_argument("-s", dest="min_size", type=int, default=0, help="server ring minimum")
     parser.add_argument("-w", dest="wait", type=float, default=0.0, help="client retry window")
+    parser.add_argument("--ready", dest="ready_key", help="XenStore key to write when ready")
     parser.add_argument("--backend", default="xen")
     parser.add_argument("role", choices=("server", "client"))
     parser.add_argument("peer", type=int)
     parser.add_argument("path")
-    parser.add_argument("mode", choices=("echo", "source", "sink", "ping", "roundtrip"))
+    modes = ("echo", "source", "sink", "ping", "roundtrip", "await-close")
+    parser.add_argument("mode", choices=modes)
     parser.add_argument("count", type=int, nargs="?", default=0)
     parser.add_argument("size", type=int, nargs="?", default=1)
     return parser.parse_args(argv)
@@ -161,6 +167,29 @@ def roundtrip(chan: Vchan, total: int, result: dict[str, Any]) -> None:
         raise AssertionError("SHA-256 of the echo differs from what was sent")
 
 
+#: How long await-close waits for the peer to go.
+CLOSE_DEADLINE = 60.0
+
+
+def await_close(chan: Vchan, ready: Callable[[], None], result: dict[str, Any]) -> None:
+    """One ping through the echo, then wait until the peer is gone (live byte cleared).
+
+    Counts the wake-ups after which the peer still looked alive: the kernel of an
+    auto-translated (HVM/PVH) domain may send a dead client's unmap-notify event before
+    it clears the byte (docs/protocol.md §6.3), so a wake-up alone proves nothing and
+    the wait re-checks each second."""
+    ping(chan, 1, 1, result)
+    ready()
+    start = time.monotonic()
+    result["woken_while_live"] = 0
+    while chan.is_open():
+        if time.monotonic() - start > CLOSE_DEADLINE:
+            raise AssertionError(f"the peer still looks alive after {CLOSE_DEADLINE} s")
+        if chan.wait(1.0) and chan.is_open():
+            result["woken_while_live"] += 1
+    result["close_seen_s"] = round(time.monotonic() - start, 3)
+
+
 def run(argv: Sequence[str]) -> dict[str, Any]:
     """Run one peer to completion; the result says ok or names the failure."""
     args = parse(argv)
@@ -174,8 +203,18 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         "error": "",
     }
     backend = get_backend(args.backend)
+
+    def ready() -> None:
+        if args.ready_key:
+            with backend.store() as store:
+                store.write(args.ready_key, b"1")
+
     try:
         with connect(backend, args) as chan:
+            if args.mode == "await-close":
+                await_close(chan, ready, result)
+            else:
+                ready()
             if args.mode == "echo":
                 echo(chan, result)
             elif args.mode == "source":
@@ -184,7 +223,7 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
                 sink(chan, args.count, result)
             elif args.mode == "ping":
                 ping(chan, args.count, args.size, result)
-            else:
+            elif args.mode == "roundtrip":
                 roundtrip(chan, args.count, result)
         result["ok"] = True
     except (OSError, AssertionError, ChannelClosed) as exc:
