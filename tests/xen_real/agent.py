@@ -14,7 +14,8 @@ each, and reads the answers beside them:
 * ``data/agent/N/request = {"kill": M}`` sends SIGKILL to request M's peer and answers
   ``N/result = {"ok": true}``; M's result then says which signal ended it.
 
-``data/agent/ready`` appears once the agent listens.  The agent never exits by itself: dom0
+``data/agent/ready`` appears once the agent listens, holding the guest's uptime then (its
+boot to a listening agent, in seconds).  The agent never exits by itself: dom0
 destroys the guest.
 
     python3 agent.py [C_PEER_BINARY]
@@ -193,7 +194,8 @@ class Agent:
 
     def serve(self) -> None:
         self.store.watch(ROOT, "agent")
-        self.store.write(f"{ROOT}/ready", b"1")
+        uptime = Path("/proc/uptime").read_text().split()[0]
+        self.store.write(f"{ROOT}/ready", uptime.encode())
         while True:
             self.poll_requests()
             self.reap()

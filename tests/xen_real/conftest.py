@@ -6,7 +6,10 @@ round trip is covered by ``tests/test_xen_vm.py``); naming the directory runs it
 without ``/dev/xen/evtchn`` every test is skipped with the reason.
 
 Peers are started by :mod:`launch`.  Every measurement is appended to
-``$VCHANSIM_XEN_RESULTS/results.jsonl``.
+``$VCHANSIM_XEN_RESULTS/results.jsonl``; each test's start is a line of the VM's
+``progress`` file, which the harness shows when its timeout strikes (naming the test that
+hung).  The guests of the cross-domain tests start booting when the session starts and
+their tests run last, so that the boot overlaps collection and dom0's own tests.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guests import KERNEL, RAMDISK, Booting
 from launch import Peer, c_peer_process, python_peer
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 ON_XEN = os.path.exists("/dev/xen/evtchn")
 PEER_SOURCE = REPO / "tests" / "c" / "xen" / "vchan_peer.c"
+RESULTS = os.environ.get("VCHANSIM_XEN_RESULTS")
+#: The module whose tests need the guests.
+GUEST_TESTS = "test_real_domu.py"
 
 
 def _names_this_directory(arg: str) -> bool:
@@ -48,6 +55,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         for item in mine:
             item.add_marker(skip)
+    items.sort(key=lambda item: item.path.name == GUEST_TESTS)  # stable: guests' tests last
+
+
+def progress(text: str) -> None:
+    """A line in the VM's progress file, stamped with dom0's uptime."""
+    if RESULTS:
+        uptime = Path("/proc/uptime").read_text().split()[0]
+        with Path(RESULTS, "progress").open("a") as out:
+            out.write(f"{uptime} {text}\n")
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    progress(f"test started: {nodeid}")
+
+
+_BOOTING = pytest.StashKey[Booting]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With a guest image on a hypervisor, start creating the guests now: they boot while
+    pytest collects and dom0's own tests run (at a lower scheduler weight than dom0)."""
+    if ON_XEN and KERNEL and RAMDISK:
+        booting = Booting()
+        session.stash[_BOOTING] = booting
+        progress("guests: creating " + ", ".join(f"{n} ({k})" for n, k in booting.kinds.items()))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Destroy the guests; each one's boot time goes to
+    ``$VCHANSIM_XEN_RESULTS/guests.json``."""
+    booting = session.stash.get(_BOOTING, None)
+    if booting is None:
+        return
+    booting.destroy()
+    if RESULTS and booting.boot_seconds:
+        Path(RESULTS, "guests.json").write_text(
+            json.dumps({"ready_uptime_s": booting.boot_seconds, "types": booting.kinds}) + "\n"
+        )
+
+
+@pytest.fixture(scope="session")
+def guest_boot(request: pytest.FixtureRequest) -> Booting | None:
+    """The guests being created since the session started (None without a guest image)."""
+    return request.session.stash.get(_BOOTING, None)
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +134,7 @@ def start(c_peer_binary: Path) -> Iterator[Callable[..., Peer]]:
 
 @pytest.fixture(scope="session")
 def results_file() -> Path | None:
-    directory = os.environ.get("VCHANSIM_XEN_RESULTS")
-    return Path(directory) / "results.jsonl" if directory else None
+    return Path(RESULTS) / "results.jsonl" if RESULTS else None
 
 
 @pytest.fixture
@@ -117,8 +167,7 @@ def xs_path() -> str:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the measurements next to the verdicts (they land in the harness's output)."""
-    directory = os.environ.get("VCHANSIM_XEN_RESULTS")
-    path = Path(directory, "results.jsonl") if directory else None
+    path = Path(RESULTS, "results.jsonl") if RESULTS else None
     if path is None or not path.exists():
         return
     terminalreporter.section("measurements (emulated CPU: for comparison, not performance)")

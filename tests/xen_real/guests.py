@@ -1,8 +1,8 @@
 """PV guests for the real-Xen tests, and dom0's side of their agent (:mod:`agent`).
 
-``boot(names)`` creates guests from the image ``tools/xen-vm-test --domu`` built and waits
-until each guest's agent listens; a :class:`Guest` then starts peers in it, kills them and
-collects their reports, all through the guest's XenStore directory.
+:class:`Booting` creates guests from the image ``tools/xen-vm-test --domu`` built, all at
+once, and waits until each guest's agent listens; a :class:`Guest` then starts peers in
+it, kills them and collects their reports, all through the guest's XenStore directory.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,18 @@ from vchansim.errors import StoreError
 
 KERNEL = os.environ.get("VCHANSIM_XEN_DOMU_KERNEL", "")
 RAMDISK = os.environ.get("VCHANSIM_XEN_DOMU_RAMDISK", "")
-#: Booting a guest and importing vchansim in it under an emulated CPU.
-BOOT_DEADLINE = 180.0
+#: Booting the guests and importing vchansim in them under an emulated CPU, while dom0's
+#: own tests run (about a minute and a half on two loaded cores).
+BOOT_DEADLINE = 360.0
 #: Memory of each guest: its initramfs (Python and vchansim) lives in it.
 GUEST_MIB = 200
+#: Each guest's scheduler weight (dom0 has Xen's default, 256): the guests boot while
+#: dom0's own tests run, and must not starve them.
+GUEST_WEIGHT = 32
+#: The guests the cross-domain tests use, by short name: two PV ones (a, b) and a PVH one
+#: (c), whose kernel maps grants through the hypervisor's second-stage page tables
+#: (auto-translated) instead of PV page tables.
+GUEST_TYPES = {"a": "pv", "b": "pv", "c": "pvh"}
 
 Report = dict[str, Any]
 
@@ -99,28 +107,57 @@ def _config(directory: Path, name: str, kind: str) -> Path:
     config.write_text(
         f'name = "{name}"\ntype = "{kind}"\nkernel = "{KERNEL}"\nramdisk = "{RAMDISK}"\n'
         f'extra = "console=hvc0 quiet"\nmemory = {GUEST_MIB}\nvcpus = 1\n'
-        'on_poweroff = "destroy"\n'
+        f'cpu_weight = {GUEST_WEIGHT}\non_poweroff = "destroy"\n'
     )
     return config
 
 
-@contextmanager
-def boot(directory: Path, kinds: dict[str, str]) -> Iterator[list[Guest]]:
-    """Create guests (name -> type, "pv" or "pvh"), wait for their agents, destroy them
-    afterwards."""
-    created: list[str] = []
-    try:
-        for name, kind in kinds.items():
-            xl("create", str(_config(directory, name, kind)))
-            created.append(name)
-        guests = [Guest(name, int(xl("domid", name))) for name in kinds]
-        deadline = time.monotonic() + BOOT_DEADLINE
-        for guest in guests:
+class Booting:
+    """Guests being created, all at once and in the background: ``xl create`` of each is
+    started without waiting, so the guests boot while dom0's own tests run.  ``ready()``
+    waits for every agent; ``destroy()`` removes whatever was created."""
+
+    def __init__(self, kinds: dict[str, str] = GUEST_TYPES) -> None:
+        self.kinds = kinds
+        self.started = time.monotonic()
+        self._configs = Path(tempfile.mkdtemp(prefix="vchansim-guests-"))
+        directory = self._configs
+        self._creating = {
+            name: subprocess.Popen(
+                ["xl", "create", str(_config(directory, f"vchansim-{name}", kind))],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for name, kind in kinds.items()
+        }
+        self._guests: dict[str, Guest] | None = None
+        #: Each guest's uptime when its agent listened: its boot, in seconds.
+        self.boot_seconds: dict[str, float] = {}
+
+    def ready(self) -> dict[str, Guest]:
+        """The guests by short name, once every agent listens (booting under an emulated
+        CPU)."""
+        if self._guests is not None:
+            return self._guests
+        deadline = self.started + BOOT_DEADLINE
+        for name, creating in self._creating.items():
+            out, _ = creating.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert creating.returncode == 0, f"xl create {name} failed: {out}"
+        guests = {n: Guest(f"vchansim-{n}", int(xl("domid", f"vchansim-{n}"))) for n in self.kinds}
+        for name, guest in guests.items():
             try:
-                wait_value(f"{guest.home}/data/agent/ready", deadline)
+                uptime = wait_value(f"{guest.home}/data/agent/ready", deadline)
             except TimeoutError as exc:
                 raise AssertionError(f"{exc}; console:\n{console_tail(guest.name)}") from None
-        yield guests
-    finally:
-        for name in created:
-            subprocess.run(["xl", "destroy", name], capture_output=True, timeout=120)
+            self.boot_seconds[name] = float(uptime)
+        self._guests = guests
+        return guests
+
+    def destroy(self) -> None:
+        for name, creating in self._creating.items():
+            if creating.poll() is None:
+                creating.kill()
+                creating.communicate()
+            subprocess.run(["xl", "destroy", f"vchansim-{name}"], capture_output=True, timeout=120)
+        shutil.rmtree(self._configs, ignore_errors=True)
