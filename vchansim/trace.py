@@ -13,10 +13,11 @@ the line and what is wrong with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +49,7 @@ class TraceWriter:
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._failed: TraceError | None = None
         try:
             self._file: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
@@ -55,18 +57,31 @@ class TraceWriter:
         self._put({"type": "header", "format": FORMAT, "version": VERSION, **header})
 
     def _put(self, record: dict[str, Any]) -> None:
+        """Write one line; a write that fails (a full disk) closes the file and raises a
+        TraceError saying so, as does every later call: no record is dropped unsaid."""
         line = json.dumps(record, separators=(",", ":"), default=str)
         with self._lock:
-            if self._file is not None:
+            if self._failed is not None:
+                raise self._failed
+            if self._file is None:
+                return
+            try:
                 self._file.write(line + "\n")
                 self._file.flush()
+            except OSError as exc:
+                self._failed = TraceError(f"cannot write trace {self.path}: {exc.strerror}")
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
+                raise self._failed from None
 
     def record(self, record_type: str, t: float, /, **fields: Any) -> None:
         """Append a record of ``record_type`` at time ``t`` (seconds since the run began)."""
         self._put({"type": record_type, "t": round(t, 6), **fields})
 
-    def close(self, t: float, passed: bool) -> None:
-        """Write the end record and close the file."""
+    def close(self, t: float, passed: bool | None) -> None:
+        """Write the end record and close the file; ``passed`` None: nothing was judged
+        (a recording of a live channel)."""
         self.record("end", t, passed=passed)
         with self._lock:
             if self._file is not None:
@@ -98,6 +113,54 @@ class RingSample(PageState):
     def right_fill(self) -> int:
         """Bytes in flight server -> client, as the indices say (unsanitised)."""
         return self.fill("right")
+
+    @classmethod
+    def of(
+        cls,
+        t: float,
+        state: PageState,
+        events: tuple[int, int] | None,
+        waits: tuple[Wait | None, Wait | None] | None,
+    ) -> RingSample:
+        """The sample of ``state`` read at ``t``, with the (server -> client, client ->
+        server) event counts and the waits (on ``t``'s clock) seen with it."""
+        srv_to_cli, cli_to_srv = events if events is not None else (None, None)
+        return cls(
+            **asdict(state),
+            t=t,
+            events_srv_to_cli=srv_to_cli,
+            events_cli_to_srv=cli_to_srv,
+            waits=waits,
+        )
+
+
+def ring_fields(sample: RingSample) -> dict[str, Any]:
+    """The fields of the ``ring`` record of ``sample`` (all but its type and time): the
+    one encoding every writer of ring records uses, the inverse of what the reader
+    decodes.  A sleep is stored by its age at ``sample.t``, so its start reads back on
+    whatever clock the trace's times are."""
+    events = None
+    if sample.events_srv_to_cli is not None and sample.events_cli_to_srv is not None:
+        events = {"srv_to_cli": sample.events_srv_to_cli, "cli_to_srv": sample.events_cli_to_srv}
+    waits = None
+    if sample.waits is not None:
+        waits = {
+            end: None
+            if w is None
+            else {"in": w.blocked.name.lower(), "for": round(sample.t - w.since, 6)}
+            for end, w in zip(("server", "client"), sample.waits, strict=True)
+        }
+    return {
+        "left": {"cons": sample.left_cons, "prod": sample.left_prod},
+        "right": {"cons": sample.right_cons, "prod": sample.right_prod},
+        "orders": [sample.left_order, sample.right_order],
+        "cli_live": sample.cli_live,
+        "srv_live": sample.srv_live,
+        "cli_notify": sample.cli_notify,
+        "srv_notify": sample.srv_notify,
+        "events": events,
+        "waits": waits,
+    }
 
 
 @dataclass
@@ -217,12 +280,18 @@ def _check_waits(line: _Line, waits: Any) -> None:
             )
 
 
+def _check_end(line: _Line) -> None:
+    """``passed`` is the run's verdict, or null where nothing was judged (a recording)."""
+    if "passed" not in line.record or line.record["passed"] is not None:
+        line.need("passed", bool)
+
+
 _CHECKS: dict[str, Callable[[_Line], object]] = {
     "ring": _check_ring,
     "endpoint": lambda line: (line.need("endpoint", str), line.need("event", str)),
     "fault": lambda line: (line.need("endpoint", str), line.need("kind", str)),
     "verdict": lambda line: (line.need("expectation", str), line.need("passed", bool)),
-    "end": lambda line: line.need("passed", bool),
+    "end": _check_end,
 }
 
 

@@ -3,7 +3,8 @@
 With no argument it lists the channels the hub of the run directory knows; choose one to
 attach.  CHANNEL attaches at once (its XenStore path, or the end of it).  --replay
 plays a trace written by vchansim run --trace.  The inspector maps control pages
-read-only and never writes to them: watching a channel does not change it.  --list
+read-only and never writes to them: watching a channel does not change it.  --record FILE
+records what the live view samples into a trace --replay plays.  --list
 prints the channels as text instead (for scripts, or a terminal too small for the TUI).
 """
 
@@ -44,6 +45,12 @@ def register(subparsers: Subcommands) -> None:
         "--paused", action="store_true", help="with --replay: start paused on the first record"
     )
     parser.add_argument(
+        "--record",
+        metavar="FILE",
+        type=Path,
+        help="record the channel viewed live into this trace (r stops and starts again)",
+    )
+    parser.add_argument(
         "--list", action="store_true", help="print the live channels as text and exit"
     )
     parser.add_argument(
@@ -55,6 +62,8 @@ def register(subparsers: Subcommands) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.replay is not None and (args.channel or args.list or args.rundir):
         raise ConfigError("--replay shows a trace: it takes no CHANNEL, --list or --rundir")
+    if args.record is not None and (args.replay is not None or args.list):
+        raise ConfigError("--record records a live channel: not with --replay or --list")
     if args.json and not args.list:
         raise ConfigError("--json only applies to --list")
     if args.paused and args.replay is None:
@@ -72,8 +81,13 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.replay is not None:
         app = InspectorApp(trace=args.replay, autoplay=not args.paused)
     else:
-        app = InspectorApp(rundir=prepare_rundir(args.rundir), attach=args.channel)
-    return app.run() or 0
+        app = InspectorApp(
+            rundir=prepare_rundir(args.rundir), attach=args.channel, record=args.record
+        )
+    status = app.run() or 0
+    for line in app.recordings.done:  # the screen has gone: say what was recorded
+        print(f"vchansim inspect: {line}", file=sys.stderr)
+    return status
 
 
 def _print_channels(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ..hub.observe import PageView, StatsView
 from ..layout import PageState
 from ..statspage import Wait
+from ..trace import RingSample, ring_fields
 
 #: How often the trace sampler looks at the control page (it records only changes).
 SAMPLE_PERIOD = 0.001
@@ -79,16 +80,6 @@ class MemoryObserver:
         self._page.release()
 
 
-def _waits_record(waits: tuple[Wait | None, Wait | None] | None, now: float) -> Any:
-    """The ring record's ``waits``: per end, what it sleeps in and for how long by now."""
-    if waits is None:
-        return None
-    return {
-        end: None if w is None else {"in": w.blocked.name.lower(), "for": round(now - w.since, 6)}
-        for end, w in zip(("server", "client"), waits, strict=True)
-    }
-
-
 class Sampler:
     """Records the control page whenever it changes, at up to 1/SAMPLE_PERIOD per second,
     and every ASLEEP_PERIOD while an end sleeps.
@@ -131,19 +122,8 @@ class Sampler:
             return
         self._last = (state, events, waits)
         self._recorded = now
-        self._record(
-            "ring",
-            now,
-            left={"cons": state.left_cons, "prod": state.left_prod},
-            right={"cons": state.right_cons, "prod": state.right_prod},
-            orders=[state.left_order, state.right_order],
-            cli_live=state.cli_live,
-            srv_live=state.srv_live,
-            cli_notify=state.cli_notify,
-            srv_notify=state.srv_notify,
-            events=events,
-            waits=_waits_record(waits, now),
-        )
+        counts = (events["srv_to_cli"], events["cli_to_srv"])
+        self._record("ring", now, **ring_fields(RingSample.of(now, state, counts, waits)))
 
     def stop(self) -> None:
         self._stop.set()

@@ -19,6 +19,7 @@ from textual.binding import Binding
 from ..rundir import RunDir
 from ..trace import TraceError
 from .playback import ReplaySource
+from .record import Recordings
 from .screens.base import MIN_HEIGHT, MIN_WIDTH, TALL, TALLER
 from .screens.channels import ChannelsScreen
 from .screens.dialogs import ErrorScreen, HelpScreen
@@ -36,7 +37,8 @@ _HEIGHT_CLASSES: list[tuple[int, str]] = [
 
 
 class InspectorApp(App[int]):
-    """``rundir`` (live channels, optionally attaching to ``attach``) or ``trace``."""
+    """``rundir`` (live channels, optionally attaching to ``attach``, ``record``: into
+    that trace file) or ``trace``."""
 
     CSS_PATH = "inspector.tcss"
     TITLE = "vchansim inspect"
@@ -55,6 +57,7 @@ class InspectorApp(App[int]):
         attach: str | None = None,
         trace: str | Path | None = None,
         autoplay: bool = True,
+        record: Path | None = None,
     ) -> None:
         super().__init__()
         if (rundir is None) == (trace is None):
@@ -63,12 +66,15 @@ class InspectorApp(App[int]):
         self.attach = attach
         self.trace = trace
         self.autoplay = autoplay
+        #: The recordings of live channels (``record``: the first channel view records
+        #: to that file at once).
+        self.recordings = Recordings(record)
         #: What the app returns when quit: 1 once it could not show what it was asked to.
         self.status = 0
 
     def on_mount(self) -> None:
         if self.rundir is not None:
-            self.push_screen(ChannelsScreen(self.rundir, self.attach))
+            self.push_screen(ChannelsScreen(self.rundir, self.attach, self.recordings))
             return
         assert self.trace is not None
         try:

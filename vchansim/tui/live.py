@@ -28,6 +28,7 @@ from ..hub.protocol import HubConnection, Op
 from ..layout import PageState
 from ..rundir import RunDir
 from ..statspage import Wait
+from ..trace import RingSample
 from .frames import (
     CLIENT_STATES,
     SERVER_STATES,
@@ -278,6 +279,8 @@ class LiveSource:
         self._identity: Identity | None = None
         self._notice = self._check()
         self.samples = 0
+        #: What the last frame was made of, as a trace records it (None before the first).
+        self.sample: RingSample | None = None
 
     def frame(self) -> Frame:
         now = time.monotonic()
@@ -287,12 +290,15 @@ class LiveSource:
         self.samples += 1
         page = self._view.snapshot()
         in_flight = self._in_flight.read(page)
+        t = now - self._start
         if self._stats is None:
-            return self._builder.feed(now - self._start, page, in_flight=in_flight)
+            self.sample = RingSample.of(t, page, None, None)
+            return self._builder.feed(t, page, in_flight=in_flight)
         server, client = self._stats.waits()
         waits = (_from(server, self._start), _from(client, self._start))
-        counts = EventCounts(*self._stats.counts())
-        return self._builder.feed(now - self._start, page, counts, waits, in_flight)
+        counts = self._stats.counts()
+        self.sample = RingSample.of(t, page, counts, waits)
+        return self._builder.feed(t, page, EventCounts(*counts), waits, in_flight)
 
     def identity(self) -> Identity | None:
         return self._identity

@@ -25,6 +25,7 @@ from ...errors import BackendError
 from ...rundir import RunDir
 from ..frames import Frame
 from ..live import ChannelInfo, HubLink, LiveSource, select_channel
+from ..record import Recordings
 from ..widgets.overview import Overview
 from .base import TooSmall
 from .dialogs import ErrorScreen
@@ -47,9 +48,12 @@ class ChannelsScreen(Screen[None]):
         Binding("r", "reload", "Reload"),
     ]
 
-    def __init__(self, rundir: RunDir, attach: str | None = None) -> None:
+    def __init__(
+        self, rundir: RunDir, attach: str | None = None, recordings: Recordings | None = None
+    ) -> None:
         super().__init__()
         self.rundir = rundir
+        self.recordings = recordings if recordings is not None else Recordings()
         self.pending_attach = attach
         self.link: HubLink | None = None
         #: Whether the last read of the hub succeeded (else the status says why not).
@@ -197,7 +201,7 @@ class ChannelsScreen(Screen[None]):
         except BackendError as exc:
             self.app.push_screen(ErrorScreen("cannot attach", str(exc)))
             return
-        self.app.push_screen(LiveScreen(source))
+        self.app.push_screen(LiveScreen(source, self.recordings))
 
     def action_attach(self) -> None:
         chosen = self._chosen()

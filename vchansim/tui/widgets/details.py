@@ -1,7 +1,8 @@
-"""Under the channel view, one of: the bytes in flight, or who the ends are.
+"""Under the channel view, one of: the bytes in flight, who the ends are, or (live) the
+history of the last minutes.
 
 A :class:`~textual.widgets.ContentSwitcher` so that the space a terminal has left over
-goes to one view at a time; the screen's keys choose (``b`` bytes, ``i`` ends).
+goes to one view at a time; the screen's keys choose (``b`` bytes, ``i`` ends, ``h`` history).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from textual.widgets import ContentSwitcher, Static
 from ..frames import Frame
 from ..identity import Identity
 from .hexdump import HexDump
+from .history import HistoryPanel
 from .text import set_text
 
 #: The views, by id, with the panel title each gets.
 VIEWS = {
     "bytes": "bytes in flight · from cons · b",
     "ends": "ends · xenstore · grants · i",
+    "history": "history · fill, events, notify changes · h",
 }
 
 
@@ -33,6 +36,7 @@ class Details(ContentSwitcher):
             yield HexDump(id="hex-left", classes="hex")
             yield HexDump(id="hex-right", classes="hex")
         yield Static(id="ends", markup=False)
+        yield HistoryPanel(id="history")
 
     def on_mount(self) -> None:
         self.border_title = VIEWS["bytes"]
@@ -40,6 +44,7 @@ class Details(ContentSwitcher):
     def choose(self, view: str) -> None:
         self.current = view
         self.border_title = VIEWS[view]
+        self.set_class(view == "history", "-history")
 
     def show(self, frame: Frame, identity: Identity | None) -> None:
         why = "n/a in a replay: a trace records indices"
