@@ -197,6 +197,10 @@ def test_inspect_refuses_what_it_cannot_do_with_a_reason() -> None:
     args = cli("--json")
     with pytest.raises(ConfigError, match="--json only applies to --list"):
         args.func(args)
+    for other in (("--replay", "x.trace"), ("--list",)):
+        args = cli("--record", "x.jsonl", *other)
+        with pytest.raises(ConfigError, match="--record records a live channel: not with"):
+            args.func(args)
 
 
 # -- watching changes nothing ---------------------------------------------------------------

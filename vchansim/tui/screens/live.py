@@ -46,14 +46,14 @@ class LiveScreen(ChannelScreen):
         self.record_error = ""
         self._drawn_slot = -1
 
+    # Textual calls each class's handler in turn, this one first: a recording starts
+    # before the first frame is sampled, and ends before the source is closed.
     def on_mount(self) -> None:
         if self.recordings.at_once:
             self.action_record()
-        super().on_mount()
 
     def on_unmount(self) -> None:
         self._stop_recording()
-        super().on_unmount()
 
     def next_frame(self) -> Frame:
         frame = self.source.frame()
