@@ -88,6 +88,25 @@ fp_fetch_add_u64(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---- the shm event channel's system calls ------------------------------------------- */
 
+/* Count one event in *counter (if not NULL) and write 1 to the eventfd; 0, or -1 with an
+ * exception set. */
+static int
+kick(int fd, uint64_t *counter)
+{
+    if (counter != NULL)
+        __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0) {
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* eventfd_kick(fd, counter_address): count one event (a locked add on the channel's
  * statistics page, skipped for address 0), then write 1 to the peer's eventfd. */
 static PyObject *
@@ -103,15 +122,8 @@ fp_eventfd_kick(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     uint64_t *counter = PyLong_AsVoidPtr(args[1]);
     if (counter == NULL && PyErr_Occurred())
         return NULL;
-    if (counter != NULL)
-        __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
-    uint64_t one = 1;
-    while (write(fd, &one, sizeof one) < 0) {
-        if (errno != EINTR)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-    }
+    if (kick(fd, counter) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -123,27 +135,27 @@ monotonic(void)
     return (double)now.tv_sec + now.tv_nsec * 1e-9;
 }
 
-/* wait_one(epfd, timeout): epoll_wait for one event for up to ``timeout`` seconds (None:
- * forever), with the GIL released; return the ready descriptor, or -1 on timeout.  An
- * interrupted wait runs the signal handlers and resumes with the time left (PEP 475). */
-static PyObject *
-fp_wait_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* A deadline ``timeout`` seconds from now, or none (*forever) for None. */
+static int
+deadline_arg(PyObject *arg, int *forever, double *deadline)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "wait_one(epfd, timeout)");
-        return NULL;
-    }
-    int epfd;
-    if (fd_arg(args[0], &epfd) < 0)
-        return NULL;
-    double deadline = 0;
-    int forever = args[1] == Py_None;
-    if (!forever) {
-        double timeout = PyFloat_AsDouble(args[1]);
-        if (timeout == -1.0 && PyErr_Occurred())
-            return NULL;
-        deadline = monotonic() + (timeout > 0 ? timeout : 0);
-    }
+    *forever = arg == Py_None;
+    *deadline = 0;
+    if (*forever)
+        return 0;
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return -1;
+    *deadline = monotonic() + (timeout > 0 ? timeout : 0);
+    return 0;
+}
+
+/* epoll_wait for one event until the deadline, with the GIL released: 1 and the ready
+ * descriptor in *fd, 0 on timeout, -1 with an exception set.  An interrupted wait runs
+ * the signal handlers and resumes with the time left (PEP 475). */
+static int
+epoll_one(int epfd, int forever, double deadline, int *fd)
+{
     for (;;) {
         int ms = -1;
         if (!forever) {
@@ -155,15 +167,38 @@ fp_wait_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_BEGIN_ALLOW_THREADS
         got = epoll_wait(epfd, &event, 1, ms);
         Py_END_ALLOW_THREADS
-        if (got > 0)
-            return PyLong_FromLong(event.data.fd);
+        if (got > 0) {
+            *fd = event.data.fd;
+            return 1;
+        }
         if (got == 0)
-            return PyLong_FromLong(-1);
-        if (errno != EINTR)
-            return PyErr_SetFromErrno(PyExc_OSError);
+            return 0;
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
         if (PyErr_CheckSignals() < 0)
-            return NULL;
+            return -1;
     }
+}
+
+/* wait_one(epfd, timeout): epoll_wait for one event for up to ``timeout`` seconds (None:
+ * forever); return the ready descriptor, or -1 on timeout. */
+static PyObject *
+fp_wait_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "wait_one(epfd, timeout)");
+        return NULL;
+    }
+    int epfd, forever, fd = -1;
+    double deadline;
+    if (fd_arg(args[0], &epfd) < 0 || deadline_arg(args[1], &forever, &deadline) < 0)
+        return NULL;
+    int got = epoll_one(epfd, forever, deadline, &fd);
+    if (got < 0)
+        return NULL;
+    return PyLong_FromLong(got ? fd : -1);
 }
 
 /* ---- RingCore: one direction of a ring ---------------------------------------------- */
@@ -308,6 +343,54 @@ count_arg(PyObject *arg, Py_ssize_t len, Py_ssize_t *n)
     return 0;
 }
 
+/* Copy n bytes in and publish them if they all fit now: 1, or 0 having done nothing. */
+static int
+ring_copy_in(RingCore *self, const char *src, size_t n)
+{
+    uint32_t prod;
+    uint32_t used = ring_used(self, NULL, &prod);
+    uint32_t space = used <= self->size ? self->size - used : 0;
+    if (n > space)
+        return 0;
+    /* The consumer's index was read before we overwrite the bytes it freed. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    uint32_t pos = prod & (self->size - 1);
+    uint32_t first = self->size - pos;
+    if (n <= first) {
+        memcpy(self->bytes + pos, src, n);
+    } else {
+        memcpy(self->bytes + pos, src, first);
+        memcpy(self->bytes, src + first, n - first);
+    }
+    __atomic_store_n(self->prod, prod + (uint32_t)n, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* If at least ``need`` bytes are ready, move up to n of them out and free them; the count
+ * (0 if fewer than ``need`` are there, or ``need`` is more than the ring holds). */
+static uint32_t
+ring_copy_out(RingCore *self, char *dst, size_t n, size_t need)
+{
+    uint32_t cons;
+    uint32_t ready = ring_used(self, &cons, NULL);
+    if (ready > self->size || need > ready || n == 0)
+        return 0;
+    /* The data is read only after the producer's index that published it. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    uint32_t count = n < ready ? (uint32_t)n : ready;
+    uint32_t pos = cons & (self->size - 1);
+    uint32_t first = self->size - pos;
+    if (count <= first) {
+        memcpy(dst, self->bytes + pos, count);
+    } else {
+        memcpy(dst, self->bytes + pos, first);
+        memcpy(dst + first, self->bytes, count - first);
+    }
+    /* Our reads of the bytes complete before the producer may reuse them. */
+    __atomic_store_n(self->cons, cons + count, __ATOMIC_RELEASE);
+    return count;
+}
+
 /* put(src, n=None): copy the first n bytes of src (None: all) in and publish them if they
  * all fit now; return n, or -1 (nothing done) if they do not fit. */
 static PyObject *
@@ -331,26 +414,9 @@ ring_put(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&src);
         return NULL;
     }
-    uint32_t prod;
-    uint32_t used = ring_used(self, NULL, &prod);
-    uint32_t space = used <= self->size ? self->size - used : 0;
-    if ((size_t)n > space) {
-        PyBuffer_Release(&src);
-        return PyLong_FromLong(-1);
-    }
-    /* The consumer's index was read before we overwrite the bytes it freed. */
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    uint32_t pos = prod & (self->size - 1);
-    uint32_t first = self->size - pos;
-    if ((size_t)n <= first) {
-        memcpy(self->bytes + pos, src.buf, n);
-    } else {
-        memcpy(self->bytes + pos, src.buf, first);
-        memcpy(self->bytes, (char *)src.buf + first, n - first);
-    }
+    int done = ring_copy_in(self, src.buf, n);
     PyBuffer_Release(&src);
-    __atomic_store_n(self->prod, prod + (uint32_t)n, __ATOMIC_RELEASE);
-    return PyLong_FromSsize_t(n);
+    return PyLong_FromSsize_t(done ? n : -1);
 }
 
 /* get(dst, n=None, need=1): if at least ``need`` bytes are ready (None: all n), move up
@@ -381,26 +447,8 @@ ring_get(RingCore *self, PyObject *const *args, Py_ssize_t nargs)
         if (need == -1 && PyErr_Occurred())
             goto fail;
     }
-    uint32_t cons;
-    uint32_t ready = ring_used(self, &cons, NULL);
-    if (ready > self->size || (size_t)need > ready || n == 0) {
-        PyBuffer_Release(&dst);
-        return PyLong_FromLong(0);
-    }
-    /* The data is read only after the producer's index that published it. */
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    uint32_t count = (size_t)n < ready ? (uint32_t)n : ready;
-    uint32_t pos = cons & (self->size - 1);
-    uint32_t first = self->size - pos;
-    if (count <= first) {
-        memcpy(dst.buf, self->bytes + pos, count);
-    } else {
-        memcpy(dst.buf, self->bytes + pos, first);
-        memcpy((char *)dst.buf + first, self->bytes, count - first);
-    }
+    uint32_t count = need < 0 ? 0 : ring_copy_out(self, dst.buf, (size_t)n, (size_t)need);
     PyBuffer_Release(&dst);
-    /* Our reads of the bytes complete before the producer may reuse them. */
-    __atomic_store_n(self->cons, cons + count, __ATOMIC_RELEASE);
     return PyLong_FromUnsignedLong(count);
 fail:
     PyBuffer_Release(&dst);
@@ -538,17 +586,33 @@ bit_arg(NotifyCore *self, PyObject *arg, unsigned char *bit)
 /* request(bit): ask the peer for an event when it next does ``bit``.  The locked OR is
  * skipped when the bit is still set from an earlier request: each byte has one setter
  * and one clearer, so a set bit stays set until the peer clears it. */
+static inline void
+request_bit(NotifyCore *self, unsigned char bit)
+{
+    if (__atomic_load_n(self->peer, __ATOMIC_RELAXED) & bit)
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);   /* order the caller's re-read after it */
+    else
+        __atomic_fetch_or(self->peer, bit, __ATOMIC_SEQ_CST);
+}
+
 static PyObject *
 notify_request(NotifyCore *self, PyObject *arg)
 {
     unsigned char bit;
     if (bit_arg(self, arg, &bit) < 0)
         return NULL;
-    if (__atomic_load_n(self->peer, __ATOMIC_RELAXED) & bit)
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);   /* order the caller's re-read after it */
-    else
-        __atomic_fetch_or(self->peer, bit, __ATOMIC_SEQ_CST);
+    request_bit(self, bit);
     Py_RETURN_NONE;
+}
+
+static inline int
+take_bit(NotifyCore *self, unsigned char bit)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!(__atomic_load_n(self->own, __ATOMIC_RELAXED) & bit))
+        return 0;
+    unsigned char old = __atomic_fetch_and(self->own, (unsigned char)~bit, __ATOMIC_SEQ_CST);
+    return old & bit;
 }
 
 /* take(bit): after a full fence (the index just published must be visible before the
@@ -559,11 +623,7 @@ notify_take(NotifyCore *self, PyObject *arg)
     unsigned char bit;
     if (bit_arg(self, arg, &bit) < 0)
         return NULL;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (!(__atomic_load_n(self->own, __ATOMIC_RELAXED) & bit))
-        Py_RETURN_FALSE;
-    unsigned char old = __atomic_fetch_and(self->own, (unsigned char)~bit, __ATOMIC_SEQ_CST);
-    return PyBool_FromLong(old & bit);
+    return PyBool_FromLong(take_bit(self, bit));
 }
 
 static PyObject *
@@ -599,6 +659,246 @@ static PyTypeObject NotifyCoreType = {
     .tp_methods = notify_methods,
 };
 
+/* ---- Waiter: a vchan call that blocks, as one call ------------------------------------
+ *
+ * In Python one blocking step -- arm the notify bit, re-check the ring, announce the
+ * sleep, wait, clear the announcement, look again -- is some eight calls, and a blocking
+ * write of more than the ring holds takes several.  Each runs with its interpreter state
+ * to bring back into caches that, with many endpoints sharing the CPUs, the others have
+ * evicted since: that, not the kernel's part, is what made a Python end's CPU per GiB
+ * grow with the number of pairs.  A Waiter does the whole call in C, sleeping with the
+ * GIL released, and goes back to sleep after a wake-up that brought too little without
+ * returning to Python.  The notify-bit protocol is the one every call here follows: the
+ * bit is armed only when the ring falls short, and the peer kicked only when it asked. */
+
+/* The notify bits (docs/protocol.md section 4.1) and what a waiter for each is asleep in
+ * (vchansim/statspage.py's Blocked). */
+#define NOTIFY_WRITE 0x1    /* "kick me when you write": a reader waiting for data */
+#define NOTIFY_READ 0x2     /* "kick me when you read": a writer waiting for space */
+#define BLOCKED_READ 1
+#define BLOCKED_WRITE 2
+
+static uint64_t
+monotonic_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+typedef struct {
+    PyObject_HEAD
+    NotifyCore *notify;   /* a reference held */
+    int epfd;             /* the epoll our port's incoming eventfd is in (edge-triggered) */
+    int kick_fd;          /* the peer's eventfd */
+    uint64_t *wait_word;  /* where we say we sleep, or NULL */
+    uint64_t *sent;       /* where our events are counted, or NULL */
+} Waiter;
+
+static int
+waiter_init(Waiter *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"notify", "epfd", "kick_fd", "wait_word", "sent_counter", NULL};
+    PyObject *notify, *epfd, *kick_fd, *wait_word, *sent;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOO", kwlist, &NotifyCoreType, &notify,
+                                     &epfd, &kick_fd, &wait_word, &sent))
+        return -1;
+    if (fd_arg(epfd, &self->epfd) < 0 || fd_arg(kick_fd, &self->kick_fd) < 0)
+        return -1;
+    self->wait_word = PyLong_AsVoidPtr(wait_word);
+    self->sent = PyLong_AsVoidPtr(sent);
+    if (PyErr_Occurred())
+        return -1;
+    Py_XSETREF(self->notify, (NotifyCore *)Py_NewRef(notify));
+    return 0;
+}
+
+static void
+waiter_dealloc(Waiter *self)
+{
+    Py_CLEAR(self->notify);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The arguments every call shares: the ring, the buffer, its count n (None: all of it),
+ * ``need``, the live offset (-1: not watched) and the timeout. */
+typedef struct {
+    RingCore *ring;
+    Py_buffer buf;
+    size_t n, need;
+    const unsigned char *live;
+    int forever;
+    double deadline;
+} Call;
+
+static int
+call_args(Waiter *self, PyObject *const *args, Py_ssize_t nargs, int writable, Call *call)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "(ring, buffer, n, need, live, timeout)");
+        return -1;
+    }
+    if (!PyObject_TypeCheck(args[0], &RingCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "the ring must be a RingCore");
+        return -1;
+    }
+    call->ring = (RingCore *)args[0];
+    if (ring_live(call->ring) < 0 || !self->notify->held)
+        return call->ring->held ? closed_error() : -1;
+    if (writable && call->ring->data.readonly) {
+        PyErr_SetString(PyExc_TypeError, "this ring is mapped read-only: it cannot be written");
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[1], &call->buf, writable ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
+        if (!writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "reading needs a writable, contiguous buffer");
+        }
+        return -1;
+    }
+    Py_ssize_t n, need = -1, live = -2;
+    if (count_arg(args[2], call->buf.len, &n) < 0)
+        goto fail;
+    need = PyLong_AsSsize_t(args[3]);
+    live = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred() || deadline_arg(args[5], &call->forever, &call->deadline) < 0)
+        goto fail;
+    if (need < 1 || need > n || (size_t)need > call->ring->size) {
+        PyErr_Format(PyExc_ValueError, "need=%zd is outside 1..min(n=%zd, ring size %u)", need,
+                     n, (unsigned)call->ring->size);
+        goto fail;
+    }
+    if (live < -1 || live >= self->notify->page.len) {
+        PyErr_Format(PyExc_ValueError, "live offset %zd is outside the page", live);
+        goto fail;
+    }
+    call->n = (size_t)n;
+    call->need = (size_t)need;
+    call->live = live >= 0 ? (unsigned char *)self->notify->page.buf + live : NULL;
+    return 0;
+fail:
+    PyBuffer_Release(&call->buf);
+    return -1;
+}
+
+/* Kick the peer if it asked for ``bit``; 0, or -1 with an OSError whose
+ * characters_written says how many bytes the call moved. */
+static int
+kick_if_asked(Waiter *self, unsigned char bit, size_t moved)
+{
+    if (!take_bit(self->notify, bit) || kick(self->kick_fd, self->sent) == 0)
+        return 0;
+    PyObject *type, *value, *trace;
+    PyErr_Fetch(&type, &value, &trace);
+    PyErr_NormalizeException(&type, &value, &trace);
+    PyObject *count = PyLong_FromSize_t(moved);
+    if (count == NULL || PyObject_SetAttrString(value, "characters_written", count) < 0)
+        PyErr_Clear();   /* the OSError itself still says what failed */
+    Py_XDECREF(count);
+    PyErr_Restore(type, value, trace);
+    return -1;
+}
+
+/* Arm ``bit``, and unless the ring now holds ``want`` bytes of data (for_data) or space,
+ * or the peer is closed, sleep for one event: 1 to look again, 0 on timeout or close, -1
+ * with an exception set. */
+static int
+sleep_step(Waiter *self, Call *call, unsigned char bit, int for_data, size_t want)
+{
+    request_bit(self->notify, bit);
+    uint32_t used = ring_used(call->ring, NULL, NULL);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (used <= call->ring->size && (for_data ? used : call->ring->size - used) >= want)
+        return 1;
+    if (call->live && __atomic_load_n(call->live, __ATOMIC_RELAXED) == 0)
+        return 0;
+    uint64_t blocked = for_data ? BLOCKED_READ : BLOCKED_WRITE;
+    if (self->wait_word)
+        __atomic_store_n(self->wait_word, monotonic_us() << 8 | blocked, __ATOMIC_RELAXED);
+    int fd, got = epoll_one(self->epfd, call->forever, call->deadline, &fd);
+    if (self->wait_word)
+        __atomic_store_n(self->wait_word, 0, __ATOMIC_RELAXED);
+    if (got > 0 && (!self->notify->held || !call->ring->held))
+        return closed_error();   /* released by another thread while we slept */
+    return got;
+}
+
+/* read(ring, dst, n, need, live, timeout): once ``need`` bytes are ready, move up to n of
+ * them (None: len(dst)) into dst, kick the peer if it asked, and return the count; 0 if
+ * the peer closed or ``timeout`` seconds (None: forever) passed first.  A wake-up that
+ * brought too little sleeps again without returning. */
+static PyObject *
+waiter_read(Waiter *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Call call;
+    if (call_args(self, args, nargs, 0, &call) < 0)
+        return NULL;
+    uint32_t got;
+    int step = 1;
+    while (!(got = ring_copy_out(call.ring, call.buf.buf, call.n, call.need)) && step > 0)
+        step = sleep_step(self, &call, NOTIFY_WRITE, 1, call.need);
+    PyBuffer_Release(&call.buf);
+    if (step < 0 || (got && kick_if_asked(self, NOTIFY_READ, got) < 0))
+        return NULL;
+    return PyLong_FromUnsignedLong(got);
+}
+
+/* write(ring, src, n, need, live, timeout): put the first n bytes of src (None: all) in as
+ * room comes, at least ``need`` (or what is left, if less) at a time, kicking the peer
+ * whenever it asked; return how many went in: n, or fewer if the peer closed or
+ * ``timeout`` seconds (None: forever) passed first.  need = n makes it all or nothing. */
+static PyObject *
+waiter_write(Waiter *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Call call;
+    if (call_args(self, args, nargs, 1, &call) < 0)
+        return NULL;
+    size_t pos = 0;
+    int step = 1;
+    while (step > 0) {
+        size_t left = call.n - pos, want = left < call.need ? left : call.need;
+        uint32_t used = ring_used(call.ring, NULL, NULL);
+        size_t space = used <= call.ring->size ? call.ring->size - used : 0;
+        size_t chunk = space < want ? 0 : (space < left ? space : left);
+        if (chunk && ring_copy_in(call.ring, (const char *)call.buf.buf + pos, chunk)) {
+            pos += chunk;
+            if (kick_if_asked(self, NOTIFY_WRITE, pos) < 0) {
+                PyBuffer_Release(&call.buf);
+                return NULL;
+            }
+            if (pos == call.n)
+                break;
+            continue;
+        }
+        step = sleep_step(self, &call, NOTIFY_READ, 0, want);
+    }
+    PyBuffer_Release(&call.buf);
+    if (step < 0)
+        return NULL;
+    return PyLong_FromSize_t(pos);
+}
+
+static PyMethodDef waiter_methods[] = {
+    {"read", (PyCFunction)(void (*)(void))waiter_read, METH_FASTCALL,
+     "read(ring, dst, n, need, live, timeout): wait for need bytes, move up to n; the count."},
+    {"write", (PyCFunction)(void (*)(void))waiter_write, METH_FASTCALL,
+     "write(ring, src, n, need, live, timeout): put n bytes as room comes; how many went in."},
+    {NULL},
+};
+
+static PyTypeObject WaiterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vchansim._fastpath.Waiter",
+    .tp_doc = PyDoc_STR("Waiter(notify, epfd, kick_fd, wait_word, sent_counter): blocking "
+                        "reads and writes of one endpoint, each one call."),
+    .tp_basicsize = sizeof(Waiter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)waiter_init,
+    .tp_dealloc = (destructor)waiter_dealloc,
+    .tp_methods = waiter_methods,
+};
+
 /* ---- the module ---------------------------------------------------------------------- */
 
 static PyMethodDef module_methods[] = {
@@ -625,13 +925,15 @@ static struct PyModuleDef fastpath_module = {
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
-    if (PyType_Ready(&RingCoreType) < 0 || PyType_Ready(&NotifyCoreType) < 0)
+    if (PyType_Ready(&RingCoreType) < 0 || PyType_Ready(&NotifyCoreType) < 0 ||
+        PyType_Ready(&WaiterType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "RingCore", (PyObject *)&RingCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "NotifyCore", (PyObject *)&NotifyCoreType) < 0) {
+        PyModule_AddObjectRef(module, "NotifyCore", (PyObject *)&NotifyCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "Waiter", (PyObject *)&WaiterType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

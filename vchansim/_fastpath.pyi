@@ -4,6 +4,8 @@
 ``python3 -m mypy.stubtest vchansim._fastpath`` checks this file against the built module.
 """
 
+from typing import final
+
 from typing_extensions import disjoint_base
 
 @disjoint_base
@@ -34,6 +36,32 @@ class NotifyCore:
     def request(self, bit: int, /) -> None: ...
     def take(self, bit: int, /) -> bool: ...
     def release(self) -> None: ...
+
+@final
+class Waiter:
+    def __init__(
+        self, notify: NotifyCore, epfd: int, kick_fd: int, wait_word: int, sent_counter: int
+    ) -> None: ...
+    def read(
+        self,
+        ring: RingCore,
+        dst: bytearray | memoryview,
+        n: int | None,
+        need: int,
+        live: int,
+        timeout: float | None,
+        /,
+    ) -> int: ...
+    def write(
+        self,
+        ring: RingCore,
+        src: bytes | bytearray | memoryview,
+        n: int | None,
+        need: int,
+        live: int,
+        timeout: float | None,
+        /,
+    ) -> int: ...
 
 def full_fence() -> None: ...
 def fetch_add_u64(address: int, amount: int, /) -> int: ...

@@ -27,6 +27,7 @@ from .backends.base import (
     Store,
     UnmapNotify,
 )
+from .core import Waiter
 from .errors import (
     BackendError,
     ChannelClosed,
@@ -109,9 +110,14 @@ class Vchan:
         self._wr: Ring
         self._notify = Notifier(self._page, server=server)
         self._closed = False
-        # Bound once: the wake path's two abilities of the handle (see Events).
+        # Bound once: the wake path's abilities of the handle (see Events).
         self._consume = res.events.consume
         self._say_waiting = res.events.waiting
+        direct = res.events.direct_wait(res.port)
+        #: Blocking reads and writes in one call into the core, where the handle allows
+        #: (see Events.direct_wait); ``_core_waits`` is it while no spin polls first.
+        self._waiter = None if direct is None else Waiter(self._notify, *direct)
+        self._core_waits = self._waiter
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -254,6 +260,8 @@ class Vchan:
     @spin.setter
     def spin(self, setting: str | float) -> None:
         self._spin = SpinPolicy(setting)
+        polls = self._spin.budget_us or self._spin.adaptive
+        self._core_waits = None if polls else self._waiter
 
     @property
     def closed(self) -> bool:
@@ -327,12 +335,24 @@ class Vchan:
         """Stream read into ``buf`` without allocating; returns the count (see :meth:`read`)."""
         if self._closed:
             raise ValueError("I/O operation on a closed vchan")
-        # Non-blocking, a partial read takes the slow path, which arms an event.
-        got = self._rd.get(buf, nbytes, 1 if self.blocking else None)
-        if got:
-            if self._notify.take(layout.NOTIFY_READ):
-                self._kick(got)
-            return got
+        waiter = self._core_waits
+        if waiter is not None and self.blocking and self.timeout is None and buf and nbytes != 0:
+            # The whole call in the core: a reader woken for data goes straight back to
+            # the application, and one that finds the ring empty sleeps without
+            # leaving the core.  Only a close or a liveness re-check comes back empty.
+            try:
+                got = waiter.read(self._rd, buf, nbytes, 1, self._live_offset(), LIVENESS_RECHECK)
+            except OSError as exc:
+                raise self._core_error(exc, 0) from exc
+            if got:
+                return got
+        else:
+            # Non-blocking, a partial read takes the slow path, which arms an event.
+            got = self._rd.get(buf, nbytes, 1 if self.blocking else None)
+            if got:
+                if self._notify.take(layout.NOTIFY_READ):
+                    self._kick(got)
+                return got
         dst, n = self._target(buf, nbytes)
         return self._read_slow(dst, n, 1) if n else 0
 
@@ -386,6 +406,16 @@ class Vchan:
             raise ValueError("I/O operation on a closed vchan")
         if not (self._page[self._live] or self._peer_open()):  # the first test is the common case
             raise ChannelClosed()
+        waiter = self._core_waits
+        if waiter is not None and self.blocking and self.timeout is None and data:
+            # The whole write in the core, sleeping whenever the ring is full, unless the
+            # peer closes or a liveness re-check is due.
+            try:
+                n = waiter.write(self._wr, data, None, 1, self._live_offset(), LIVENESS_RECHECK)
+            except OSError as exc:
+                raise self._core_error(exc, 0) from exc
+            src = self._source(data)
+            return n if n == len(src) else self._write_slow(src, len(src), n)
         n = self._wr.put(data)
         if n > 0:
             if self._notify.take(layout.NOTIFY_WRITE):
@@ -523,9 +553,6 @@ class Vchan:
         """
         rd = self._rd
         deadline = self._deadline()
-        ready: Callable[[], object] = (
-            rd.data_ready if need == 1 else lambda: rd.data_ready() >= need
-        )
         look = not self.blocking  # blocking, the fast path has just looked
         while True:
             if look:
@@ -545,24 +572,48 @@ class Vchan:
                 raise ChannelClosed()
             if not self.blocking:
                 return 0
-            self._block(deadline, ready, layout.NOTIFY_WRITE)
+            waiter = self._core_waits
+            if waiter is None:
+                self._block(deadline, rd, layout.NOTIFY_WRITE, need)
+                continue
+            step = self._step(deadline)
+            try:
+                got = waiter.read(rd, dst, n, need, self._live_offset(), step)
+            except OSError as exc:
+                raise self._core_error(exc, 0) from exc
+            if got:
+                return got
+            if step <= 0:
+                raise self._timed_out(0)
 
-    def _write_slow(self, src: memoryview, n: int) -> int:
+    def _write_slow(self, src: memoryview, n: int, pos: int = 0) -> int:
         """A write that does not fit at once: part of it (non-blocking), or all of it as
-        the reader makes room (blocking)."""
+        the reader makes room (blocking), of which ``pos`` bytes are in already."""
         wr = self._wr
         if not self.blocking:
             m = min(n, self._fast_buffer_space(n))
             return self._transmit(src, m) if m else 0
         deadline = self._deadline()
-        pos = 0
         while True:
-            chunk = min(wr.buffer_space(), n - pos)
-            if chunk:
-                pos += self._transmit(src[pos:] if pos else src, chunk)
-            if pos == n:
-                return n
-            self._block(deadline, wr.buffer_space, layout.NOTIFY_READ, pos)
+            waiter = self._core_waits
+            if waiter is None:
+                chunk = min(wr.buffer_space(), n - pos)
+                if chunk:
+                    pos += self._transmit(src[pos:] if pos else src, chunk)
+                if pos == n:
+                    return n
+                self._block(deadline, wr, layout.NOTIFY_READ, 1, pos)
+            else:
+                step = self._step(deadline)
+                rest = src[pos:] if pos else src
+                try:
+                    pos += waiter.write(wr, rest, n - pos, 1, self._live_offset(), step)
+                except OSError as exc:
+                    raise self._core_error(exc, pos) from exc
+                if pos == n:
+                    return n
+                if step <= 0:
+                    raise self._timed_out(pos)
             if not self._peer_open():
                 raise ChannelClosed(
                     f"the peer closed after {pos} of {n} bytes were written", written=pos
@@ -580,37 +631,76 @@ class Vchan:
                 return n
             if not self.blocking:
                 return 0
-            self._block(deadline, lambda: wr.buffer_space() >= n, layout.NOTIFY_READ)
+            waiter = self._core_waits
+            if waiter is None:
+                self._block(deadline, wr, layout.NOTIFY_READ, n)
+                continue
+            step = self._step(deadline)
+            try:
+                if waiter.write(wr, src, n, n, self._live_offset(), step) == n:
+                    return n
+            except OSError as exc:
+                raise self._core_error(exc, 0) from exc
+            if step <= 0:
+                raise self._timed_out(0)
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
+    def _step(self, deadline: float | None) -> float:
+        """How long one wait may last: LIVENESS_RECHECK, cut to what is left before the
+        deadline (0 once it passed: look once more, then time out)."""
+        if deadline is None:
+            return LIVENESS_RECHECK
+        return min(LIVENESS_RECHECK, max(deadline - time.monotonic(), 0.0))
+
+    def _timed_out(self, written: int) -> TimeoutError:
+        exc = TimeoutError(errno.ETIMEDOUT, f"vchan call timed out after {self.timeout} s")
+        exc.characters_written = written  # type: ignore[attr-defined]
+        return exc
+
+    def _live_offset(self) -> int:
+        """The peer's live byte for the core to watch; -1 while a persistent server
+        counts its client as there."""
+        return -1 if self.is_server and self.server_persist else self._live
+
+    def _core_error(self, exc: OSError, before: int) -> EventChannelError:
+        """A kick or wait that failed inside the core; a kick that failed after bytes were
+        committed says how many (``before`` of them in earlier calls)."""
+        moved = getattr(exc, "characters_written", None)
+        if moved is None:
+            return EventChannelError(
+                f"waiting on event channel port {self._port} failed: {exc}", err=exc.errno
+            )
+        return EventChannelError(
+            f"notify on port {self._port} failed after {before + moved} bytes were "
+            f"committed: {exc}",
+            transferred=before + moved,
+            err=exc.errno,
+        )
+
     def _block(
-        self, deadline: float | None, ready: Callable[[], object], bit: int, written: int = 0
+        self, deadline: float | None, ring: Ring, bit: int, need: int, written: int = 0
     ) -> None:
-        """Wait until ``ready()`` may have become true, or the peer closed.
+        """Wait until ``ring`` may hold ``need`` bytes of data (``bit`` NOTIFY_WRITE: kick
+        me when you write) or of space (NOTIFY_READ: when you read), or the peer closed
+        -- the way of a handle the core cannot sleep on, or of a spinning end.
 
         First poll the ring for the spin budget without asking the peer for anything: a
         peer that keeps pace is caught with no event sent or taken.  Then, as libxenvchan
-        does, arm ``bit`` (WRITE: kick me when you write; READ: when you read), re-check,
-        and sleep for one event -- at most LIVENESS_RECHECK, and never past ``timeout``.
+        does, arm ``bit``, re-check, and sleep for one event -- at most LIVENESS_RECHECK,
+        and never past ``timeout``.
         """
         spin = self._spin
         started = time.perf_counter() if spin.adaptive else 0.0
+        ready = _readiness(ring, bit, need)
         if (spin.budget_us or spin.adaptive) and spin.spin(ready):
             return
         self._notify.request(bit)
         if not ready() and self._peer_open():
-            step = LIVENESS_RECHECK
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    exc = TimeoutError(
-                        errno.ETIMEDOUT, f"vchan call timed out after {self.timeout} s"
-                    )
-                    exc.characters_written = written  # type: ignore[attr-defined]
-                    raise exc
-                step = min(step, left)
+            step = self._step(deadline)
+            if step <= 0:
+                raise self._timed_out(written)
             self._consume_event(step, _BLOCKED_BY_BIT[bit])
         if spin.adaptive:
             spin.observe((time.perf_counter() - started) * 1e6)
@@ -651,6 +741,14 @@ class Vchan:
         """``data`` as a byte view (the slow paths)."""
         src = data if type(data) is memoryview else memoryview(data)
         return src if src.format == "B" and src.ndim == 1 else src.cast("B")
+
+
+def _readiness(ring: Ring, bit: int, need: int) -> Callable[[], bool]:
+    """A test of whether ``ring`` holds ``need`` bytes of data (``bit`` NOTIFY_WRITE) or
+    of space (NOTIFY_READ)."""
+    if bit == layout.NOTIFY_WRITE:
+        return lambda: ring.data_ready() >= need
+    return lambda: ring.buffer_space() >= need
 
 
 # -- setup helpers (module level: they run before a Vchan exists) ----------------------

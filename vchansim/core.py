@@ -52,7 +52,15 @@ def _select() -> tuple[str, ModuleType]:
 NAME, _module = _select()
 
 if TYPE_CHECKING:
-    from .pycore import NotifyCore, RingCore, eventfd_kick, fetch_add_u64, full_fence, wait_one
+    from .pycore import (
+        NotifyCore,
+        RingCore,
+        Waiter,
+        eventfd_kick,
+        fetch_add_u64,
+        full_fence,
+        wait_one,
+    )
 else:
     RingCore = _module.RingCore
     NotifyCore = _module.NotifyCore
@@ -60,6 +68,7 @@ else:
     fetch_add_u64 = _module.fetch_add_u64
     eventfd_kick = _module.eventfd_kick
     wait_one = _module.wait_one
+    Waiter = _module.Waiter
 
 __all__ = [
     "MODULES",
@@ -67,6 +76,7 @@ __all__ = [
     "PURE_ENV",
     "NotifyCore",
     "RingCore",
+    "Waiter",
     "available",
     "eventfd_kick",
     "fetch_add_u64",

@@ -26,6 +26,7 @@ import os
 import platform
 import select
 import sys
+import time
 
 from .layout import U32
 
@@ -267,7 +268,7 @@ class NotifyCore:
     most messages.
     """
 
-    __slots__ = ("_anchors", "_own", "_peer")
+    __slots__ = ("_anchors", "_own", "_peer", "_view")
 
     def __init__(self, page: memoryview, own: int, peer: int) -> None:
         view = memoryview(page).cast("B")
@@ -281,6 +282,7 @@ class NotifyCore:
         self._anchors: tuple[ctypes.c_uint8, ctypes.c_uint8] | None = (own_byte, peer_byte)
         self._own = ctypes.addressof(own_byte)
         self._peer = ctypes.addressof(peer_byte)
+        self._view: memoryview | None = view
 
     def _bytes(self) -> tuple[ctypes.c_uint8, ctypes.c_uint8]:
         if self._anchors is None:
@@ -309,3 +311,158 @@ class NotifyCore:
         """Drop the hold on the page so the mapping can be unmapped."""
         self._anchors = None
         self._own = self._peer = 0
+        self._view = None
+
+
+
+#: The notify bits (§4.1), and what a waiter for each is asleep in (statspage.Blocked).
+_NOTIFY_WRITE, _NOTIFY_READ = 0x1, 0x2
+_BLOCKED_READ, _BLOCKED_WRITE = 1, 2
+
+
+class Waiter:
+    """Blocking reads and writes of one endpoint, each one call: the notifier, the epoll
+    its port's incoming eventfd is in (edge-triggered), the peer's eventfd, and the
+    addresses of its wait word and sent-events counter (0: none).
+
+    A call arms a notify bit only when the ring falls short, kicks the peer only when it
+    asked, and after a wake-up that brought too little sleeps again without returning.
+    """
+
+    __slots__ = ("_epfd", "_kick_fd", "_notify", "_sent", "_word")
+
+    def __init__(
+        self, notify: NotifyCore, epfd: int, kick_fd: int, wait_word: int, sent_counter: int
+    ) -> None:
+        if not isinstance(notify, NotifyCore):
+            raise TypeError("the notifier must be a NotifyCore")
+        self._notify = notify
+        self._epfd = _fd(epfd)
+        self._kick_fd = _fd(kick_fd)
+        self._word = ctypes.c_uint64.from_address(wait_word) if wait_word else None
+        self._sent = sent_counter
+
+    def read(
+        self,
+        ring: RingCore,
+        dst: bytearray | memoryview,
+        n: int | None,
+        need: int,
+        live: int,
+        timeout: float | None,
+    ) -> int:
+        """Once ``need`` bytes are ready, move up to ``n`` of them (None: ``len(dst)``)
+        into ``dst``, kick the peer if it asked, and return the count; 0 if the peer's
+        live byte (offset ``live`` of the notify page; -1: not watched) reads closed or
+        ``timeout`` seconds (None: forever) passed first."""
+        out, count, page, deadline = self._call(ring, dst, n, need, live, timeout, write=False)
+        while True:
+            got = ring.get(out, count, need)
+            if got:
+                self._kick_if_asked(_NOTIFY_READ, got)
+                return got
+            if not self._step(ring, page, live, deadline, _NOTIFY_WRITE, need):
+                return 0
+
+    def write(
+        self,
+        ring: RingCore,
+        src: bytes | bytearray | memoryview,
+        n: int | None,
+        need: int,
+        live: int,
+        timeout: float | None,
+    ) -> int:
+        """Put the first ``n`` bytes of ``src`` (None: all) in as room comes, at least
+        ``need`` (or what is left, if less) at a time, kicking the peer whenever it asked;
+        return how many went in: ``n``, or fewer if the peer closed or ``timeout``
+        passed first.  ``need == n`` makes it all or nothing."""
+        data, count, page, deadline = self._call(ring, src, n, need, live, timeout, write=True)
+        pos = 0
+        while True:
+            left = count - pos
+            want = min(left, need)
+            space = ring.buffer_space()
+            chunk = min(space, left) if space >= want else 0
+            if chunk and ring.put(data[pos:], chunk) == chunk:
+                pos += chunk
+                self._kick_if_asked(_NOTIFY_WRITE, pos)
+                if pos == count:
+                    return pos
+                continue
+            if not self._step(ring, page, live, deadline, _NOTIFY_READ, want):
+                return pos
+
+    def _call(
+        self,
+        ring: RingCore,
+        buf: bytes | bytearray | memoryview,
+        n: int | None,
+        need: int,
+        live: int,
+        timeout: float | None,
+        *,
+        write: bool,
+    ) -> tuple[memoryview, int, memoryview, float | None]:
+        """The checked arguments of a call: the buffer as bytes, the count, the notify
+        page and the deadline."""
+        if not isinstance(ring, RingCore):
+            raise TypeError("the ring must be a RingCore")
+        _idx, data = ring._live()
+        page = self._notify._view
+        if page is None:
+            raise ValueError(_RELEASED)
+        if write and data.readonly:
+            raise TypeError("this ring is mapped read-only: it cannot be written")
+        view = memoryview(buf).cast("B")
+        if not write and view.readonly:
+            raise TypeError("reading needs a writable, contiguous buffer")
+        count = _count(n, view.nbytes)
+        if not 1 <= need <= min(count, ring.size):
+            raise ValueError(f"need={need} is outside 1..min(n={count}, ring size {ring.size})")
+        if not -1 <= live < page.nbytes:
+            raise ValueError(f"live offset {live} is outside the page")
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        return view, count, page, deadline
+
+    def _kick_if_asked(self, bit: int, moved: int) -> None:
+        """Kick the peer if it asked for ``bit``; a failed kick's OSError says in
+        ``characters_written`` how many bytes the call moved."""
+        if not self._notify.take(bit):
+            return
+        try:
+            eventfd_kick(self._kick_fd, self._sent)
+        except OSError as exc:
+            exc.characters_written = moved  # type: ignore[attr-defined]
+            raise
+
+    def _step(
+        self,
+        ring: RingCore,
+        page: memoryview,
+        live: int,
+        deadline: float | None,
+        bit: int,
+        want: int,
+    ) -> bool:
+        """Arm ``bit`` and, unless the ring now holds ``want`` bytes of data (WRITE) or
+        space (READ) or the peer is closed, sleep for one event: True to look again."""
+        self._notify.request(bit)
+        has = ring.data_ready() if bit == _NOTIFY_WRITE else ring.buffer_space()
+        if has >= want:
+            return True
+        if live >= 0 and page[live] == 0:
+            return False
+        word = self._word
+        if word is not None:
+            blocked = _BLOCKED_READ if bit == _NOTIFY_WRITE else _BLOCKED_WRITE
+            word.value = (time.monotonic_ns() // 1000) << 8 | blocked
+        try:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            woke = wait_one(self._epfd, left) >= 0
+        finally:
+            if word is not None:
+                word.value = 0
+        if woke and (self._notify._view is None or ring._bytes is None):
+            raise ValueError(_RELEASED)
+        return woke

@@ -37,4 +37,5 @@ def channels_on(name: str) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(channel, "Ring", ring)
         patch.setattr(channel, "Notifier", notifier)
+        patch.setattr(channel, "Waiter", cores.load(name).Waiter)
         yield

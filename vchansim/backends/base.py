@@ -44,6 +44,20 @@ class UnmapNotify(NamedTuple):
     port: int
 
 
+class DirectWait(NamedTuple):
+    """What an endpoint needs to sleep on a port without the handle's help (see
+    :meth:`Events.direct_wait`); the addresses stay valid until the handle is closed."""
+
+    #: an epoll descriptor reporting the port's events, edge-triggered, as consume takes them
+    epfd: int
+    #: the eventfd a notify of the port writes to
+    kick_fd: int
+    #: the address of the port's wait word in its statistics page (0: none)
+    wait_word: int
+    #: the address of the counter of events this end sent (0: none)
+    sent_counter: int
+
+
 class Grants(Protocol):
     """A grant-table handle (Linux: one open ``gntalloc`` or ``gntdev`` file).
 
@@ -154,6 +168,17 @@ class Events(ABC):
 
         Default: nothing.  A backend that keeps a statistics page for observers writes
         it there; the channel calls it around every wait that may sleep.
+        """
+        return None
+
+    def direct_wait(self, port: int) -> DirectWait | None:
+        """The descriptors and addresses with which the core may notify and sleep on
+        ``port`` itself, bypassing :meth:`notify`, :meth:`consume` and :meth:`waiting`.
+
+        Default: None, and the channel goes through those.  A backend whose events are
+        plain descriptors (the shm one) gives them, so that a blocking read or write --
+        arm, re-check, sleep, look again after a wake-up, kick -- is one call into the
+        core; a wrapper that must see every event (the harness's tap) keeps the default.
         """
         return None
 

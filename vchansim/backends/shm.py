@@ -39,7 +39,7 @@ from ..rundir import RUNDIR_ENV, RunDir, prepare_rundir
 from ..statspage import STATS_SIZE, Blocked
 from ..xen import MAX_GRANT_PAGES, check_domid
 from ..xenstore.client import XsClient
-from .base import Backend, Events, Mapping, UnmapNotify
+from .base import Backend, DirectWait, Events, Mapping, UnmapNotify
 
 STRICT_ENV = "VCHANSIM_STRICT"
 
@@ -397,6 +397,14 @@ class ShmEvents(Events):
         if bound is not None and self._say_waits:
             word = statspage.encode(blocked, time.monotonic_ns() // 1000)
             bound.counters.store(bound.wait_word, word)
+
+    def direct_wait(self, port: int) -> DirectWait:
+        """The epoll (:meth:`consume` is one ``epoll_wait`` on it), ``port``'s outgoing
+        eventfd and counter (what :meth:`notify` uses) and its wait word (0 if the wait
+        words are off)."""
+        bound = self._port(port)
+        word = bound.counters.address(bound.wait_word) if self._say_waits else 0
+        return DirectWait(self._epoll.fileno(), bound.outgoing, word, bound.sent_counter)
 
     def events_sent(self, port: int) -> tuple[int, int]:
         """Events sent so far by this end of ``port`` and by the other end."""

@@ -176,16 +176,23 @@ def _other_tables(results: Results, plan: Plan, transports: list[str]) -> list[s
 
 
 def _aggregate_cpu_table(results: Results, transports: list[str], counts: list[int]) -> list[str]:
-    """CPU seconds per GiB of the aggregate cases: what each byte costs as pairs grow."""
-    cost = {(a.transport, a.pairs): a.cpu_per_gib for a in results.aggregate if a.cpus}
-    return _table(
-        "aggregate: CPU seconds of all endpoints per GiB moved",
-        ["pairs", *transports],
-        [
-            [str(n)] + [f"{cost[(t, n)]:.2f}" if (t, n) in cost else "—" for t in transports]
-            for n in counts
-        ],
-    )
+    """CPU seconds per GiB of the aggregate cases -- what each byte costs as pairs grow --
+    and the events per MiB behind it (how often an end slept)."""
+    cost = {(a.transport, a.pairs): f"{a.cpu_per_gib:.2f}" for a in results.aggregate if a.cpus}
+    events = {
+        (a.transport, a.pairs): f"{a.events_per_mib:.1f}" for a in results.aggregate if a.events
+    }
+    lines: list[str] = []
+    for title, cells in (
+        ("aggregate: CPU seconds of all endpoints per GiB moved", cost),
+        ("aggregate: event-channel events per MiB moved, both ways", events),
+    ):
+        lines += _table(
+            title,
+            ["pairs", *transports],
+            [[str(n)] + [cells.get((t, n), "—") for t in transports] for n in counts],
+        )
+    return lines
 
 
 def _footprint_lines(results: Results) -> list[str]:

@@ -113,10 +113,20 @@ class Aggregate:
     message: int
     rates: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
+    #: bytes all pairs moved together in one repeat
+    total: int = 0
+    #: events sent both ways over all pairs, per repeat (vchan transports only)
+    events: list[int] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return median(self.rates)
+
+    @property
+    def events_per_mib(self) -> float:
+        """Wake-up events per MiB moved over all pairs: how often an end had to sleep,
+        which is what grows a sleeping transport's CPU per GiB as pairs share the CPUs."""
+        return median(self.events) * (1 << 20) / self.total if self.events and self.total else 0.0
 
     @property
     def cpu_per_gib(self) -> float:

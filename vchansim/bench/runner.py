@@ -331,14 +331,20 @@ class _Run:
                     continue
                 row = Aggregate(transport, count, plan.aggregate_ring, msg)
                 self.results.aggregate.append(row)
-                rows.append((row, pairs, self.sized_total(pairs[0], "stream", msg)))
+                total = self.sized_total(pairs[0], "stream", msg)
+                row.total = total * count
+                rows.append((row, chans, total))
             for _ in range(plan.repeats):
-                for row, pairs, total in rows:
+                for row, chans, total in rows:
+                    pairs = [chan.pair for chan in chans]
+                    before = sum(chan.event_total() for chan in chans)
                     rate, cpu = self.transfer(pairs, "stream", total, msg, count * plan.seconds)
                     row.rates.append(rate)
                     row.cpus.append(cpu)
+                    row.events.append(sum(chan.event_total() for chan in chans) - before)
         shown = ", ".join(
-            f"{row.transport} {_rate(row.rate)} ({row.cpu_per_gib:.2f} CPU s/GiB)"
+            f"{row.transport} {_rate(row.rate)} ({row.cpu_per_gib:.2f} CPU s/GiB, "
+            f"{row.events_per_mib:.1f} events/MiB)"
             for row, _, _ in rows
         )
         self.progress(f"{count} pair(s) at once: {shown}")
