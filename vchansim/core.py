@@ -21,10 +21,31 @@ PURE_ENV = "VCHANSIM_PURE"
 MODULES = {"c": "vchansim._fastpath", "python": "vchansim.pycore"}
 
 
+#: What every core provides.
+INTERFACE = (
+    "NotifyCore",
+    "RingCore",
+    "Waiter",
+    "eventfd_kick",
+    "fetch_add_u64",
+    "full_fence",
+    "wait_one",
+)
+
+
 def load(name: str) -> ModuleType:
     """The core called ``name`` ("c" or "python"); ImportError if it is not available
-    here (the C core was not built, or libatomic is missing for the Python one)."""
-    return import_module(MODULES[name])
+    here (the C core was not built, or libatomic is missing for the Python one), or if
+    it is a build of older sources that lacks part of the interface."""
+    module = import_module(MODULES[name])
+    missing = [attr for attr in INTERFACE if not hasattr(module, attr)]
+    if missing:
+        raise ImportError(
+            f"{module.__name__} lacks {', '.join(missing)}: it was built from older "
+            "sources (rebuild it: python3 -c 'from setuptools import setup; setup()' "
+            "build_ext --inplace)"
+        )
+    return module
 
 
 def available() -> list[str]:
@@ -71,6 +92,7 @@ else:
     Waiter = _module.Waiter
 
 __all__ = [
+    "INTERFACE",
     "MODULES",
     "NAME",
     "PURE_ENV",
