@@ -252,17 +252,24 @@ CHANNEL = "data/vchansim"
 RUN_DEADLINE = 90.0
 
 
-#: What :func:`lasting` changes: stalls last 3 s; the dropped wake-ups go on for 12 writes.
+#: What :func:`lasting` changes: stalls last 3 s; the dropped wake-ups go on for 12
+#: writes; the slow reader's faults come after 24 KiB of 48 KiB (some 2.4 s in), when the
+#: inspector is watching.
 LASTING = {
     "duration = 1.0": "duration = 3.0",
     "send = 8192\nwrite_size = 2048": "send = 24576\nwrite_size = 2048",
+    "send = 16384": "send = 49152",
+    "after_received = 4096": "after_received = 24576",
 }
-#: The cases whose stall lasts as long as its fault goes on.  Not unasked-wait and
-#: missed-close: the sleeper re-arms its request, or sees the close, at its next liveness
-#: re-check, so those states last under half a second from a one-off fault -- the replay
-#: of the trace (sampled every millisecond) catches them, 25 live frames a second on a
-#: loaded machine do not always.
-LIVE_CASES = [case for case in CASES if case[1] in {"lost-wakeup", "consumer-stalled", "deadlock"}]
+
+
+#: Every case but missed-close, whose fault races the sleeper: a client that clears its
+#: live byte just after the read that woke the server either finds the server asleep
+#: again (the state then lasts some 0.25 s, and the live view flags it) or is too quick,
+#: and the server sees the close at once -- no state to flag.  The runner's trace
+#: sampling slows the client enough that the replay always gets the first outcome; a
+#: live run without it gets the second about one time in four.
+LIVE_CASES = [case for case in CASES if case[1] != "missed-close"]
 
 
 def lasting(text: str) -> str:
@@ -290,7 +297,10 @@ def test_the_inspector_attached_to_a_running_scenario_flags_its_stall_live(
     """``vchansim run --rundir DIR`` in its own process, the inspector on DIR waiting for
     the scenario's channel: the verdict is on screen while the sleep it names is at most
     :data:`ARISES` old (an end re-arms its sleep at every liveness re-check, so a sleep
-    is at most half a second old when its verdict can first be given)."""
+    is at most half a second old when its verdict can first be given).  An unasked wait
+    from a one-off fault ends at the sleeper's next re-check, some 0.25 s later: the
+    view keeps a verdict that is over, so the test finds it there (and on screen) even
+    if it ended between two of its looks."""
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(lasting(text))
     rundir = tmp_path / "run"
@@ -312,6 +322,10 @@ def test_the_inspector_attached_to_a_running_scenario_flags_its_stall_live(
                     if stall.name not in ages:
                         ages[stall.name] = youngest_sleep(frame)
                         assert f"{stall.name}: " in app.export_text()
+                for seen in frame.ended if frame is not None else ():
+                    if seen.name not in ages:
+                        ages[seen.name] = seen.age
+                        assert f"{seen.name} from t {seen.arose:.2f}" in app.export_text()
                 await pilot.pause(0.02)
             if run.returncode is None:
                 run.kill()

@@ -12,7 +12,7 @@ from vchansim import layout
 from vchansim.layout import PageState
 from vchansim.statspage import Blocked, Wait
 from vchansim.tui.frames import FrameBuilder
-from vchansim.tui.stalls import GRACE
+from vchansim.tui.stalls import ENDED_KEPT, GRACE
 
 W, R = layout.NOTIFY_WRITE, layout.NOTIFY_READ
 RING = 1024  # left ring: order 10; right ring: order 11
@@ -121,3 +121,43 @@ def test_an_unexplained_sleep_is_read_by_its_request_and_remembered() -> None:
 def test_without_sleeps_there_is_no_verdict(waits) -> None:
     frame = FrameBuilder().feed(5.0, page(left=100), None, waits)
     assert frame.stalls == () and frame.waits == waits
+
+
+def test_a_verdict_whose_state_ends_is_kept_with_when_it_arose_and_ended() -> None:
+    """A short hang stays listed after it is over (newest first, the latest of each
+    name, at most ENDED_KEPT); a stall that never lasted GRACE is not."""
+    builder = FrameBuilder()
+    unasked = page(right=2048)  # the server sleeps on a full ring without asking
+    closed = page(right=2048, live=(0, 1), asked=(R, 0))  # ... after its client closed
+    fine = page(right=1024, asked=(R, 0))
+    writing = (asleep(Blocked.WRITE, 0.0), None)
+    for t in (0.0, 0.1, 0.2):
+        frame = builder.feed(t, unasked, None, writing)
+    assert [s.name for s in frame.stalls] == ["unasked-wait"] and not frame.ended
+    frame = builder.feed(0.3, fine, None, (None, None))
+    assert not frame.stalls
+    (seen,) = frame.ended
+    assert (seen.name, seen.severity, seen.arose, seen.flagged, seen.ended) == (
+        "unasked-wait",
+        "hang",
+        0.0,
+        0.1,
+        0.3,
+    )
+    assert seen.age == pytest.approx(0.1)  # the sleep was 0.1 s old when first flagged
+    assert seen.describe() == "✖ unasked-wait from t 0.00 to 0.30 s, now over"
+    # A missed close for 0.05 s only: never given, so never kept.
+    builder.feed(0.4, closed, None, (asleep(Blocked.WRITE, 0.4), None))
+    frame = builder.feed(0.45, fine, None, (None, None))
+    assert [s.name for s in frame.ended] == ["unasked-wait"]
+    # Later, the same hang again: it replaces the earlier one, and the list stays short.
+    for t in (1.0, 1.2):
+        builder.feed(t, closed, None, (asleep(Blocked.WRITE, 1.0), None))
+    for t in (2.0, 2.2):
+        builder.feed(t, unasked, None, (asleep(Blocked.WRITE, 2.0), None))
+    frame = builder.feed(2.3, fine, None, (None, None))
+    assert [(s.name, s.arose) for s in frame.ended] == [
+        ("unasked-wait", 2.0),
+        ("missed-close", 1.0),
+    ]
+    assert len(frame.ended) <= ENDED_KEPT

@@ -16,6 +16,7 @@ from helpers.fixed_channels import (
     HOME,
     OVERVIEW,
     READ,
+    RECOVERED,
     STREAMING,
     VERDICTS,
     FixedInspector,
@@ -71,6 +72,10 @@ def test_snapshot_problems_panel_with_each_verdict(snap_compare, verdict: str) -
     assert snap_compare(FixedInspector(view=VERDICTS[verdict]))
 
 
+def test_snapshot_problems_panel_with_a_verdict_that_is_over(snap_compare) -> None:
+    assert snap_compare(FixedInspector(view=RECOVERED))
+
+
 # -- what each view says ------------------------------------------------------------------
 
 
@@ -106,6 +111,27 @@ def test_a_healthy_channel_has_no_verdict_and_its_ends_are_named() -> None:
         assert "grants   control page ref 8 · data pages 9-12" in text
 
     run(FixedInspector(view=STREAMING), body, size=(120, 40))
+
+
+def test_a_hang_that_is_over_stays_listed_with_when_it_held() -> None:
+    """The view and the overview keep a verdict whose state ended (a short hang must
+    not be missed between two looks), amber where nothing is wrong now."""
+
+    async def body(pilot: Pilot[object]) -> None:
+        assert "was ✖ unasked-wait" in pilot.app.export_text()
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, LiveScreen), "the view")
+        screen = pilot.app.screen
+        assert not screen.frame.stalls
+        (seen,) = screen.frame.ended
+        assert (seen.name, seen.arose, seen.ended) == ("unasked-wait", 9.0, 9.75)
+        text = pilot.app.export_text()
+        assert "page is consistent · no stalled wait now" in text
+        assert "✖ unasked-wait from t 9.00 to 9.75 s, now over" in text
+        problems = screen.query_one(Problems)
+        assert problems.has_class("-warn") and not problems.has_class("-bad")
+
+    run(FixedInspector([RECOVERED]), body)
 
 
 # -- layout -------------------------------------------------------------------------------
@@ -169,6 +195,7 @@ def test_a_channel_in_each_state_fits_80_columns() -> None:
         for verdict in VERDICTS:
             assert verdict in text
         assert "cli exited" in text  # missed-close: the client's live byte is 0
+        assert "was ✖ unasked-wait" in text
 
     run(FixedInspector(EVERY), body)
 

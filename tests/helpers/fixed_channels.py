@@ -75,6 +75,9 @@ class State:
     events: tuple[int, int] = (17, 23)
     server: int = 1
     client: int = 0
+    #: The page before ``woke``, when the sleeps ended (None: they last to NOW).
+    earlier: PageState | None = None
+    woke: float | None = None
     #: The bytes in flight of each ring; None: as many of :data:`FILLER` as it holds.
     in_flight: tuple[bytes | None, bytes | None] = (None, None)
 
@@ -84,20 +87,25 @@ class State:
 
     def frame(self) -> Frame:
         """The last frame, after 5 s of samples at 4 a second: both indices of each ring
-        moved at its rate, the fill as in the last page; the sleeps from ASLEEP on."""
+        moved at its rate, the fill as in the last page; the sleeps from ASLEEP on (to
+        ``woke``, over ``earlier``, when given)."""
         builder = FrameBuilder()
         frame = None
         for step in range(21):
             t = NOW - 5.0 + step * 0.25
             back = [int(rate * (NOW - t)) for rate in self.rates]
+            awake = self.woke is not None and t >= self.woke
+            then = self.last if awake or self.earlier is None else self.earlier
             shown = replace(
-                self.last,
-                left_cons=(self.last.left_cons - back[0]) & layout.U32,
-                left_prod=(self.last.left_prod - back[0]) & layout.U32,
-                right_cons=(self.last.right_cons - back[1]) & layout.U32,
-                right_prod=(self.last.right_prod - back[1]) & layout.U32,
+                then,
+                left_cons=(then.left_cons - back[0]) & layout.U32,
+                left_prod=(then.left_prod - back[0]) & layout.U32,
+                right_cons=(then.right_cons - back[1]) & layout.U32,
+                right_prod=(then.right_prod - back[1]) & layout.U32,
             )
-            waits = tuple(None if b is None or t < ASLEEP else Wait(b, ASLEEP) for b in self.asleep)
+            waits = tuple(
+                None if b is None or t < ASLEEP or awake else Wait(b, ASLEEP) for b in self.asleep
+            )
             frame = builder.feed(t, shown, EventCounts(*self.events), waits, self.bytes())  # type: ignore[arg-type]
         assert frame is not None
         return frame
@@ -212,6 +220,18 @@ VERDICTS: dict[str, State] = {
 }
 
 
+#: A server that slept 0.75 s on a full ring it had not asked about (unasked-wait), until
+#: its liveness re-check re-armed the request and its client read again: all well now.
+RECOVERED = State(
+    HOME + "data/recovered",
+    page(right_prod=0x5800, right_cons=0x4C00, cli_notify=READ),
+    asleep=(Blocked.WRITE, None),
+    rates=(0, 2048),
+    earlier=page(right_prod=0x5000, right_cons=0x4000),
+    woke=9.75,
+)
+
+
 class FixedChannels(ChannelsScreen):
     """The overview of fixed channels instead of a hub's."""
 
@@ -246,5 +266,5 @@ class FixedInspector(InspectorApp):
 
 #: The overview's channels: one streaming, one stalled, one hung.
 OVERVIEW = [STREAMING, VERDICTS["consumer-stalled"], VERDICTS["lost-wakeup"]]
-#: A channel in each state: the streaming one and one per verdict.
-EVERY = [STREAMING, *VERDICTS.values()]
+#: A channel in each state: the streaming one, one per verdict, one recovered.
+EVERY = [STREAMING, *VERDICTS.values(), RECOVERED]

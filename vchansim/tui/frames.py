@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import layout
 from ..layout import PageState
-from .stalls import EndWaits, Ring, Stall, StallJudge, Waits
+from .stalls import EndWaits, Ring, Seen, Stall, StallJudge, Waits
 
 #: An index that moved by this much or more went *backwards* (a reset or corruption).
 BACKWARDS = 1 << 31
@@ -110,6 +110,8 @@ class Frame:
     stalls: tuple[Stall, ...] = ()
     #: The first bytes in flight of each ring (vchansim/tui/inflight.py).
     in_flight: InFlightBytes = (None, None)
+    #: Verdicts given earlier whose state has ended, newest first.
+    ended: tuple[Seen, ...] = ()
 
     @property
     def rings(self) -> tuple[RingFrame, RingFrame]:
@@ -216,4 +218,6 @@ class FrameBuilder:
         rings = {r.name: Ring(r.fill, r.size) for r in (left, right)}
         ends, stalls = self._judge.judge(time, page, rings, waits)
         problems = tuple(page.problems())
-        return Frame(time, page, left, right, events, problems, ends, stalls, in_flight)
+        return Frame(
+            time, page, left, right, events, problems, ends, stalls, in_flight, self._judge.ended
+        )

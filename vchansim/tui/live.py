@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -44,6 +45,10 @@ from .inflight import InFlight, data_refs
 INSPECTOR_DOMID = 0
 #: Seconds between checks that the watched channel still exists.
 GONE_CHECK = 0.5
+#: Seconds between two samples of a watched channel taken between redraws: a verdict
+#: needs its state seen to last 0.1 s, and a hang that lasts a quarter of a second (an end
+#: re-checks its peer twice a second) must not fall between the redraws of a busy screen.
+SAMPLE_EVERY = 0.01
 
 _HOME = re.compile(r"/local/domain/(\d+)/")
 
@@ -256,6 +261,11 @@ class LiveSource:
     says that it went, checked against the hub every :data:`GONE_CHECK` seconds.  Event
     counts come from the channel's statistics page (EVT_STATS), mapped read-only too;
     they are n/a where the hub cannot give it.
+
+    Besides the sample each :meth:`frame` takes, a thread of the source samples the page
+    and the wait words every :data:`SAMPLE_EVERY` seconds, so the verdicts are judged
+    from states as short as they are, however seldom the screen asks; the bytes in
+    flight are read only for the frames drawn.
     """
 
     kind = "live"
@@ -281,24 +291,42 @@ class LiveSource:
         self.samples = 0
         #: What the last frame was made of, as a trace records it (None before the first).
         self.sample: RingSample | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(
+            target=self._sample_between, name=f"inspect {info.path}", daemon=True
+        )
+        self._sampler.start()
 
     def frame(self) -> Frame:
         now = time.monotonic()
         if not self._notice and now - self._checked >= GONE_CHECK:
             self._checked = now
             self._notice = self._check()
-        self.samples += 1
-        page = self._view.snapshot()
-        in_flight = self._in_flight.read(page)
-        t = now - self._start
-        if self._stats is None:
-            self.sample = RingSample.of(t, page, None, None)
-            return self._builder.feed(t, page, in_flight=in_flight)
-        server, client = self._stats.waits()
-        waits = (_from(server, self._start), _from(client, self._start))
-        counts = self._stats.counts()
-        self.sample = RingSample.of(t, page, counts, waits)
-        return self._builder.feed(t, page, EventCounts(*counts), waits, in_flight)
+        return self._sample(drawn=True)
+
+    def _sample_between(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            self._sample(drawn=False)
+
+    def _sample(self, *, drawn: bool) -> Frame:
+        """A frame of the channel now; one to be drawn also reads the bytes in flight and
+        is what :attr:`sample` records."""
+        with self._lock:
+            t = time.monotonic() - self._start
+            self.samples += 1
+            page = self._view.snapshot()
+            in_flight = self._in_flight.read(page) if drawn else (None, None)
+            if self._stats is None:
+                if drawn:
+                    self.sample = RingSample.of(t, page, None, None)
+                return self._builder.feed(t, page, in_flight=in_flight)
+            server, client = self._stats.waits()
+            waits = (_from(server, self._start), _from(client, self._start))
+            counts = self._stats.counts()
+            if drawn:
+                self.sample = RingSample.of(t, page, counts, waits)
+            return self._builder.feed(t, page, EventCounts(*counts), waits, in_flight)
 
     def identity(self) -> Identity | None:
         return self._identity
@@ -329,6 +357,8 @@ class LiveSource:
         return self._notice
 
     def close(self) -> None:
+        self._stop.set()
+        self._sampler.join()
         self._in_flight.close()
         self._view.close()
         if self._stats is not None:

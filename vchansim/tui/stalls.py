@@ -22,11 +22,16 @@ asleep for a second whose request was taken a moment ago is still about to wake.
 end that sleeps "for an event" without saying why (the C library) is taken to read or
 write by the request it made, remembered for as long as that sleep lasts, since
 honouring a request clears it.
+
+A verdict whose state then ends is kept (:class:`Seen`: when it arose, when it was given
+and when it ended) for as long as the view is open: a hang that lasts half a second --
+an end that re-checks its peer's liveness twice a second ends a missed close that way --
+must not be missed by a viewer who looks a moment later.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .. import layout
@@ -36,6 +41,9 @@ from ..statspage import Blocked, Wait
 #: Seconds a stalled state must last before it is flagged (a wake-up in flight is far
 #: quicker).
 GRACE = 0.1
+
+#: Verdicts that ended kept, the latest of each name (newest first).
+ENDED_KEPT = 3
 
 #: Two starts of one end's sleep closer than this are the same sleep: a trace stores a
 #: sleep's age rounded to the microsecond, so its start read back can move by one.
@@ -87,6 +95,27 @@ class Stall:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """A verdict that was given and whose state has ended, on the frames' clock."""
+
+    name: str
+    severity: Severity
+    #: When its state was first seen, and when the verdict was first given.
+    arose: float
+    flagged: float
+    #: The age of the (youngest) sleep it was about when first given.
+    age: float
+    #: The first time its state was seen gone (None while it still holds).
+    ended: float | None = None
+
+    def describe(self) -> str:
+        """``✖ missed-close from t 3.10 to 3.52 s, now over``: one short line."""
+        mark = "✖" if self.severity == "hang" else "◐"
+        until = self.flagged if self.ended is None else self.ended
+        return f"{mark} {self.name} from t {self.arose:.2f} to {until:.2f} s, now over"
+
+
+@dataclass(frozen=True)
 class _End:
     """Where one end's bytes are in the page."""
 
@@ -129,12 +158,17 @@ class StallJudge:
         #: verdict -> when its state was first seen (a verdict is keyed by who, what, and
         #: the sleep(s) it is about).
         self._first: dict[_Key, float] = {}
+        #: The verdicts given at the last call, and those that ended since (newest first).
+        self._given: dict[_Key, Seen] = {}
+        self.ended: tuple[Seen, ...] = ()
 
     def judge(
         self, time: float, page: PageState, rings: dict[str, Ring], waits: Waits | None
     ) -> tuple[EndWaits | None, tuple[Stall, ...]]:
-        """The ends' sleeps at ``time`` (``waits`` on the same clock) and the verdicts."""
+        """The ends' sleeps at ``time`` (``waits`` on the same clock) and the verdicts;
+        :attr:`ended` then holds the verdicts that no longer hold."""
         if waits is None:
+            self._latch(time, [])
             return None, ()
         ends = (
             self._end_wait(_ENDS[0], time, page, waits[0]),
@@ -154,7 +188,25 @@ class StallJudge:
         """The verdicts whose state has held for GRACE; a state that went away and came
         back starts over."""
         self._first = {key: self._first.get(key, time) for key, _ in found}
-        return tuple(stall for key, stall in found if time - self._first[key] >= GRACE)
+        given = [(key, stall) for key, stall in found if time - self._first[key] >= GRACE]
+        self._latch(time, given)
+        return tuple(stall for _, stall in given)
+
+    def _latch(self, time: float, given: list[tuple[_Key, Stall]]) -> None:
+        """Remember what is given now; what was given before and is not any more ended
+        at ``time``."""
+        now: dict[_Key, Seen] = {}
+        for key, stall in given:
+            sleeps = [since for since in key[2:] if isinstance(since, float)]
+            age = time - max(sleeps) if sleeps else 0.0
+            first = Seen(stall.name, stall.severity, self._first[key], time, age)
+            now[key] = self._given.get(key, first)
+        over = [replace(seen, ended=time) for key, seen in self._given.items() if key not in now]
+        if over:
+            names = {seen.name for seen in over}
+            kept = [seen for seen in self.ended if seen.name not in names]
+            self.ended = (*over, *kept)[:ENDED_KEPT]
+        self._given = now
 
     def _end_wait(
         self, end: _End, time: float, page: PageState, wait: Wait | None

@@ -61,11 +61,15 @@ def _rates(frame: Frame) -> str:
 
 def verdicts(frame: Frame) -> Text:
     """The channel's problems in a few words: red for what can only end in a hang, each
-    named; a stall beside a hang is only counted (the hang is what to look at)."""
+    named; a stall beside a hang is only counted (the hang is what to look at); with
+    none now, the hangs that were (amber: the channel recovered, but look)."""
     hangs = [*(["corrupt page"] if frame.problems else [])]
     hangs += [s.name for s in frame.stalls if s.severity == "hang"]
     stalls = [s.name for s in frame.stalls if s.severity != "hang"]
     if not hangs and not stalls:
+        were = [seen.name for seen in frame.ended if seen.severity == "hang"]
+        if were:
+            return Text("was ✖ " + ", ".join(were), style="yellow")
         return Text("ok", style="green")
     if not hangs:
         return Text("◐ " + ", ".join(stalls), style="yellow")

@@ -12,7 +12,6 @@ from textual.widgets import Static
 
 from ..frames import Frame
 from ..identity import Identity
-from ..stalls import Stall
 from .bits import PageBits
 from .details import Details
 from .ring import RingPanel
@@ -21,16 +20,22 @@ from .text import set_text
 
 class Problems(Static):
     """Corrupt states and stalled waits in words: ``-bad`` (red) while any can only end
-    in a hang, ``-warn`` while the only ones are stalls."""
+    in a hang, ``-warn`` while the only ones are stalls or hangs that are over; under
+    them the verdicts that held earlier, with when."""
 
-    def show(self, problems: tuple[str, ...], stalls: tuple[Stall, ...]) -> None:
+    def show(self, frame: Frame) -> None:
+        problems, stalls = frame.problems, frame.stalls
         hang = bool(problems) or any(s.severity == "hang" for s in stalls)
+        was_hung = any(seen.severity == "hang" for seen in frame.ended)
         self.set_class(hang, "-bad")
-        self.set_class(bool(stalls) and not hang, "-warn")
+        self.set_class((bool(stalls) or was_hung) and not hang, "-warn")
         lines = [f"✖ {p}" for p in problems] + [
             f"{'✖' if s.severity == 'hang' else '◐'} {s.name}: {s.text}" for s in stalls
         ]
-        set_text(self, "\n".join(lines) or "page is consistent · no stalled wait", sized=True)
+        if not lines:
+            lines = ["page is consistent · no stalled wait" + (" now" if frame.ended else "")]
+        lines += [seen.describe() for seen in frame.ended]
+        set_text(self, "\n".join(lines), sized=True)
 
 
 class ChannelView(Vertical):
@@ -53,5 +58,5 @@ class ChannelView(Vertical):
         for panel, ring in zip(self.query(RingPanel), frame.rings, strict=True):
             panel.show(ring)
         self.query_one(PageBits).show(frame)
-        self.query_one(Problems).show(frame.problems, frame.stalls)
+        self.query_one(Problems).show(frame)
         self.query_one(Details).show(frame, identity)
