@@ -166,6 +166,10 @@ def test_vchans_report_their_events_and_kernel_channels_none(measured):
         by_transport.setdefault(row.transport, []).append(sum(row.events))
     assert sum(by_transport["vchansim"]) > 0  # a 1 KiB ring fills: somebody slept
     assert sum(by_transport["pipe"]) == sum(by_transport["socketpair"]) == 0
+    pairs = {(a.transport, a.pairs): a for a in results.aggregate}
+    assert pairs["vchansim", 2].events_per_mib > 0  # a reader that found the ring empty slept
+    assert not pairs["pipe", 2].events
+    assert "aggregate: event-channel events per MiB moved" in report.text_report(results)
 
 
 def test_the_ring_granted_is_recorded(measured):
