@@ -168,7 +168,7 @@ def test_vchans_report_their_events_and_kernel_channels_none(measured):
     assert sum(by_transport["pipe"]) == sum(by_transport["socketpair"]) == 0
     pairs = {(a.transport, a.pairs): a for a in results.aggregate}
     assert pairs["vchansim", 2].events_per_mib > 0  # a reader that found the ring empty slept
-    assert not pairs["pipe", 2].events
+    assert sum(pairs["pipe", 2].events) == 0
     assert "aggregate: event-channel events per MiB moved" in report.text_report(results)
 
 
