@@ -209,6 +209,9 @@ def test_bad_calls_are_refused(pair, core):
         server.waiter.read(server.read_ring, b"immutable", None, 1, server.live, 0)
     with pytest.raises(TypeError):
         ops.Waiter(object(), 0, 0, 0, 0)
+    bare = ops.Waiter.__new__(ops.Waiter)
+    with pytest.raises(ValueError, match="never initialised"):
+        bare.read(server.read_ring, bytearray(4), None, 1, server.live, 0)
     server.read_ring.release()
     with pytest.raises(ValueError, match="released"):
         server.waiter.read(server.read_ring, bytearray(4), None, 1, server.live, 0)

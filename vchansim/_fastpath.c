@@ -743,6 +743,10 @@ call_args(Waiter *self, PyObject *const *args, Py_ssize_t nargs, int writable, C
         return -1;
     }
     call->ring = (RingCore *)args[0];
+    if (self->notify == NULL) {
+        PyErr_SetString(PyExc_ValueError, "this Waiter was never initialised");
+        return -1;
+    }
     if (ring_live(call->ring) < 0 || !self->notify->held)
         return call->ring->held ? closed_error() : -1;
     if (writable && call->ring->data.readonly) {

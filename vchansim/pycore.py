@@ -408,8 +408,11 @@ class Waiter:
         page and the deadline."""
         if not isinstance(ring, RingCore):
             raise TypeError("the ring must be a RingCore")
+        notify = getattr(self, "_notify", None)
+        if notify is None:
+            raise ValueError("this Waiter was never initialised")
         _idx, data = ring._live()
-        page = self._notify._view
+        page = notify._view
         if page is None:
             raise ValueError(_RELEASED)
         if write and data.readonly:
