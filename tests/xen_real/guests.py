@@ -22,9 +22,10 @@ from vchansim.errors import StoreError
 
 KERNEL = os.environ.get("VCHANSIM_XEN_DOMU_KERNEL", "")
 RAMDISK = os.environ.get("VCHANSIM_XEN_DOMU_RAMDISK", "")
-#: Booting the guests and importing vchansim in them under an emulated CPU, while dom0's
-#: own tests run (about a minute and a half on two loaded cores).
-BOOT_DEADLINE = 360.0
+#: Booting the guests and importing vchansim in them under an emulated CPU, from the
+#: session's start, while dom0's own tests run: up to about 4½ minutes (by the guests'
+#: own clocks) on two cores shared with other work.
+BOOT_DEADLINE = 600.0
 #: Memory of each guest: its initramfs (Python and vchansim) lives in it.
 GUEST_MIB = 200
 #: Each guest's scheduler weight (dom0 has Xen's default, 256): the guests boot while
