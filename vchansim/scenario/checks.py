@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ..errors import ConfigError
-from .spec import IN_PROCESS_BACKENDS, EndpointSpec, Scenario
+from .spec import IN_PROCESS_BACKENDS, XEN_BACKEND, EndpointSpec, Scenario
 from .tables import ScenarioError
 
 
@@ -51,6 +51,12 @@ class _Checker:
 
     def _backends(self) -> None:
         server, client = self.s.endpoints
+        if (server.backend == XEN_BACKEND) != (client.backend == XEN_BACKEND):
+            self.fail(
+                f"endpoints.{client.name}.backend",
+                f"{client.backend!r} cannot meet {server.backend!r}: on real Xen both "
+                "endpoints are of the domain the runner runs in",
+            )
         if (server.backend in IN_PROCESS_BACKENDS) != (client.backend in IN_PROCESS_BACKENDS):
             self.fail(
                 f"endpoints.{client.name}.backend",
@@ -121,7 +127,7 @@ class _Checker:
 
     def _program(self, spec: EndpointSpec) -> None:
         s, where = self.s, f"endpoints.{spec.name}"
-        if spec.backend != "shm":
+        if spec.backend not in ("shm", XEN_BACKEND):  # on xen: not applicable when run
             self.fail(
                 f"{where}.backend",
                 f"a program endpoint runs on the shm emulator, not {spec.backend!r}",

@@ -1,27 +1,23 @@
-"""Where a scenario's endpoints run: spawned processes on a private hub, or threads on a
-private in-process hypervisor.
+"""Where a scenario's endpoints run: spawned processes on a private hub, threads on a
+private in-process hypervisor, or processes of this domain on real Xen.
 
-Each endpoint instance is a process of its own, started with the *spawn* method so that
-it inherits no hub connection from us (a forked child would hold our handles, and its
-death would then not look like a death to the hub).  Over the ``shm`` backend every run
-gets a private run directory and hub, torn down at the end.  The in-process ``memory``
-backend runs the same endpoint code as threads of this process: much faster to start,
-for property tests, but nothing can be killed there.
+Over the ``shm`` backend every run gets a private run directory and hub, torn down at
+the end.  The in-process ``memory`` backend runs the same endpoint code as threads of
+this process: much faster to start, for property tests, but nothing can be killed there.
+Over ``xen`` both endpoints are processes of the domain the runner runs in, on its
+devices (``xen_executor.py``).
 
-The machine's limits (grants, ports, XenStore nodes per domain) are those of Xen unless
-a fault lowers one (``Fault.limits``): the private hub, or the in-process hypervisor, is
-made with the scenario's limits, so the endpoint meets the real error where a guest would.
-
-Those two are the only machines a scenario runs on: the runner sets the limits, watches
-the control page and checks for leaks through them.  A scenario naming another backend
-(``xen``, a third party's) is refused with the reason, never quietly run on ``shm``.
+The emulated machine's limits (grants, ports, XenStore nodes per domain) are those of
+Xen unless a fault lowers one (``Fault.limits``): the private hub, or the in-process
+hypervisor, is made with the scenario's limits, so the endpoint meets the real error
+where a guest would.  On real Xen the limits are the hypervisor's: such a scenario is
+not applicable there (``xen_executor.obstacles``).  A scenario naming another backend
+(a third party's) is refused with the reason, never quietly run on ``shm``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,22 +37,17 @@ from ..layout import PAGE_SIZE
 from ..leaks import Leak, LeakKind, find_leaks, memory_leaks
 from ..rundir import prepare_rundir
 from ..xenstore.store import Xenstored
-from .endpoint import Endpoint, EndpointJob, Link
-from .program import ProgramEndpoint
+from .endpoint import EndpointJob
 from .sampler import HubObserver, MemoryObserver, Observer
-from .spec import Scenario
+from .spawned import Spawned, endpoint_main
+from .spec import XEN_BACKEND, Scenario
+from .xen_executor import XenExecutor
 
 #: Seconds the leak check waits for the hub to notice processes that just exited.
 LEAK_GRACE = 2.0
 #: What the leak check looks for: not descriptors of this process, which are not the
 #: endpoints' (they ran elsewhere) and may belong to whoever called the runner.
 LEAK_KINDS = frozenset(LeakKind) - {LeakKind.FD}
-
-
-def endpoint_main(job: EndpointJob, conn: Any) -> None:
-    """Entry point of an endpoint process or thread."""
-    kind = ProgramEndpoint if job.program else Endpoint
-    kind(job, Link(conn)).run()
 
 
 def hub_limits(scenario: Scenario) -> HubLimits:
@@ -69,38 +60,28 @@ def hub_limits(scenario: Scenario) -> HubLimits:
 
 #: The backend whose endpoints run as processes on a hub of the runner's.
 HUB_BACKEND = "shm"
-#: Where the xen backend's devices are.
-XEN_DEVICES = Path("/dev/xen")
 
 
-def make_executor(
-    scenario: Scenario, rundir: str | Path | None = None
-) -> ProcessExecutor | ThreadExecutor:
+def make_executor(scenario: Scenario, rundir: str | Path | None = None) -> Executor:
     """Threads for in-process backends, processes over a hub of our own (in ``rundir``,
-    else a private directory) for ``shm``; ConfigError naming why for any other."""
+    else a private directory) for ``shm``, processes of this domain for ``xen``;
+    ConfigError naming why for any other."""
     backends = {scenario.server.backend, scenario.client.backend}
     limits = hub_limits(scenario)
-    if scenario.in_process:
+    if scenario.in_process or backends == {XEN_BACKEND}:
         if rundir is not None:
             raise ConfigError(
-                f"{scenario.name}: runs in process on the memory backend, which has no hub "
-                "to put in a run directory"
+                f"{scenario.name}: runs on the {scenario.server.backend} backend, which has "
+                "no hub to put in a run directory"
             )
-        return ThreadExecutor(limits)
+        return ThreadExecutor(limits) if scenario.in_process else XenExecutor(scenario)
     if backends == {HUB_BACKEND}:
         return ProcessExecutor(limits, rundir)
     other = min(backends - {HUB_BACKEND})
-    raise ConfigError(f"{scenario.name}: {refusal(other)}")
-
-
-def refusal(backend: str) -> str:
-    """Why a scenario cannot run on ``backend`` (neither shm nor memory)."""
-    if backend == "xen" and not XEN_DEVICES.is_dir():
-        return f"backend 'xen' needs {XEN_DEVICES} (a Xen domain's devices), absent here"
-    return (
-        f"scenarios run on the emulator ('shm', or 'memory' in process), not on {backend!r}: "
-        "the runner sets the machine's limits, watches the ring and checks for leaks "
-        "through the emulator"
+    raise ConfigError(
+        f"{scenario.name}: scenarios run on the emulator ('shm', or 'memory' in process) "
+        f"or on real Xen ('xen'), not on {other!r}: the runner sets the machine's limits, "
+        "watches the ring and checks for leaks through the machine it knows"
     )
 
 
@@ -135,6 +116,9 @@ class Executor(Protocol):
     def backends(self) -> Callable[[int], Backend]:
         """``domid -> backend``, handed to every endpoint (picklable)."""
 
+    def placed(self, scenario: Scenario) -> Scenario:
+        """``scenario`` with its endpoints where this machine puts them."""
+
     def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]: ...
 
     def prepare(self) -> None:
@@ -155,7 +139,7 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class ProcessExecutor:
+class ProcessExecutor(Spawned):
     """Endpoints as spawned processes on a hub of our own: in ``rundir`` (kept after the
     run, for an inspector to find) or in a private, short-named directory (removed)."""
 
@@ -165,37 +149,20 @@ class ProcessExecutor:
                 f"a hub already serves {given.path}: a scenario starts its own, with its "
                 "limits, and checks it for leaks"
             )
+        super().__init__()
         self._hub = contextlib.ExitStack()
         self.rundir = str(self._hub.enter_context(private_hub(rundir)).path)
         self.limits = limits
-        self._ctx = multiprocess.get_context("spawn")
         self.backends = ShmBackends(self.rundir)
+
+    def placed(self, scenario: Scenario) -> Scenario:
+        """The hub plays every domain: endpoints are in the domains the scenario names."""
+        return scenario
 
     def prepare(self) -> None:
         """Start the hub (with the scenario's limits) while the endpoint interpreters are
         still starting up."""
         ensure_hub(self.rundir, limits=self.limits)
-
-    def start(self, job: EndpointJob) -> tuple[Any, Any, int | None]:
-        ours, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=endpoint_main, args=(job, theirs), name=f"vchansim-{job.name}", daemon=True
-        )
-        proc.start()
-        theirs.close()  # only the child holds its end now: its exit is our end-of-file
-        return ours, proc, proc.pid
-
-    def kill(self, handle: Any) -> None:
-        self.signal(handle, signal.SIGKILL)
-
-    def signal(self, handle: Any, signo: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(handle.pid, signo)
-
-    def reap(self, handle: Any) -> int | None:
-        handle.join(5.0)
-        code: int | None = handle.exitcode
-        return code
 
     def observe(self, domid: int, ref: int, port: int) -> Observer:
         """Map the control page (INSPECT) and the event counters (EVT_STATS) read-only."""
@@ -236,6 +203,10 @@ class ThreadExecutor:
             grant_limit=limits.grants, port_limit=limits.ports, xenstore=Xenstored(limits.xenstore)
         )
         self.backends = MemoryBackends(self.hypervisor)
+
+    def placed(self, scenario: Scenario) -> Scenario:
+        """The hypervisor plays every domain: endpoints are in the scenario's domains."""
+        return scenario
 
     def prepare(self) -> None:
         """The hypervisor object is ready as soon as it exists."""

@@ -71,6 +71,18 @@ def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
     return found
 
 
+def on_backend(scenario: Scenario, backend: str) -> Scenario:
+    """``scenario`` with both endpoints on ``backend`` (``vchansim run --backend``),
+    checked again: what the file's backend allowed, another may not."""
+    if backend not in available_backends():
+        raise ScenarioError(
+            f"{scenario.source}: no backend {backend!r} (known: {', '.join(available_backends())})"
+        )
+    moved = scenario.with_backend(backend)
+    check_scenario(moved)
+    return moved
+
+
 def parse_scenario(
     text: str, *, source: str = "<scenario>", default_name: str = "scenario"
 ) -> Scenario:

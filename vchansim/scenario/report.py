@@ -27,6 +27,9 @@ def table(results: Sequence[ScenarioResult]) -> Table:
     grid.add_column("measured / why", overflow="fold")
     for result in results:
         title = f"{result.scenario.name}\n[dim]{result.record.duration:.2f} s[/dim]"
+        if result.not_applicable:
+            na = Text("N/A", style="bold yellow")
+            grid.add_row(title, "applies here", na, result.not_applicable, end_section=True)
         for i, verdict in enumerate(result.verdicts):
             grid.add_row(
                 title if i == 0 else "",
@@ -39,9 +42,12 @@ def table(results: Sequence[ScenarioResult]) -> Table:
 
 
 def summary(results: Sequence[ScenarioResult]) -> Text:
-    failed = [r.scenario.name for r in results if not r.passed]
+    failed = [r.scenario.name for r in results if r.status == "failed"]
+    na = [r.scenario.name for r in results if r.not_applicable]
     seconds = sum(r.record.duration for r in results)
-    line = Text(f"{len(results)} scenarios, {len(results) - len(failed)} passed")
+    line = Text(f"{len(results)} scenarios, {len(results) - len(failed) - len(na)} passed")
+    if na:
+        line.append(f", {len(na)} not applicable: {', '.join(na)}", style="bold yellow")
     if failed:
         line.append(f", {len(failed)} failed: {', '.join(failed)}", style="bold red")
     line.append(f"  ({seconds:.1f} s)")
@@ -75,14 +81,20 @@ def junit_xml(results: Sequence[ScenarioResult]) -> ET.ElementTree:
             suites,
             "testsuite",
             name=result.scenario.name,
-            tests=str(len(result.verdicts)),
+            tests=str(len(result.verdicts) or 1),
             failures=str(failures),
             errors="0",
+            skipped="1" if result.not_applicable else "0",
             time=f"{result.record.duration:.3f}",
         )
         props = ET.SubElement(suite, "properties")
         for key, value in (("source", result.scenario.source), ("seed", result.scenario.seed)):
             ET.SubElement(props, "property", name=key, value=str(value))
+        if result.not_applicable:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"vchansim.{result.scenario.name}", name="applies"
+            )
+            ET.SubElement(case, "skipped", message=f"not applicable: {result.not_applicable}")
         for verdict in result.verdicts:
             case = ET.SubElement(
                 suite,

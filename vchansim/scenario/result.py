@@ -19,10 +19,20 @@ class ScenarioResult:
     scenario: Scenario
     record: RunRecord
     verdicts: list[Verdict]
+    #: Why the scenario was not run on its machine (empty: it ran).  A scenario that
+    #: needs what only the emulator can do is not applicable on real Xen: never passed.
+    not_applicable: str = ""
 
     @property
     def passed(self) -> bool:
-        return all(v.passed for v in self.verdicts)
+        return not self.not_applicable and all(v.passed for v in self.verdicts)
+
+    @property
+    def status(self) -> str:
+        """``passed``, ``failed`` or ``not-applicable``."""
+        if self.not_applicable:
+            return "not-applicable"
+        return "passed" if self.passed else "failed"
 
     @property
     def failures(self) -> list[Verdict]:
@@ -30,9 +40,11 @@ class ScenarioResult:
 
     def summary(self) -> str:
         """One line per verdict, for assertion messages and logs."""
+        status = {"failed": "FAILED", "not-applicable": "NOT APPLICABLE"}
         lines = [
             f"scenario {self.scenario.name} (seed {self.scenario.seed}): "
-            + ("passed" if self.passed else "FAILED")
+            + status.get(self.status, self.status)
+            + (f": {self.not_applicable}" if self.not_applicable else "")
         ]
         lines += [
             f"  [{'ok' if v.passed else 'FAIL'}] {v.expectation}: {v.detail}" for v in self.verdicts
@@ -50,6 +62,8 @@ class ScenarioResult:
             "source": self.scenario.source,
             "seed": self.scenario.seed,
             "passed": self.passed,
+            "status": self.status,
+            "not_applicable": self.not_applicable or None,
             "duration": round(self.record.duration, 3),
             "verdicts": [v.as_dict() for v in self.verdicts],
             "endpoints": [_instance_dict(i) for i in self.record.instances],
@@ -115,3 +129,9 @@ def unrunnable(scenario: Scenario, exc: BaseException) -> ScenarioResult:
     record = RunRecord(scenario, time.monotonic())
     verdict = Verdict("the scenario runs", "run", False, f"{type(exc).__name__}: {exc}")
     return ScenarioResult(scenario, record, [verdict])
+
+
+def inapplicable(scenario: Scenario, reasons: list[str]) -> ScenarioResult:
+    """The result of a scenario its machine cannot run as written (see
+    ``xen_executor.obstacles``): no verdicts, the reasons, never passed."""
+    return ScenarioResult(scenario, RunRecord(scenario, time.monotonic()), [], "; ".join(reasons))

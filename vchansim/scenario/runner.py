@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -20,18 +21,20 @@ from typing import Any
 
 from multiprocess.connection import wait as wait_connections
 
+from ..errors import ConfigError
 from ..trace import TraceWriter
 from .endpoint import EndpointJob
 from .executors import Executor, make_executor
 from .faults.base import Fault
-from .load import load_scenario
+from .load import load_scenario, on_backend
 from .messages import Command, Connected, FaultFired, Listening, Message, Progress, Result
 from .program import program_commands
 from .records import Instance, RunRecord
-from .result import ScenarioResult, trace_header
+from .result import ScenarioResult, inapplicable, trace_header
 from .sampler import Sampler
-from .spec import Scenario
+from .spec import DEADLINE_FACTOR_ENV, Scenario
 from .verdicts import judge
+from .xen_executor import obstacles, on_xen, require_xen
 
 ProgressFn = Callable[["RunProgress"], None]
 Action = Callable[[], None]
@@ -373,11 +376,27 @@ def execute(
     """Run ``scenario`` once and return what happened (not yet judged)."""
     executor = make_executor(scenario, rundir)
     try:
-        record = Run(scenario, executor, trace, progress).run()
+        record = Run(executor.placed(scenario), executor, trace, progress).run()
         record.leaks = executor.leaks()
     finally:
         executor.close()
     return record
+
+
+def deadline_factor(value: str | float | None = None) -> float:
+    """The factor every time bound is scaled by: ``value``, else ``$VCHANSIM_DEADLINE_FACTOR``,
+    else 1; ConfigError naming it if it is not a number of at least 1."""
+    given = os.environ.get(DEADLINE_FACTOR_ENV, "1") if value is None else value
+    try:
+        factor = float(given)
+    except ValueError:
+        factor = 0.0
+    if not 1.0 <= factor <= 1000.0:
+        raise ConfigError(
+            f"deadline factor {given!r} (from --deadline-factor or ${DEADLINE_FACTOR_ENV}) "
+            "must be a number from 1 to 1000"
+        )
+    return factor
 
 
 def run_scenario(
@@ -387,18 +406,38 @@ def run_scenario(
     trace: str | Path | None = None,
     progress: ProgressFn | None = None,
     rundir: str | Path | None = None,
+    backend: str | None = None,
+    slower: float | None = None,
 ) -> ScenarioResult:
     """Run one scenario (an object or a file) and judge it.
 
-    ``seed`` overrides the scenario's; ``trace`` writes a trace file (docs/trace.md);
-    ``rundir`` puts the scenario's hub there (for an inspector to attach to) instead of
-    in a private directory.  The scenario's backend must be ``shm`` or ``memory``
-    (ConfigError naming why otherwise, before anything starts).
+    ``seed`` overrides the scenario's; ``backend`` puts both endpoints on that backend
+    (``shm``, ``memory`` or ``xen``: real Xen, in this domain); ``slower`` scales every
+    time bound (default: :func:`deadline_factor`); ``trace`` writes a trace file
+    (docs/trace.md); ``rundir`` puts the scenario's hub there (for an inspector to attach
+    to) instead of in a private directory.  A scenario that cannot run on its backend as
+    written is refused (ConfigError naming why) before anything starts; one that needs
+    the emulator is, on real Xen, a result that is not applicable, with the reasons.
     """
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     if seed is not None:
         scenario = scenario.with_seed(seed)
+    if backend is not None:
+        scenario = on_backend(scenario, backend)
+    factor = deadline_factor(slower)
+    if factor != 1.0:
+        scenario = scenario.scaled(factor)
+    if on_xen(scenario):
+        require_xen(scenario.name)
+        if trace is not None:
+            raise ConfigError(
+                f"{scenario.name}: a trace samples the ring through the emulator's hub, "
+                "not on xen"
+            )
+        reasons = obstacles(scenario)
+        if reasons:
+            return inapplicable(scenario, reasons)
     writer = TraceWriter(trace, trace_header(scenario)) if trace is not None else None
     started = time.monotonic()
     try:
@@ -408,7 +447,7 @@ def run_scenario(
         if writer is not None:
             writer.close(time.monotonic() - started, passed=False)
         raise
-    result = ScenarioResult(scenario, record, verdicts)
+    result = ScenarioResult(record.scenario, record, verdicts)
     if writer is not None:
         end = time.monotonic() - record.t0
         for verdict in verdicts:

@@ -23,6 +23,11 @@ DEFAULT_DEADLINE = 30.0
 DEFAULT_SIZE = SizeSpec(4096, 4096)
 #: Backends whose endpoints live in one process as threads (they cannot be killed).
 IN_PROCESS_BACKENDS = frozenset({"memory"})
+#: The backend whose endpoints are processes of the runner's own domain on real Xen.
+XEN_BACKEND = "xen"
+#: Multiplies every time bound of a scenario (``Scenario.scaled``): for a slow machine,
+#: such as Xen under QEMU's software CPU.
+DEADLINE_FACTOR_ENV = "VCHANSIM_DEADLINE_FACTOR"
 #: The command of a program endpoint unless it gives one: vchan-pipe (csrc/programs), with
 #: the arguments that make it play the endpoint.  ``{options}`` stands for several.
 DEFAULT_PROGRAM = ("{pipe}", "{role}", "{peer}", "{path}", "{options}")
@@ -139,6 +144,40 @@ class Scenario:
 
     def with_seed(self, seed: int) -> Scenario:
         return replace(self, seed=seed)
+
+    def with_backend(self, backend: str) -> Scenario:
+        """Both endpoints on ``backend`` (not checked again: see load.check_scenario)."""
+        return replace(
+            self,
+            server=replace(self.server, backend=backend),
+            client=replace(self.client, backend=backend),
+        )
+
+    def in_domain(self, domid: int) -> Scenario:
+        """Both endpoints in domain ``domid``: where a backend is the domain it runs in
+        (real Xen), every endpoint of one machine is in that one domain."""
+        return replace(
+            self,
+            server=replace(self.server, domain=domid),
+            client=replace(self.client, domain=domid),
+        )
+
+    def scaled(self, factor: float) -> Scenario:
+        """Every time bound ``factor`` times as long: the deadline, the endpoints' call
+        timeouts and the expectations' bounds.  What the scenario does -- its fault
+        times, pauses and stalls -- stays as written."""
+
+        def slower(spec: EndpointSpec) -> EndpointSpec:
+            timeout = None if spec.timeout is None else spec.timeout * factor
+            return replace(spec, timeout=timeout)
+
+        return replace(
+            self,
+            deadline=self.deadline * factor,
+            server=slower(self.server),
+            client=slower(self.client),
+            expectations=tuple(e.scaled(factor) for e in self.expectations),
+        )
 
     @property
     def in_process(self) -> bool:

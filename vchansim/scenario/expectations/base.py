@@ -50,6 +50,11 @@ class Expectation:
     def describe(self) -> str:
         return self.kind
 
+    def scaled(self, factor: float) -> Expectation:
+        """This expectation with every time bound it sets ``factor`` times as long (a
+        slower machine, see :meth:`~vchansim.scenario.spec.Scenario.scaled`)."""
+        return self
+
     def judge(self, record: RunRecord) -> Verdict:
         """The verdict on ``record``."""
         raise NotImplementedError

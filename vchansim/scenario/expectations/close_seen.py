@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ..records import RunRecord
@@ -22,6 +22,9 @@ class CloseSeen(Expectation):
     @classmethod
     def parse(cls, table: Table, names: tuple[str, ...]) -> Expectation:
         return cls(table.endpoint(names), table.number("within_ms", 1000.0, 0.0))
+
+    def scaled(self, factor: float) -> Expectation:
+        return replace(self, within_ms=self.within_ms * factor)
 
     def describe(self) -> str:
         return f"{self.endpoint} sees the close within {self.within_ms:g} ms"

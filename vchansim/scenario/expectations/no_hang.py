@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ..records import RunRecord
@@ -22,6 +22,9 @@ class NoHang(Expectation):
     def parse(cls, table: Table, names: tuple[str, ...]) -> Expectation:
         within = table.raw("within")
         return cls(None if within is None else table.number("within", 0.0, 0.001))
+
+    def scaled(self, factor: float) -> Expectation:
+        return self if self.within is None else replace(self, within=self.within * factor)
 
     def describe(self) -> str:
         return "no call hangs" + (f" past {self.within:g} s" if self.within else "")

@@ -196,6 +196,15 @@ class Fault:
         """The machine's limits with this fault applied (most faults leave them)."""
         return limits
 
+    @property
+    def emulator_only(self) -> str | None:
+        """Why only the emulator can commit this fault (None: real Xen can too).  A
+        fault that lowers the machine's limits needs a machine made with them; on real
+        Xen the limits are the hypervisor's."""
+        if self.limits(HubLimits()) != HubLimits():
+            return "it lowers the machine's limits, which on real Xen are the hypervisor's"
+        return None
+
     def event_rule(self, seed: int, name: str, index: int) -> EventRule | None:
         """The rule this fault puts on the endpoint's event handle (``index``: its place
         among the endpoint's rules, which seeds its choices), if it tampers with events."""
