@@ -339,3 +339,20 @@ def test_a_hello_the_hub_drops_is_repeated_on_a_new_connection(rundir: RunDir) -
         pytest.raises(HubGoneError),
     ):
         conn.call(Op.STATE)
+
+
+def test_the_running_hub_logs_each_xenstore_request_with_its_outcome(rundir: RunDir) -> None:
+    """docs/hub-protocol.md: the hub logs every store operation.  Lines wait in memory
+    while the hub is busy, formatted only when written, but reach the log while it runs."""
+    with ShmBackend(1, rundir=rundir).store() as xs:
+        xs.write("data/logged", b"v")
+        assert xs.read("data/logged") == b"v"
+        with pytest.raises(OSError):
+            xs.read("/tool/secret")
+        xs.rm("data/logged")
+    lines = [
+        "dom1 WRITE data/logged = 'v' -> OK",
+        "dom1 READ data/logged -> 'v'",
+        "dom1 READ /tool/secret -> EACCES",
+    ]
+    procs.wait_for(lambda: all(line in rundir.log.read_text() for line in lines))

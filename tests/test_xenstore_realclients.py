@@ -71,7 +71,7 @@ class Daemon:
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     store = Xenstored(Quotas(nodes=30, watches=4, transactions=2))
     lines: list[str] = []
-    service = XenstoreService(store, log=lines.append)
+    service = XenstoreService(store, log=lambda line: lines.append(str(line)))
     for domid in (0, 1, 2):
         service.listen(domid, socket_path(tmp_path, domid))
     thread = threading.Thread(target=service.serve_forever, daemon=True)

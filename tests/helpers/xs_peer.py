@@ -34,7 +34,9 @@ class Peer:
     def __init__(self, store: Xenstored, domid: int) -> None:
         self.sent: list[bytes] = []
         self.log: list[str] = []
-        self.conn = XsConnection(store, domid, self.sent.append, self.log.append)
+        self.conn = XsConnection(
+            store, domid, self.sent.append, lambda line: self.log.append(str(line))
+        )
         self.events: list[tuple[str, str]] = []
 
     def exchange(self, msg_type: int, payload: bytes, tx: int = 0, req_id: int = 0) -> Message:

@@ -35,7 +35,7 @@ from ..unixsock import listen_unix
 from ..xen import DOMID_MAX, DOMID_SELF, RequestError
 from ..xenmodel.grants import check_page_count
 from ..xenstore.server import XenstoreService
-from ..xenstore.store import PRIVILEGED_DOMID, Xenstored
+from ..xenstore.store import PRIVILEGED_DOMID, LogLine, Xenstored
 from .events import Port, PortTable
 from .grants import GrantHandle, GrantTable
 from .limits import HubLimits
@@ -58,6 +58,11 @@ from .protocol import (
 _GNT_FLAGS = GNT_WRITABLE | GNT_NOTIFY
 #: Seconds an embedded hub lingers with no connection before exiting.
 DEFAULT_IDLE = 5.0
+#: Seconds a logged line may wait in memory while the hub serves, and how many lines:
+#: a stream of requests then costs one log write per batch, and whoever watches the log
+#: still sees each line at once.
+LOG_DELAY = 0.05
+LOG_BATCH = 1024
 #: Requests served from one client per wakeup, so a chatty client cannot starve others.
 _REQUESTS_PER_WAKEUP = 16
 #: Room for the largest STATE reply (see docs/hub-protocol.md).
@@ -162,7 +167,9 @@ class Hub:
         self.idle = idle
         self.limits = limits if limits is not None else HubLimits()
         self._log_stream = log
-        self._log_queue: list[tuple[float, str]] = []
+        self._log_queue: list[tuple[float, LogLine]] = []
+        #: When (monotonic) the oldest line waiting in the queue must be written.
+        self._log_due = 0.0
         self._serving = False
         self.grants = GrantTable(self.limits.grants)
         self.ports = PortTable(self.limits.ports)
@@ -197,12 +204,15 @@ class Hub:
 
     # -- logging --
 
-    def log(self, line: str) -> None:
-        """Log one line, stamped now.  While :meth:`serve` runs, lines wait in memory until
-        the loop has nothing ready: writing costs a system call that a client waiting for
-        its next reply should not pay for."""
+    def log(self, line: LogLine) -> None:
+        """Log one line, stamped now.  While :meth:`serve` runs, lines wait in memory, as
+        they are (a request's line is formatted only when written), for at most
+        LOG_DELAY seconds or LOG_BATCH lines: writing costs formatting and a system call
+        that a client waiting for its next reply should not pay for, once per request."""
+        if not self._log_queue:
+            self._log_due = time.monotonic() + LOG_DELAY
         self._log_queue.append((time.time(), line))
-        if not self._serving:
+        if not self._serving or len(self._log_queue) >= LOG_BATCH:
             self.flush_log()
 
     def flush_log(self) -> None:
@@ -685,12 +695,13 @@ class Hub:
                     return f"idle for {self.idle:g} s"
             else:
                 idle_since = None
-            # The log is written when nothing else is ready, before sleeping.
-            ready = self.selector.select(0) if self._log_queue else []
-            if not ready:
-                self.flush_log()
-                ready = self.selector.select(timeout)
-            for key, mask in ready:
+            if self._log_queue:
+                due = self._log_due - time.monotonic()
+                if due <= 0:
+                    self.flush_log()
+                else:
+                    timeout = due if timeout is None else min(timeout, due)
+            for key, mask in self.selector.select(timeout):
                 key.data(mask)
         return "asked to stop"
 

@@ -19,12 +19,12 @@ import selectors
 import signal
 import socket
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..unixsock import listen_unix
 from ..xen import check_domid
-from .store import Xenstored, XsConnection
+from .store import Log, Xenstored, XsConnection
 from .wire import XsProtocolError
 
 #: Stop reading a client's requests while this many reply bytes wait for it.
@@ -33,8 +33,6 @@ _READ_PAUSE_BYTES = 256 * 1024
 _OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024
 _RECV_BYTES = 64 * 1024
 _ACCEPTS_PER_WAKEUP = 64
-
-Log = Callable[[str], None]
 
 
 def socket_path(directory: str | os.PathLike[str], domid: int) -> str:

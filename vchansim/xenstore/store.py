@@ -785,7 +785,8 @@ class _Watch:
 @dataclass(frozen=True)
 class _Reply:
     payload: bytes
-    summary: str
+    #: The outcome for the log: text, or a node's value, shown only when the line is.
+    summary: str | bytes
     followup: bytes = b""  # sent after the reply (the initial event of a WATCH)
 
 
@@ -819,6 +820,32 @@ def _describe(msg: Message) -> str:
     return " ".join(field.decode("latin-1") for field in fields)
 
 
+class RequestLine:
+    """One request's log line, formatted only when somebody reads it (``str()``): the
+    daemon answers first and writes its log when it has nothing else to do, so a client
+    waiting for its reply does not wait for the line's formatting either."""
+
+    __slots__ = ("domid", "msg", "summary")
+
+    def __init__(self, domid: int, msg: Message, summary: str | bytes) -> None:
+        self.domid = domid
+        self.msg = msg
+        self.summary = summary
+
+    def __str__(self) -> str:
+        msg = self.msg
+        tx = f" tx{msg.tx_id}" if msg.tx_id else ""
+        described = _describe(msg)
+        described = f" {described}" if described else ""
+        summary = self.summary if isinstance(self.summary, str) else _show(self.summary)
+        return f"dom{self.domid}{tx} {msg.type_name}{described} -> {summary}"
+
+
+#: What the store logs: a plain line, or a request's (formatted when written).
+LogLine = str | RequestLine
+Log = Callable[[LogLine], None]
+
+
 class XsConnection:
     """One client of the store, acting as domain ``domid``.  Sans-IO.
 
@@ -838,7 +865,7 @@ class XsConnection:
         store: Xenstored,
         domid: int,
         send: Callable[[bytes], None],
-        log: Callable[[str], None] | None = None,
+        log: Log | None = None,
         on_end: Callable[[str], None] | None = None,
     ) -> None:
         self.domid = check_domid(domid)
@@ -934,12 +961,7 @@ class XsConnection:
         if reply.followup:
             self._send(reply.followup)
         if self._log is not None:
-            tx = f" tx{msg.tx_id}" if msg.tx_id else ""
-            described = _describe(msg)
-            self._log(
-                f"dom{self.domid}{tx} {msg.type_name}{' ' if described else ''}{described}"
-                f" -> {reply.summary}"
-            )
+            self._log(RequestLine(self.domid, msg, reply.summary))
 
     def _dispatch(self, msg: Message) -> _Reply:
         """Xenstored's order of checks: unknown type, privilege, transaction id, request."""
@@ -983,7 +1005,7 @@ class XsConnection:
     def _read(self, payload: bytes, tx: _Transaction | None) -> _Reply:
         actor = self._actor(tx)
         node = actor.lookup(actor.canonical(wire.one_arg(payload)), _Access.READ)
-        return _Reply(node.value, _show(node.value))
+        return _Reply(node.value, node.value)
 
     def _write(self, payload: bytes, tx: _Transaction | None) -> _Reply:
         if b"\0" not in payload:
