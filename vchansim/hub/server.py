@@ -219,11 +219,16 @@ class Hub:
         """Write the lines logged so far."""
         if not self._log_queue:
             return
-        text = "".join(
-            f"{datetime.fromtimestamp(stamp).isoformat(sep=' ', timespec='milliseconds')} {line}\n"
-            for stamp, line in self._log_queue
-        )
+        parts: list[str] = []
+        shown_ms, shown = -1, ""
+        for stamp, line in self._log_queue:
+            ms = int(stamp * 1000)
+            if ms != shown_ms:  # lines of one millisecond share their stamp's text
+                moment = datetime.fromtimestamp(stamp)
+                shown_ms, shown = ms, moment.isoformat(sep=" ", timespec="milliseconds")
+            parts.append(f"{shown} {line}\n")
         self._log_queue.clear()
+        text = "".join(parts)
         with contextlib.suppress(OSError, ValueError):
             self._log_stream.write(text)
             self._log_stream.flush()

@@ -171,24 +171,30 @@ class Decoder:
         """Add ``data``; return every message it completes (possibly none)."""
         if self._error is not None:
             raise self._error
-        self._buf += data
+        buf = self._buf
+        buf += data
+        # Walk the buffer by offset and cut what was used once at the end: a read often
+        # brings several requests, and each cut would move the rest of the buffer.
         messages: list[Message] = []
+        pos, end = 0, len(buf)
         while True:
             if self._header is None:
-                if len(self._buf) < HEADER_SIZE:
-                    return messages
-                self._header = decode_header(bytes(self._buf[:HEADER_SIZE]))
-                del self._buf[:HEADER_SIZE]
+                if end - pos < HEADER_SIZE:
+                    break
+                self._header = HEADER.unpack_from(buf, pos)
+                pos += HEADER_SIZE
                 if self._header[3] > PAYLOAD_MAX:
+                    del buf[:pos]
                     self._error = PayloadTooLarge(self._header[3])
                     raise self._error
             msg_type, req_id, tx_id, length = self._header
-            if len(self._buf) < length:
-                return messages
-            payload = bytes(self._buf[:length])
-            del self._buf[:length]
+            if end - pos < length:
+                break
+            messages.append(Message(msg_type, bytes(buf[pos : pos + length]), req_id, tx_id))
+            pos += length
             self._header = None
-            messages.append(Message(msg_type, payload, req_id, tx_id))
+        del buf[:pos]
+        return messages
 
 
 # --- payloads ---------------------------------------------------------------------------
