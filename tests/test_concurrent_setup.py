@@ -14,9 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from helpers import procs
 
+from vchansim.backends.shm import ShmBackend
+from vchansim.channel import Vchan
 from vchansim.hub.launcher import ensure_hub, open_hub
 from vchansim.hub.protocol import dial
 from vchansim.rundir import RunDir
@@ -98,3 +101,37 @@ def test_connections_arriving_while_the_hub_is_busy_queue_instead_of_failing(
     assert len(sockets) == 200
     with open_hub(rundir, 0) as conn:  # and the hub serves on
         assert conn.hub_pid == hub
+
+
+def _xs_requests(rundir: RunDir, domid: int, path: str) -> list[str]:
+    """The hub log's xenstore requests of domain ``domid`` that name ``path``."""
+    lines = rundir.log.read_text().splitlines()
+    return [line.split(" ", 3)[3] for line in lines if f" dom{domid} " in line and path in line]
+
+
+def test_a_waiting_client_makes_a_bounded_number_of_requests_not_a_poll(rundir: RunDir) -> None:
+    """A client started before its server waits on a watch of the ring-ref key: it asks
+    the store again only when an event comes (the watch's first one, the server's commit),
+    however long the server takes, so a setup costs the same few requests every time."""
+    ensure_hub(rundir)
+    path = "/local/domain/1/data/waited"
+    got: list[Vchan] = []
+    client = threading.Thread(
+        target=lambda: got.append(Vchan.client(ShmBackend(0), 1, path, wait=60)), daemon=True
+    )
+    client.start()
+    ring_ref = f"{path}/ring-ref"
+    procs.wait_for(lambda: f"WATCH {ring_ref}" in rundir.log.read_text(), what="the watch")
+    server = Vchan.server(ShmBackend(1), 0, "data/waited")
+    client.join(60)
+    (chan,) = got
+    server.write(b"late")
+    assert chan.read(4) == b"late"
+    found = f"READ {path}/event-channel -> '"
+    procs.wait_for(lambda: any(found in line for line in _xs_requests(rundir, 0, path)))
+    reads = [line for line in _xs_requests(rundir, 0, path) if line.startswith("READ")]
+    # One lookup (two reads) per event at most: at the start, on the watch's first
+    # event, on the server's commit.
+    assert 2 <= len(reads) <= 6, reads
+    chan.close()
+    server.close()
