@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import procs
 from helpers.clibs import NEEDS_XENCTRL_BUILD
 
 from vchansim import Vchan, cbuild, debian
@@ -170,4 +171,5 @@ def test_xens_xenstored_leaves_the_emulators_xenstore_working(hub_dir: Path) -> 
     ), daemon.stderr
     after = run(hub_dir, 0, "xenstore-read", "/survives")
     assert (after.returncode, after.stdout) == (0, "yes\n"), after.stderr
-    assert "xs/0 was replaced: serving it anew" in (hub_dir / "hub.log").read_text()
+    replaced = "xs/0 was replaced: serving it anew"
+    procs.wait_for(lambda: replaced in (hub_dir / "hub.log").read_text(), what="the log line")
