@@ -225,7 +225,7 @@ def test_a_recording_replays_the_states_seen_live(
     [done] = app.recordings.done
     live = [frame for source, frame in seen if source is watched_source[0]]
     count = int(done.split()[1])
-    assert done == f"recorded {count} samples to {path}" and count >= 10
+    assert done == f"recorded {count} samples to {path}" and count >= 3  # 0, 100, 200 at least
     trace = read_trace(path)
     assert trace.complete and trace.records[-1]["passed"] is None
     replay = ReplaySource.open(path)  # what --replay opens
