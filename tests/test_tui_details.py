@@ -12,11 +12,11 @@ from helpers.live_pair import (
     ENDPOINT,
     FULL_PATH,
     PATH,
-    SERVER,
     attach_first,
     command,
     finish,
     pattern,
+    start_pair,
 )
 from helpers.pilot import run, until, until_shown
 from textual.pilot import Pilot
@@ -36,10 +36,7 @@ def left_bytes(pilot: Pilot) -> bytes | None:
 
 
 def test_the_bytes_in_flight_of_an_in_page_ring_in_hex_and_ascii(rundir: RunDir, spawn) -> None:
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     app = InspectorApp(rundir=rundir)
 
     async def body(pilot: Pilot) -> None:
@@ -92,10 +89,7 @@ def test_a_ring_in_granted_pages_is_read_through_them_across_its_wrap(
 
 
 def test_the_ends_are_named_by_domain_port_pid_and_command(rundir: RunDir, spawn) -> None:
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     app = InspectorApp(rundir=rundir)
 
     async def body(pilot: Pilot) -> None:
@@ -121,10 +115,7 @@ def test_times_count_from_the_channel_start_and_space_holds_the_picture(
     rundir: RunDir, spawn
 ) -> None:
     before = time.monotonic()
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     link = HubLink(rundir)
     info = select_channel(link.channels(), PATH)
     link.close()

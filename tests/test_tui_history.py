@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from helpers.live_pair import CLIENT, SERVER, attach_first, command, finish
+from helpers.live_pair import attach_first, command, finish, start_pair
 from helpers.pilot import run, until, until_shown
 from textual.pilot import Pilot
 
@@ -130,10 +130,7 @@ def history_line(pilot: Pilot, label: str) -> str:
 
 
 def test_the_timeline_shows_the_fill_rising_while_no_reader_reads(rundir: RunDir, spawn) -> None:
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     app = InspectorApp(rundir=rundir)
 
     async def body(pilot: Pilot) -> None:
@@ -158,10 +155,7 @@ def test_the_timeline_shows_the_fill_rising_while_no_reader_reads(rundir: RunDir
 
 
 def test_pause_holds_the_picture_while_the_history_goes_on(rundir: RunDir, spawn) -> None:
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     app = InspectorApp(rundir=rundir)
 
     async def body(pilot: Pilot) -> None:
@@ -202,10 +196,7 @@ def test_a_recording_replays_the_states_seen_live(
         return frame
 
     monkeypatch.setattr(LiveSource, "frame", watched)
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     path = tmp_path / "live.jsonl"
     app = InspectorApp(rundir=rundir, record=path)  # vchansim inspect --record live.jsonl
     watched_source: list[LiveSource] = []
@@ -252,10 +243,7 @@ def test_a_recording_replays_the_states_seen_live(
 def test_a_recording_that_cannot_be_written_says_so_in_one_line(
     rundir: RunDir, spawn, tmp_path: Path, target: str, why: str
 ) -> None:
-    server = spawn(SERVER)
-    server.expect("ready")
-    client = spawn(CLIENT)
-    client.expect("ready")
+    server, client = start_pair(spawn)
     path = tmp_path / target if not target.startswith("/") else Path(target)
     app = InspectorApp(rundir=rundir, record=path)
 
