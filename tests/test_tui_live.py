@@ -112,6 +112,79 @@ def test_the_inspector_maps_the_page_read_only(
     finish(client, server)
 
 
+# -- who waits for whom ---------------------------------------------------------------------
+
+
+def server_reading(screen: ChannelScreen) -> bool:
+    """Whether the frame on screen shows the server asleep reading."""
+    frame = screen.frame
+    sleep = None if frame is None or frame.waits is None else frame.waits[0]
+    return sleep is not None and sleep.direction == "read"
+
+
+async def next_drawn(pilot: Pilot[object], screen: ChannelScreen) -> None:
+    """Wait for a frame drawn from a sample taken after now (the screen samples the
+    channel as it draws, on the app's own loop)."""
+    assert screen.frame is not None
+    now = screen.frame.time
+    await until(
+        pilot,
+        lambda: screen.frame is not None and screen.frame.time > now,
+        "the next frame",
+    )
+
+
+async def freeze_asleep(pilot: Pilot[object], screen: ChannelScreen, child: procs.Child) -> None:
+    """Stop the server ``child`` in its sleep reading, as the inspector sees it.  Frozen
+    there it cannot reach its liveness re-check, which would end a missed close within
+    half a second; stopped in the instant between two of its sleeps, it is let go on
+    and stopped again."""
+    while True:
+        await until(pilot, lambda: server_reading(screen), "the server asleep reading")
+        child.stop()
+        await next_drawn(pilot, screen)  # sampled after the stop: what it shows stays
+        if server_reading(screen):
+            return
+        child.resume()
+
+
+def test_a_close_without_its_event_under_a_sleeping_reader_is_flagged_missed_close_live(
+    rundir: RunDir, spawn: Callable[..., procs.Child]
+) -> None:
+    """The server sleeps reading an empty ring; the client clears its live byte without
+    the event a close sends.  The inspector names the state while it lasts, and keeps
+    the verdict once the server, let go on, sees the close at its liveness re-check."""
+    server, client = start_pair(spawn)
+    app = InspectorApp(rundir=rundir)
+
+    def verdicts() -> set[str]:
+        frame = app.screen.frame if isinstance(app.screen, ChannelScreen) else None
+        return {stall.name for stall in frame.stalls} if frame is not None else set()
+
+    def over() -> set[str]:
+        frame = app.screen.frame if isinstance(app.screen, ChannelScreen) else None
+        return {seen.name for seen in frame.ended} if frame is not None else set()
+
+    async def body(pilot: Pilot[object]) -> None:
+        screen = await attach_first(pilot)
+        assert verdicts() == set()
+        server.send("recv 1")  # an empty ring: it asks for WRITE and sleeps
+        await freeze_asleep(pilot, screen, server)
+        await asyncio.to_thread(command, client, "corrupt cli_live 0")
+        await until(pilot, lambda: "missed-close" in verdicts(), "the missed-close verdict")
+        assert verdicts() == {"missed-close"}  # nothing else is wrong
+        await until_shown(pilot, "✖ missed-close: the server still sleeps")
+        server.resume()
+        assert await asyncio.to_thread(server.expect, "done") == ["closed"]
+        await until(pilot, lambda: "missed-close" in over(), "the verdict kept as over")
+        assert verdicts() == set()
+        await until_shown(pilot, "✖ missed-close from t ")
+        assert "now over" in app.export_text()
+
+    run(app, body, size=(120, 40))
+    finish(server, client)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 

@@ -17,10 +17,15 @@ FULL_PATH = f"/local/domain/1/{PATH}"
 
 #: An endpoint's code, ``{open}`` being the expression that opens its channel.  Commands:
 #: "send N SEED" (packet write of N :func:`pattern` bytes), "recv N" (packet read; answers
-#: with a digest of everything received), "close", "quit".
+#: with a digest of everything received, or "closed" if the peer closed first), "corrupt
+#: FIELD VALUE" (stores VALUE in a field of the control page, as the scenarios' corrupt
+#: fault does: "corrupt cli_live 0" is a client's close without its event), "close",
+#: "quit".
 ENDPOINT = """
 import hashlib
-from vchansim.channel import Vchan
+from vchansim.channel import ChannelClosed, Vchan
+from vchansim.scenario.faults.corrupt import CorruptFault
+from vchansim.scenario.spec import Trigger
 def pattern(n, seed):
     return ((bytes(range(seed % 256, 256)) + bytes(range(256))) * (n // 256 + 1))[:n]
 chan = {open}
@@ -34,8 +39,15 @@ while True:
         chan.send(pattern(int(cmd[1]), int(cmd[2])))
         say("done")
     elif cmd[0] == "recv":
-        digest.update(chan.recv(int(cmd[1])))
-        say("done", digest.hexdigest())
+        try:
+            digest.update(chan.recv(int(cmd[1])))
+        except ChannelClosed:
+            say("done", "closed")
+        else:
+            say("done", digest.hexdigest())
+    elif cmd[0] == "corrupt":
+        CorruptFault("endpoint", Trigger(at=0.0), field=cmd[1], value=int(cmd[2])).apply(chan)
+        say("done")
     elif cmd[0] == "close":
         chan.close()
         say("done")

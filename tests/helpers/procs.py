@@ -47,6 +47,12 @@ def child_env(rundir: RunDir, extra: dict[str, str] | None = None) -> dict[str, 
     return env
 
 
+def _state(pid: int) -> str:
+    """A process's state letter in /proc (``T``: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 class Child:
     """A separate interpreter running ``PRELUDE + code``, driven line by line."""
 
@@ -105,6 +111,19 @@ class Child:
     def wait(self, timeout: float = DEADLINE) -> int:
         """Wait for the child to exit; its exit status."""
         return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGSTOP the child and wait until it is stopped (the signal is delivered
+        asynchronously): from then on it does nothing, as a descheduled domain."""
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + DEADLINE
+        while _state(self.pid) != "T":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"child {self.pid} was never stopped")
+
+    def resume(self) -> None:
+        """Let a stopped child go on (SIGCONT)."""
+        self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the child and reap it."""
