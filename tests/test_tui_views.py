@@ -35,6 +35,8 @@ from vchansim.tui.widgets.view import Problems
 
 SIZES = [(80, 24), (120, 40), (200, 60)]
 SIZE_IDS = [f"{w}x{h}" for w, h in SIZES]
+#: The sizes with room for every panel's content.
+TALL_SIZES, TALL_IDS = SIZES[1:], SIZE_IDS[1:]
 #: The panels of the live channel view, top to bottom.
 PANELS = ("#ring-left", "#ring-right", "#bits", "#problems", "#details", "Footer")
 #: Each verdict's severity as the panel shows it: red frame for a hang, amber for a stall.
@@ -63,8 +65,9 @@ def test_snapshot_live_view_with_the_bytes_in_flight(snap_compare, size: tuple[i
     assert snap_compare(FixedInspector(view=STREAMING), terminal_size=size)
 
 
-def test_snapshot_live_view_with_the_ends(snap_compare) -> None:
-    assert snap_compare(FixedInspector(view=STREAMING), press=["i"], terminal_size=(120, 40))
+@pytest.mark.parametrize("size", TALL_SIZES, ids=TALL_IDS)
+def test_snapshot_live_view_with_the_ends(snap_compare, size: tuple[int, int]) -> None:
+    assert snap_compare(FixedInspector(view=STREAMING), press=["i"], terminal_size=size)
 
 
 @pytest.mark.parametrize("verdict", sorted(VERDICTS))
@@ -167,6 +170,27 @@ def test_every_panel_of_the_live_view_is_on_screen_and_sized_to_its_content(
 
     shown = STREAMING if state == "streaming" else VERDICTS[state]
     run(FixedInspector(view=shown), body, size=size)
+
+
+@pytest.mark.parametrize("size", [(80, 30), *TALL_SIZES], ids=["80x30", *TALL_IDS])
+def test_the_ends_view_is_as_tall_as_its_lines(size: tuple[int, int]) -> None:
+    """Who the ends are takes four lines: where they fit, its panel holds them and no
+    empty row, and the bytes view, chosen again, takes the rest down to the footer."""
+
+    async def body(pilot: Pilot[object]) -> None:
+        details = pilot.app.screen.query_one(Details)
+        await pilot.press("i")
+        await until(pilot, lambda: details.region.height == 4 + 2, "the ends' panel")
+        lines = pilot.app.export_text().splitlines()
+        inside = [
+            lines[y][details.region.x + 2 : details.region.right - 2]
+            for y in range(details.region.y + 1, details.region.bottom - 1)
+        ]
+        assert [row.split()[0] for row in inside] == ["server", "client", "xenstore", "grants"]
+        await pilot.press("b")
+        await until(pilot, lambda: details.region.bottom == size[1] - 1, "the bytes' panel")
+
+    run(FixedInspector(view=STREAMING), body, size=size)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)

@@ -45,6 +45,7 @@ class Details(ContentSwitcher):
         self.current = view
         self.border_title = VIEWS[view]
         self.set_class(view == "history", "-history")
+        self.set_class(view == "ends", "-ends")
 
     def show(self, frame: Frame, identity: Identity | None) -> None:
         why = "n/a in a replay: a trace records indices"
