@@ -211,3 +211,21 @@ def test_a_core_built_from_older_sources_is_not_loaded(monkeypatch):
     with pytest.raises(ImportError, match=r"lacks NotifyCore, RingCore, Waiter.*rebuild it"):
         cores.load("c")
     assert "c" not in cores.available()
+
+
+def test_a_stale_core_is_said_in_one_line_and_the_python_one_used(monkeypatch, capsys):
+    monkeypatch.delenv(cores.PURE_ENV, raising=False)
+    monkeypatch.setitem(cores.MODULES, "c", "vchansim.layout")  # stands in for a stale build
+    name, module = cores._select()
+    assert (name, module.__name__) == ("python", "vchansim.pycore")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("vchansim: using the Python ring core: ")
+    assert "rebuild it" in err[0]
+
+
+def test_a_core_never_built_falls_back_without_a_word(monkeypatch, capsys):
+    monkeypatch.delenv(cores.PURE_ENV, raising=False)
+    monkeypatch.setitem(cores.MODULES, "c", "vchansim._no_such_core")
+    name, _ = cores._select()
+    assert name == "python"
+    assert capsys.readouterr().err == ""

@@ -11,6 +11,7 @@ either interoperate: both follow the same protocol on the same shared memory.
 from __future__ import annotations
 
 import os
+import sys
 from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -61,12 +62,19 @@ def available() -> list[str]:
 
 
 def _select() -> tuple[str, ModuleType]:
+    """The C core if it was built, else the Python one.  A C core that is there but
+    cannot be used (built from older sources, or against another interpreter) is said
+    on stderr in one line: the install is broken and runs ten times slower per message,
+    which nobody should have to find out from a benchmark."""
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         return "python", load("python")
     try:
         return "c", load("c")
-    except ImportError:
-        return "python", load("python")
+    except ModuleNotFoundError:
+        pass  # never built (no compiler at install): the Python core is the design
+    except ImportError as exc:
+        print(f"vchansim: using the Python ring core: {exc}", file=sys.stderr)
+    return "python", load("python")
 
 
 #: "c" or "python": the core this process uses.
