@@ -7,17 +7,21 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vchansim.scenario import Scenario, parse_scenario, run_scenario
+from vchansim.scenario.endpoint import EndpointJob
+from vchansim.scenario.executors import ShmBackends
 from vchansim.scenario.expectations.clean import Clean
 from vchansim.scenario.expectations.close_seen import CloseSeen
 from vchansim.scenario.expectations.delivered import Delivered
 from vchansim.scenario.expectations.integrity import Integrity
-from vchansim.scenario.messages import FaultFired, Progress, ReceivedReport, Result
+from vchansim.scenario.messages import FaultFired, Progress, ReceivedReport, Result, Started
 from vchansim.scenario.records import Instance, RunRecord
+from vchansim.scenario.spawned import Spawned
 from vchansim.scenario.streams import digest
 from vchansim.scenario.verdicts import judge
 
@@ -76,6 +80,39 @@ def test_endpoints_over_shm_are_separate_processes_and_leave_nothing():
     assert len(pids) == 2 and os.getpid() not in pids
     assert all(i.exitcode == 0 for i in result.record.instances)
     assert result.record.leaks == []
+
+
+def test_an_endpoint_process_holds_none_of_the_runners_descriptors(tmp_path):
+    """Endpoints are forks of the fork server, not of the runner: a descriptor the runner
+    holds (here a file; in a run its hub socket or Xen devices) is not in the endpoint,
+    so its death is its own.  It says it started, waits for the runner's go, and is
+    killed waiting."""
+    spawner = Spawned()
+    runner_only = tmp_path / "runner-only"
+    with runner_only.open("w"):
+        job = EndpointJob(scenario(STREAM, backend="shm"), "srv", ShmBackends(str(tmp_path)))
+        conn, proc, pid = spawner.start(job)
+        try:
+            started = conn.recv()
+            assert isinstance(started, Started) and started.pid == pid
+            fds = Path(f"/proc/{pid}/fd")
+            held = {os.readlink(fd) for fd in fds.iterdir()}
+            assert str(runner_only) not in held and pid != os.getpid()
+            assert os.getpid() not in parents(pid)[:1]  # forked by the server, not by us
+        finally:
+            spawner.kill(proc)
+    assert spawner.reap(proc) == -signal.SIGKILL
+    with pytest.raises(EOFError):  # its end of the link went with it
+        conn.recv()
+
+
+def parents(pid: int) -> list[int]:
+    """``pid``'s parent, its parent's parent, ... up to init."""
+    chain = []
+    while pid > 1:
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
 
 
 KILLED = """
