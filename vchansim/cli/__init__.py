@@ -24,6 +24,7 @@ from .common import UsageError
 
 #: Each subcommand and the module (in this package) whose ``register`` adds it.
 COMMANDS = {
+    "agent": "agent",
     "bench": "bench",
     "connect": "pipe",
     "domain": "domain",

@@ -8,7 +8,11 @@ its endpoints as separate processes, injects its faults and judges its expectati
 --backend xen runs them on real Xen: both endpoints as processes of the domain this runs
 in (dom0), on its devices; a scenario that needs the emulator (a program endpoint, a
 fault that lowers the machine's limits) is reported NOT APPLICABLE with the reason.
---deadline-factor (or $VCHANSIM_DEADLINE_FACTOR) multiplies every time bound of every
+--client-domain N runs each scenario's client in domain N through the agent there
+(vchansim agent) and its server here: on Xen, the server in dom0 and the client in a
+guest; on the emulator, on the hub the agent uses (--rundir).  What the agent cannot
+place (a program endpoint; on the emulator, a fault lowering the hub's limits) is NOT
+APPLICABLE.  --deadline-factor (or $VCHANSIM_DEADLINE_FACTOR) multiplies every time bound of every
 scenario, for a slow machine such as Xen under QEMU's software CPU.
 
 The exit status is 0 only if every scenario ran and every expectation held, 1 if any
@@ -65,6 +69,13 @@ def register(subparsers: Subcommands) -> None:
         metavar="NAME",
         help="run both endpoints of every scenario on NAME (shm, memory, or xen: real Xen, "
         "in this domain), whatever the files say",
+    )
+    parser.add_argument(
+        "--client-domain",
+        type=int,
+        metavar="N",
+        help="run each scenario's client in domain N, through the agent running there "
+        "(vchansim agent), and its server here",
     )
     parser.add_argument(
         "--deadline-factor",
@@ -203,6 +214,7 @@ def _run_one(
             progress=display.update,
             rundir=args.rundir,
             slower=args.slower,
+            client_domain=args.client_domain,
         )
     except OSError as exc:  # the run itself could not happen (no hub, bad trace path...)
         return unrunnable(scenario, exc)

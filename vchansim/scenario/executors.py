@@ -18,7 +18,9 @@ not applicable there (``xen_executor.obstacles``).  A scenario naming another ba
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 
 import multiprocess
 
-from ..backends.base import Backend
+from ..backends.base import Backend, Store
 from ..backends.memory import MemoryBackend, MemoryHypervisor
 from ..backends.shm import ShmBackend
 from ..errors import ConfigError
@@ -34,10 +36,11 @@ from ..hub.launcher import ensure_hub, hub_running, open_hub, private_hub
 from ..hub.limits import HubLimits
 from ..hub.observe import map_grant, map_stats
 from ..layout import PAGE_SIZE
-from ..leaks import Leak, LeakKind, find_leaks, memory_leaks
+from ..leaks import LASTING_KINDS, Leak, LeakKind, find_leaks, memory_leaks
 from ..rundir import prepare_rundir
 from ..xenstore.store import Xenstored
 from .endpoint import EndpointJob
+from .remote import AgentExecutor
 from .sampler import HubObserver, MemoryObserver, Observer
 from .spawned import Spawned, endpoint_main
 from .spec import XEN_BACKEND, Scenario
@@ -48,6 +51,8 @@ LEAK_GRACE = 2.0
 #: What the leak check looks for: not descriptors of this process, which are not the
 #: endpoints' (they ran elsewhere) and may belong to whoever called the runner.
 LEAK_KINDS = frozenset(LeakKind) - {LeakKind.FD}
+#: Seconds between two looks at a shared hub's state while it catches up.
+LEAK_POLL = 0.01
 
 
 def hub_limits(scenario: Scenario) -> HubLimits:
@@ -62,10 +67,15 @@ def hub_limits(scenario: Scenario) -> HubLimits:
 HUB_BACKEND = "shm"
 
 
-def make_executor(scenario: Scenario, rundir: str | Path | None = None) -> Executor:
+def make_executor(
+    scenario: Scenario, rundir: str | Path | None = None, client_domain: int | None = None
+) -> Executor:
     """Threads for in-process backends, processes over a hub of our own (in ``rundir``,
     else a private directory) for ``shm``, processes of this domain for ``xen``;
-    ConfigError naming why for any other."""
+    ConfigError naming why for any other.  With ``client_domain``, the client runs in
+    that domain through its agent (``remote.py``)."""
+    if client_domain is not None:
+        return _through_agent(scenario, rundir, client_domain)
     backends = {scenario.server.backend, scenario.client.backend}
     limits = hub_limits(scenario)
     if scenario.in_process or backends == {XEN_BACKEND}:
@@ -83,6 +93,33 @@ def make_executor(scenario: Scenario, rundir: str | Path | None = None) -> Execu
         f"or on real Xen ('xen'), not on {other!r}: the runner sets the machine's limits, "
         "watches the ring and checks for leaks through the machine it knows"
     )
+
+
+def _through_agent(scenario: Scenario, rundir: str | Path | None, domid: int) -> Executor:
+    """The client through domain ``domid``'s agent; the server in a process of ours, on
+    the agent's hub (shm) or on this domain's devices (xen).  Waits on the agent are
+    bounded by half the scenario's deadline."""
+    backends = {scenario.server.backend, scenario.client.backend}
+    local: Executor
+    store_of: Callable[[], Store]
+    if backends == {XEN_BACKEND}:
+        if rundir is not None:
+            raise ConfigError(f"{scenario.name}: on xen there is no hub to put in {rundir}")
+        xen = XenExecutor(scenario)
+        local, store_of = xen, functools.partial(xen.backends(xen.domid).store)
+    elif backends == {HUB_BACKEND}:
+        shared = SharedHubExecutor(rundir)
+        local, store_of = shared, functools.partial(ShmBackend(0, rundir=shared.rundir).store)
+    else:
+        raise ConfigError(
+            f"{scenario.name}: an endpoint in another domain runs through that domain's "
+            f"agent, on the shm emulator or on xen, not on {scenario.server.backend!r}"
+        )
+    try:
+        return AgentExecutor(local, store_of, domid, scenario.deadline / 2)
+    except BaseException:
+        local.close()
+        raise
 
 
 @dataclass(frozen=True)
@@ -182,6 +219,49 @@ class ProcessExecutor(Spawned):
     def close(self) -> None:
         """Stop the hub; a private run directory goes with it."""
         self._hub.close()
+
+
+class SharedHubExecutor(ProcessExecutor):
+    """Endpoints as spawned processes on the hub that already serves ``rundir`` -- the
+    one another domain's agent is on (``remote.py``).  The hub is not ours: it is not
+    started, limited or stopped here, and the leak check blames only what appeared in it
+    since the run was placed, in every domain."""
+
+    def __init__(self, rundir: str | Path | None) -> None:
+        checked = prepare_rundir(rundir)
+        if not hub_running(checked):
+            raise ConfigError(
+                f"no hub serves {checked.path}: an endpoint in another domain runs on the "
+                f"hub of that domain's agent (vchansim agent --rundir {checked.path})"
+            )
+        Spawned.__init__(self)
+        self._hub = contextlib.ExitStack()
+        self.rundir = str(checked.path)
+        self.limits = HubLimits()
+        self.backends = ShmBackends(self.rundir)
+        self._before: frozenset[str] = frozenset()
+
+    def placed(self, scenario: Scenario) -> Scenario:
+        """As the scenario says; what the hub holds now is the leak check's baseline."""
+        self._before = frozenset(map(str, find_leaks(self.rundir, kinds=LEAK_KINDS)))
+        return scenario
+
+    def prepare(self) -> None:
+        """The hub runs already."""
+
+    def leaks(self) -> list[Leak]:
+        """What the hub holds that it did not at the start, once it has caught up with
+        the endpoints' exits (or LEAK_GRACE passed)."""
+        deadline = time.monotonic() + LEAK_GRACE
+        while True:
+            found = [
+                leak
+                for leak in find_leaks(self.rundir, kinds=LEAK_KINDS)
+                if str(leak) not in self._before
+            ]
+            if all(leak.kind in LASTING_KINDS for leak in found) or time.monotonic() > deadline:
+                return found
+            time.sleep(LEAK_POLL)
 
 
 def _thread_main(job: EndpointJob, conn: Any) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, TypedDict
@@ -180,3 +182,82 @@ def error_text(error: ErrorReport) -> str:
     """An error report in one line: its type, errno, phase and message."""
     code = f" [{error['errno']}]" if error["errno"] else ""
     return f"{error['type']}{code} in {error['phase']}: {error['message']}"
+
+
+# -- reports from another domain (through an agent: vchansim.agent) ----------------------
+
+#: Every report by its ``ev``: how one written as JSON by another domain is read back.
+REPORTS: dict[str, type[Message]] = {
+    kind.ev: kind
+    for kind in (
+        Started,
+        ProgramStarted,
+        Listening,
+        Connected,
+        Progress,
+        FaultFired,
+        PeerClosed,
+        Closing,
+        Result,
+    )
+}
+
+
+def report_to_json(message: Message) -> dict[str, Any]:
+    """``message`` as a JSON object: its ``ev``, ``t`` and fields."""
+    fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    return {"ev": message.ev, **fields}
+
+
+def report_from_json(value: object) -> Message:
+    """The report a JSON object written by :func:`report_to_json` stands for; ValueError
+    naming the first thing wrong with it (another domain wrote it: it is checked field by
+    field against the report's types)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"a report is a JSON object, not {type(value).__name__}")
+    fields = dict(value)
+    kind = REPORTS.get(str(fields.pop("ev", None)))
+    if kind is None:
+        raise ValueError(f"no report is called {value.get('ev')!r}")
+    hints = typing.get_type_hints(kind)
+    unknown = set(fields) - {f.name for f in dataclasses.fields(kind)}
+    if unknown:
+        raise ValueError(f"a {kind.ev} report has no field {sorted(unknown)[0]!r}")
+    for name, given in fields.items():
+        if not _conforms(given, hints[name]):
+            raise ValueError(f"a {kind.ev} report has {name} = {given!r}, of the wrong type")
+    try:
+        return kind(**fields)
+    except TypeError as exc:  # a field missing
+        raise ValueError(f"a {kind.ev} report is incomplete: {exc}") from None
+
+
+def _conforms(value: object, hint: Any) -> bool:
+    """Whether JSON ``value`` is of type ``hint`` (the types reports use)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    if typing.is_typeddict(hint):
+        fields = typing.get_type_hints(hint)
+        return (
+            isinstance(value, dict)
+            and set(value) == set(fields)
+            and all(_conforms(value[k], fields[k]) for k in fields)
+        )
+    return False

@@ -372,9 +372,10 @@ def execute(
     trace: TraceWriter | None = None,
     progress: ProgressFn | None = None,
     rundir: str | Path | None = None,
+    client_domain: int | None = None,
 ) -> RunRecord:
     """Run ``scenario`` once and return what happened (not yet judged)."""
-    executor = make_executor(scenario, rundir)
+    executor = make_executor(scenario, rundir, client_domain)
     try:
         record = Run(executor.placed(scenario), executor, trace, progress).run()
         record.leaks = executor.leaks()
@@ -408,6 +409,7 @@ def run_scenario(
     rundir: str | Path | None = None,
     backend: str | None = None,
     slower: float | None = None,
+    client_domain: int | None = None,
 ) -> ScenarioResult:
     """Run one scenario (an object or a file) and judge it.
 
@@ -415,7 +417,9 @@ def run_scenario(
     (``shm``, ``memory`` or ``xen``: real Xen, in this domain); ``slower`` scales every
     time bound (default: :func:`deadline_factor`); ``trace`` writes a trace file
     (docs/trace.md); ``rundir`` puts the scenario's hub there (for an inspector to attach
-    to) instead of in a private directory.  A scenario that cannot run on its backend as
+    to) instead of in a private directory; ``client_domain`` runs the client in that
+    domain through its agent (``vchansim agent``; see ``remote.py``), the server here.
+    A scenario that cannot run on its backend as
     written is refused (ConfigError naming why) before anything starts; one that needs
     the emulator is, on real Xen, a result that is not applicable, with the reasons.
     """
@@ -435,13 +439,15 @@ def run_scenario(
                 f"{scenario.name}: a trace samples the ring through the emulator's hub, "
                 "not on xen"
             )
-        reasons = obstacles(scenario)
-        if reasons:
-            return inapplicable(scenario, reasons)
+    reasons = obstacles(scenario, remote=client_domain is not None)
+    if reasons:
+        return inapplicable(scenario, reasons)
     writer = TraceWriter(trace, trace_header(scenario)) if trace is not None else None
     started = time.monotonic()
     try:
-        record = execute(scenario, trace=writer, progress=progress, rundir=rundir)
+        record = execute(
+            scenario, trace=writer, progress=progress, rundir=rundir, client_domain=client_domain
+        )
         verdicts = judge(record)
     except BaseException:
         if writer is not None:

@@ -54,10 +54,11 @@ def on_xen(scenario: Scenario) -> bool:
     return XEN_BACKEND in {scenario.server.backend, scenario.client.backend}
 
 
-def obstacles(scenario: Scenario) -> list[str]:
-    """Why ``scenario`` cannot mean on real Xen what it means on the emulator (empty: it
-    can, or it does not run on Xen)."""
-    if not on_xen(scenario):
+def obstacles(scenario: Scenario, *, remote: bool = False) -> list[str]:
+    """Why ``scenario`` cannot mean on real Xen -- or, ``remote``, with its client in
+    another domain through an agent -- what it means on the emulator's own machine
+    (empty: it can, or it runs there)."""
+    if not (remote or on_xen(scenario)):
         return []
     found = [
         f"{spec.name} is a program endpoint, which runs on the emulator's drop-in libraries"
@@ -66,6 +67,8 @@ def obstacles(scenario: Scenario) -> list[str]:
     ]
     for fault in scenario.faults:
         why = fault.emulator_only
+        if why is not None and not on_xen(scenario):
+            why = "it lowers the machine's limits, and the agent's hub runs with its own"
         if why is not None:
             found.append(f"{fault.describe()}: {why}")
     return found
