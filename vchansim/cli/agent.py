@@ -1,7 +1,7 @@
 """vchansim agent: run scenario endpoints in this domain when another domain asks.
 
 Run it in a guest (or, on the emulator, as a domain of the hub: --domid N) and leave it
-running; `vchansim run --client-domain N` in dom0 then runs each scenario's client here
+running; "vchansim run --client-domain N" in dom0 then runs each scenario's client here
 and its server in dom0.  The agent watches data/vchansim-agent under this domain's home
 in XenStore: dom0 writes a job there, the agent forks the endpoint (on this domain's
 backend), relays its reports and commands, and writes how it ended.  A request it cannot

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import multiprocess
+from multiprocess import resource_tracker
 
 from ..backends.base import Backend, Store
 from ..backends.memory import MemoryBackend, MemoryHypervisor
@@ -242,7 +243,10 @@ class SharedHubExecutor(ProcessExecutor):
         self._before: frozenset[str] = frozenset()
 
     def placed(self, scenario: Scenario) -> Scenario:
-        """As the scenario says; what the hub holds now is the leak check's baseline."""
+        """As the scenario says; what the hub holds now is the leak check's baseline.  The
+        spawn method's resource tracker (a helper of this process for as long as it
+        lives, with its environment) is started first, so that it is in the baseline."""
+        resource_tracker.ensure_running()
         self._before = frozenset(map(str, find_leaks(self.rundir, kinds=LEAK_KINDS)))
         return scenario
 
