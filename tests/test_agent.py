@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from vchansim.hub.launcher import private_hub
 from vchansim.leaks import assert_no_leaks
 from vchansim.library import builtin_path
 from vchansim.rundir import RunDir
-from vchansim.scenario import parse_scenario, run_scenario
+from vchansim.scenario import ScenarioResult, parse_scenario, run_scenario
 from vchansim.scenario.agentjob import encode_job
 from vchansim.scenario.endpoint import EndpointJob
 from vchansim.scenario.executors import ShmBackends
@@ -254,6 +256,21 @@ def test_garbled_requests_are_each_refused_with_one_line(
     ).passed
 
 
+def test_a_stopped_agent_leaves_no_endpoint_running(
+    rundir: RunDir, agent: subprocess.Popen[bytes], dom0: Store
+) -> None:
+    client = AgentClient(dom0, GUEST, BOUND)
+    name = client.submit({"kind": "endpoint", "job": encode_job(_job_for(GUEST, rundir))})
+    pid = client.started(name)  # the endpoint waits for its word to go, which never comes
+    agent.terminate()
+    assert agent.wait(BOUND) == 130
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped by the agent
+    client.remove(name)
+    with pytest.raises(StoreError):
+        dom0.read(f"{agent_root(GUEST)}/ready")
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -269,6 +286,38 @@ def test_any_bytes_as_a_request_get_an_answer(
     assert answer["ok"] is False and isinstance(answer["error"], str)
     client.remove(name)
     client.remove(f"{name}-b")
+
+
+def test_a_report_that_does_not_read_is_the_remote_endpoints_one_error_line(
+    rundir: RunDir, dom0: Store
+) -> None:
+    """Domain 5's "agent" is this test: it starts the job and reports nonsense."""
+    root = agent_root(5)
+    dom0.write(f"{root}/ready", b'{"pid": 1}')
+    outcome: list[object] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(
+            run_scenario(parse_scenario(SHORT), rundir=rundir.path, client_domain=5)
+        )
+    )
+    runner.start()
+    dom0.watch(root, "fake")
+    deadline = time.monotonic() + BOUND
+    while not (jobs := [n for n in dom0.directory(root) if n != "ready"]):
+        assert dom0.read_watch(deadline - time.monotonic()) is not None, "no request came"
+    (job,) = jobs
+    wait_for(dom0, f"{root}/{job}/request")
+    dom0.write(f"{root}/{job}/pid", b"4242")
+    dom0.write(f"{root}/{job}/out/0", json.dumps({"ev": "started", "pid": "x"}).encode())
+    runner.join(BOUND)
+    dom0.rm(root)
+    (result,) = outcome
+    assert isinstance(result, ScenarioResult) and not result.passed
+    (client,) = result.record.of(result.scenario.client.name)
+    assert client.result is not None and client.result.error is not None
+    message = client.result.error["message"]
+    assert "started report has pid = 'x'" in message and "domain 5" in message, message
+    assert "\n" not in message
 
 
 SAMPLES = [

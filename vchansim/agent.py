@@ -160,8 +160,18 @@ class Agent:
             while not stop():
                 self.step()
         finally:
+            self.end_jobs()
             with contextlib.suppress(StoreError, OSError):
                 self.store.rm(f"{self.root}/ready")
+
+    def end_jobs(self) -> None:
+        """SIGKILL and reap every job still running: an agent leaves no process behind."""
+        for run in list(self.running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.job.pid, signal.SIGKILL)
+            os.waitpid(run.job.pid, 0)
+            run.close()
+        self.running.clear()
 
     def step(self, timeout: float | None = None) -> None:
         """Handle every watch event so far, then wait for one, a job's output or a job's

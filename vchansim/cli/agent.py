@@ -6,7 +6,8 @@ and its server in dom0.  The agent watches data/vchansim-agent under this domain
 in XenStore: dom0 writes a job there, the agent forks the endpoint (on this domain's
 backend), relays its reports and commands, and writes how it ended.  A request it cannot
 run is answered with one line saying why; the agent goes on.  It runs until stopped
-(Ctrl-C or SIGTERM), removing its ready mark.
+(Ctrl-C or SIGTERM), then kills the endpoints it still runs and removes its ready
+mark.
 
     vchansim agent --backend xen                  # in a Xen guest
     vchansim agent --domid 3 --rundir DIR         # domain 3 of the emulator's hub in DIR

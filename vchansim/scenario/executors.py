@@ -244,8 +244,8 @@ class SharedHubExecutor(ProcessExecutor):
 
     def placed(self, scenario: Scenario) -> Scenario:
         """As the scenario says; what the hub holds now is the leak check's baseline.  The
-        spawn method's resource tracker (a helper of this process for as long as it
-        lives, with its environment) is started first, so that it is in the baseline."""
+        process start method's resource tracker (a helper of this process for as long
+        as it lives, with its environment) is started first, to be in the baseline."""
         resource_tracker.ensure_running()
         self._before = frozenset(map(str, find_leaks(self.rundir, kinds=LEAK_KINDS)))
         return scenario
