@@ -170,6 +170,57 @@ def test_a_failing_scenario_fails_the_test_with_every_verdict(pytester):
     )
 
 
+def test_run_scenario_runs_on_the_backend_the_suite_chose(pytester):
+    """``--vchan-backend`` moves both endpoints, as ``vchansim run --backend`` does; a
+    scenario the backend cannot run fails its test with one line; without a choice a
+    scenario runs on its own backend."""
+    pytester.makepyfile(
+        test_scn="""
+        import pytest
+
+        STREAM = {"endpoints": {"s": {"role": "server", "workload": {"send": 5000}},
+                                "c": {"role": "client"}},
+                  "expect": [{"kind": "delivered"}, {"kind": "no_leaks"}]}
+
+        def test_moved(run_scenario, request):
+            result = run_scenario(STREAM)
+            assert result.scenario.server.backend == request.config.getoption("vchan_backend")
+            threads = [i.pid is None for i in result.record.instances]
+            assert threads == [result.scenario.server.backend == "memory"] * 2
+
+        def test_refused(run_scenario):
+            run_scenario("kill-server")
+
+        @pytest.mark.vchan(backend="shm")
+        def test_marked(run_scenario):
+            assert run_scenario(STREAM).scenario.client.backend == "shm"
+
+        def test_own(run_scenario):
+            result = run_scenario({**STREAM, "scenario": {"backend": "memory"}})
+            assert result.record.instances[0].pid is None
+        """
+    )
+    result = pytester.runpytest("-p", "vchansim.pytest_plugin", "--vchan-backend", "memory")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*test_refused*", "vchansim: *kill*memory*"])
+    result.stdout.no_fnmatch_line("*During handling*")
+    nothing_chosen = pytester.runpytest("-p", "vchansim.pytest_plugin", "-k", "marked or own")
+    nothing_chosen.assert_outcomes(passed=2)
+
+
+def test_run_scenario_on_xen_where_there_is_none_fails_with_one_line(pytester):
+    pytester.makepyfile(
+        test_scn="""
+        def test_it(run_scenario):
+            run_scenario("stream-both-ways")
+        """
+    )
+    result = pytester.runpytest("-p", "vchansim.pytest_plugin", "--vchan-backend", "xen")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["vchansim: stream-both-ways: backend 'xen' needs /dev/xen*"])
+    result.stdout.no_fnmatch_line("*During handling*")
+
+
 def test_unknown_pair_options_are_a_usage_error(pytester):
     pytester.makepyfile(
         test_bad="""

@@ -5,11 +5,12 @@ software CPU, starts two PV guests and a PVH guest carrying Python and vchansim,
 ``tests/xen_real`` in dom0; this test asserts on what came back: every in-VM test passed
 (none skipped), each pairing of vchansim's xen backend with itself and with Xen's C
 libxenvchan moved data -- in dom0, between dom0 and a guest in both roles, and between
-guests -- a peer killed inside a guest was seen gone by the other end (and the order of
-its two signs was recorded), every guest booted, and dom0's kernel logged no
-grant-mapping trouble.  It needs Debian's package registry (apt-get download) and, once,
-root to install qemu-system-x86; it took 7 to 12½ minutes on two cores shared with other
-work (docs/backends.md).
+guests -- every scenario of the library passed in dom0 or was not applicable, a peer
+killed inside a guest was seen gone by the other end (and the order of its two signs
+was recorded), every guest booted, and dom0's kernel logged no grant-mapping trouble.
+It needs Debian's package registry (apt-get download) and, once, root to install
+qemu-system-x86; it took 7 to 12½ minutes on two cores shared with other work
+(docs/backends.md).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
+from vchansim.library import builtin_names
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tools" / "xen-vm-test"
@@ -87,6 +90,11 @@ def check_results(out: Path) -> None:
         assert len(seen) == 6 and set(seen) <= {"event", "closed"}, (kind, seen)
     assert all(r["event_seen"] for r in seen_killed + orders)
     assert all(r["rtt_us"] > 0 for r in reports if r["mode"] == "ping")
+
+    # The whole scenario library ran in dom0: each scenario passed or was not applicable.
+    scenarios = json.loads((out / "scenarios.json").read_text())["scenarios"]
+    assert {r["scenario"] for r in scenarios} == set(builtin_names())
+    assert {r["status"] for r in scenarios} == {"passed", "not-applicable"}
 
     dmesg = (out / "dmesg.log").read_text(errors="replace")
     for trouble in ("Bad page map", "BUG:", "general protection"):

@@ -70,7 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="deadline of each test that uses the vchan fixtures, 0 for none "
         f"(default: the vchansim_timeout ini, else {DEFAULT_TIMEOUT:g})",
     )
-    parser.addini("vchansim_backend", "backend of the vchan fixtures", default=DEFAULT_BACKEND)
+    parser.addini(
+        "vchansim_backend", f"backend of the vchan fixtures (default {DEFAULT_BACKEND})", default=""
+    )
     parser.addini(
         "vchansim_timeout",
         "deadline in seconds of each test that uses the vchan fixtures (0: none)",
@@ -249,13 +251,18 @@ def _environment_variable(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
-def _backend_name(request: pytest.FixtureRequest) -> str:
-    chosen = _options(request).get("backend")
-    return str(
-        chosen
+def _chosen_backend(request: pytest.FixtureRequest) -> str | None:
+    """The backend this test chose (marker or parameter, option, ini), None if none."""
+    chosen = (
+        _options(request).get("backend")
         or request.config.getoption("vchan_backend")
         or request.config.getini("vchansim_backend")
     )
+    return str(chosen) if chosen else None
+
+
+def _backend_name(request: pytest.FixtureRequest) -> str:
+    return _chosen_backend(request) or DEFAULT_BACKEND
 
 
 @pytest.fixture
@@ -340,13 +347,18 @@ def _as_scenario(source: ScenarioSource) -> Scenario:
 
 
 @pytest.fixture
-def run_scenario() -> Callable[..., ScenarioResult]:
+def run_scenario(request: pytest.FixtureRequest) -> Callable[..., ScenarioResult]:
     """``run_scenario(source, *, seed=None, trace=None, check=True)`` runs a scenario
-    (a file, a built-in scenario's name, a Scenario, or the dict its TOML would give) in
-    a run directory of its own.
+    (a file, a built-in scenario's name, a Scenario, or the dict its TOML would give)
+    with a hub of its own, on the backend the test chose as for ``vchan_pair`` (marker,
+    ``--vchan-backend``, ini), else on the scenario's own.  On ``xen`` it runs on real
+    Xen in this domain (docs/scenarios.md, "On real Xen").
 
     With ``check`` (the default) a failed expectation fails the test, listing every
-    verdict; the result is returned either way."""
+    verdict, and a scenario not applicable on its backend skips it with the reasons; a
+    scenario that cannot run there at all (no Xen devices, a fault the backend cannot
+    commit) fails it with one line.  The result is returned otherwise."""
+    backend = _chosen_backend(request)
 
     def run(
         source: ScenarioSource,
@@ -355,7 +367,12 @@ def run_scenario() -> Callable[..., ScenarioResult]:
         trace: str | Path | None = None,
         check: bool = True,
     ) -> ScenarioResult:
-        result = _run_scenario(_as_scenario(source), seed=seed, trace=trace)
+        try:
+            result = _run_scenario(_as_scenario(source), seed=seed, trace=trace, backend=backend)
+        except ConfigError as exc:  # one line: not the runner's traceback under it
+            raise pytest.fail.Exception(f"vchansim: {exc}", pytrace=False) from None
+        if check and result.not_applicable:
+            pytest.skip(f"{result.scenario.name} is not applicable: {result.not_applicable}")
         if check and not result.passed:
             pytest.fail(result.summary(), pytrace=False)
         return result
