@@ -304,6 +304,46 @@ def test_a_pipeline_raises_its_first_failure_once_all_are_answered(daemon: Daemo
         assert dom1.read("data/c") == b"4"  # the others took effect; the stream is in step
 
 
+def test_a_submitted_pipeline_is_answered_while_the_client_goes_on(daemon: Daemon) -> None:
+    """submit() sends at once and leaves the replies: a later request reads them first
+    (the stream stays in step), and the results, failure included, come when asked."""
+    with daemon.client(1) as dom1, daemon.client(0) as dom0:
+        dom1.write("data/a", "1")
+        dom1.watch("data/a", "tok")
+        assert dom1.read_watch(TIMEOUT) == ("data/a", "tok")
+        failing = dom1.pipeline().read("data/none").write("data/b", "2").submit()
+        started = dom1.pipeline().read("data/a").transaction_start().submit()
+        dom0.write("/local/domain/1/data/a", "3")
+        assert dom1.read("data/b") == b"2"  # behind both submitted pipelines
+        value, tx = started.results()
+        assert value == b"1" and isinstance(tx, int) and tx != 0
+        with pytest.raises(XenstoreError) as info:
+            failing.results()
+        assert (info.value.errno, info.value.filename) == (errno.ENOENT, "data/none")
+        dom1.transaction_end(tx, commit=False)
+        late = dom1.pipeline().read("data/a").submit()
+        assert dom1.read_watch(TIMEOUT) == ("data/a", "tok")  # reads the reply on its way
+        assert late.results() == [b"3"]
+
+
+def test_a_pipeline_goes_out_in_one_write(daemon: Daemon) -> None:
+    """Over a socket the requests of a pipeline leave together, so the daemon reads
+    them in one go and answers them together: one wake-up each way."""
+    with daemon.client(1) as dom1:
+        dom1.write("data/a", "1")
+        before = len(daemon.log)
+        sent: list[bytes] = []
+        write = dom1._io.write
+        dom1._io.write = lambda data: (sent.append(data), write(data))[1]  # type: ignore[method-assign]
+        assert dom1.pipeline().read("data/a").write("data/b", "2").read("data/a").execute() == [
+            b"1",
+            None,
+            b"1",
+        ]
+        assert len(sent) == 1
+        assert len(daemon.log) - before == 3
+
+
 def _read_message(sock: socket.socket) -> tuple[int, int, bytes]:
     """One whole message from ``sock``: type, transaction, payload."""
     header = b""

@@ -25,6 +25,7 @@ from .backends.base import (
     Grants,
     Mapping,
     Store,
+    StoreReplies,
     UnmapNotify,
 )
 from .core import Waiter
@@ -143,13 +144,19 @@ class Vchan:
         res = _Resources()
         chan: Vchan | None = None
         # All three connections are opened before the first request, so that the hub
-        # takes them in with one wake-up, not one each.
+        # takes them in with one wake-up, not one each; what the XenStore part can ask
+        # before the port and grant exist goes out at once and is answered meanwhile.
         store = backend.store()
         try:
+            started = store.pipeline().read("domid").transaction_start().submit()
             res.events = backend.events()
             res.grants = backend.grants()
             res.port = res.events.bind_unbound(domain)
             res.ctrl = res.grants.share(domain, 1, notify=UnmapNotify(layout.SRV_LIVE, res.port))
+            # Nothing is visible before the commit, which waits for the page and rings.
+            publication = _Publication.stage(
+                store, started, path, domain, res.ctrl.refs[0], res.port
+            )
             geometry = _init_page(res.ctrl.buf, left_order, right_order)
             rings = [
                 _server_ring_buffer(res, domain, placement, geometry)
@@ -157,7 +164,7 @@ class Vchan:
             ]
             chan = cls(backend, res, server=True, peer=domain, xs_path=path, blocking=blocking)
             chan._attach_rings(read_buf=rings[0], write_buf=rings[1], geometry=geometry)
-            _publish(store, path, domain, res.ctrl.refs[0], res.port)
+            publication.commit()
         except BaseException:
             if chan is not None:
                 chan._drop_views()
@@ -210,12 +217,14 @@ class Vchan:
         """One attempt of :meth:`client`: look the server's keys up and map its rings."""
         res = _Resources()
         chan: Vchan | None = None
+        store = backend.store()
         try:
-            # Both handles are opened before the lookup, so that the hub takes their
-            # connections in while it answers it.
+            # The lookup goes out first; the hub takes both handles' connections in
+            # while the answer is on its way.
+            lookup = _Lookup(store, domain, path)
             res.grants = backend.grants()
             res.events = backend.events()
-            ring_ref, remote_port = _lookup(backend, domain, path)
+            ring_ref, remote_port = lookup.result()
             with _stale_if_refused(domain, path, f"binding its event-channel port {remote_port}"):
                 res.port = res.events.bind_interdomain(domain, remote_port)
             with _stale_if_refused(domain, path, f"mapping its ring-ref {ring_ref}"):
@@ -238,6 +247,8 @@ class Vchan:
                 chan._drop_views()
             _release(res, server=False)
             raise
+        finally:
+            store.close()
         return chan
 
     def _attach_rings(
@@ -807,30 +818,50 @@ def _client_ring_buffer(
     return mapping.buf
 
 
-def _publish(store: Store, path: str, client: int, ring_ref: int, port: int) -> None:
-    """Write ring-ref and event-channel in one transaction, retrying on EAGAIN (§7.9).
+class _Publication:
+    """Ring-ref and event-channel written in one transaction, retrying on EAGAIN (§7.9),
+    in two steps so that the writes' round trip overlaps the server's own work:
+    :meth:`stage` sends the writes with their permissions, :meth:`commit` reads their
+    answers and commits -- only once every one of them succeeded."""
 
-    Requests that do not wait for each other's answers go out together: reading our
-    domid with starting the transaction, then the writes with their permissions.  The
-    transaction still commits only once every one of them succeeded."""
-    nodes = [
-        (layout.key_path(path, key), str(value).encode())
-        for key, value in ((layout.RING_REF_KEY, ring_ref), (layout.EVENT_CHANNEL_KEY, port))
-    ]
-    own, tx = store.pipeline().read("domid").transaction_start().execute()
-    perms = [Perm("n", atoi(own)), Perm("r", client)]
-    while True:
-        writes = store.pipeline()
-        for node, value in nodes:
-            writes.write(node, value, tx).set_perms(node, perms, tx)
-        writes.execute()
-        try:
-            store.transaction_end(tx, commit=True)
-            return
-        except StoreError as exc:
-            if exc.errno != errno.EAGAIN:
-                raise
-        tx = store.transaction_start()
+    def __init__(self, store: Store, tx: int, nodes: list[tuple[str, bytes]], perms: list[Perm]):
+        self._store = store
+        self._tx = tx
+        self._nodes = nodes
+        self._perms = perms
+        self._writes = self._send()
+
+    @classmethod
+    def stage(
+        cls, store: Store, started: StoreReplies, path: str, client: int, ring_ref: int, port: int
+    ) -> _Publication:
+        """Send the writes; ``started`` holds the replies to reading our domid and
+        starting the transaction, sent before the port and grant were made."""
+        nodes = [
+            (layout.key_path(path, key), str(value).encode())
+            for key, value in ((layout.RING_REF_KEY, ring_ref), (layout.EVENT_CHANNEL_KEY, port))
+        ]
+        own, tx = started.results()
+        return cls(store, tx, nodes, [Perm("n", atoi(own)), Perm("r", client)])
+
+    def _send(self) -> StoreReplies:
+        writes = self._store.pipeline()
+        for node, value in self._nodes:
+            writes.write(node, value, self._tx).set_perms(node, self._perms, self._tx)
+        return writes.submit()
+
+    def commit(self) -> None:
+        """Check the writes and commit; a conflicting commit starts over."""
+        while True:
+            self._writes.results()
+            try:
+                self._store.transaction_end(self._tx, commit=True)
+                return
+            except StoreError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+            self._tx = self._store.transaction_start()
+            self._writes = self._send()
 
 
 def _unpublish(backend: Backend, path: str) -> None:
@@ -847,22 +878,29 @@ def _unpublish(backend: Backend, path: str) -> None:
         store.close()
 
 
-def _lookup(backend: Backend, domain: int, path: str) -> tuple[int, int]:
-    """Read (in one round trip) and check the server's ring-ref and event-channel keys."""
-    nodes = [layout.key_path(path, key) for key in (layout.RING_REF_KEY, layout.EVENT_CHANNEL_KEY)]
-    store = backend.store()
-    try:
-        raws = store.pipeline().read(nodes[0]).read(nodes[1]).execute()
-    except StoreError as exc:
-        raise StoreError(
-            f"no vchan server for domain {domain} at {path!r}: reading {exc.filename} "
-            f"failed ({errno.errorcode.get(exc.errno or 0, exc.errno)})",
-            err=exc.errno,
-        ) from exc
-    finally:
-        store.close()
-    ring_ref, port = (_positive(node, raw) for node, raw in zip(nodes, raws, strict=True))
-    return ring_ref, port
+class _Lookup:
+    """Reading (in one round trip) and checking the server's ring-ref and event-channel
+    keys: the requests go out when it is made, :meth:`result` reads the answer."""
+
+    def __init__(self, store: Store, domain: int, path: str) -> None:
+        self._domain = domain
+        self._path = path
+        keys = (layout.RING_REF_KEY, layout.EVENT_CHANNEL_KEY)
+        self._nodes = [layout.key_path(path, key) for key in keys]
+        self._replies = store.pipeline().read(self._nodes[0]).read(self._nodes[1]).submit()
+
+    def result(self) -> tuple[int, int]:
+        """The ring-ref and the port; StoreError when there is no server there."""
+        try:
+            raws = self._replies.results()
+        except StoreError as exc:
+            raise StoreError(
+                f"no vchan server for domain {self._domain} at {self._path!r}: reading "
+                f"{exc.filename} failed ({errno.errorcode.get(exc.errno or 0, exc.errno)})",
+                err=exc.errno,
+            ) from exc
+        ring_ref, port = (_positive(node, raw) for node, raw in zip(self._nodes, raws, strict=True))
+        return ring_ref, port
 
 
 #: How Xen refuses a port or grant that is not (any more) there for us.

@@ -17,6 +17,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import ConfigError
@@ -61,9 +62,9 @@ class RunDir:
 
     path: Path
 
-    @property
+    @cached_property
     def hub(self) -> Path:
-        """The hub's control socket (SOCK_SEQPACKET)."""
+        """The hub's control socket (SOCK_SEQPACKET); kept, as every handle dials it."""
         return self.path / "hub"
 
     @property

@@ -201,6 +201,19 @@ class StorePipeline(Protocol):
         naming the node) once all are answered; the others took effect."""
         ...
 
+    def submit(self) -> StoreReplies:
+        """Send the requests now and read their replies later, so that the round trip
+        overlaps other work; :meth:`execute` is ``submit().results()``."""
+        ...
+
+
+class StoreReplies(Protocol):
+    """The replies of a submitted pipeline."""
+
+    def results(self) -> list[Any]:
+        """As :meth:`StorePipeline.execute` returns them (reading them if need be)."""
+        ...
+
 
 class Store(Protocol):
     """A XenStore connection, as libxenstore's ``xs_open`` gives one.

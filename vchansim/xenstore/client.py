@@ -9,10 +9,10 @@ Not thread-safe: use one client per thread.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import select
-import socket
 import stat
 import time
 from collections import deque
@@ -51,36 +51,32 @@ class _PermLike(Protocol):
 
 
 class _Transport:
-    """Reads and writes whole buffers on a file descriptor, with an optional deadline."""
+    """Writes whole buffers to a file descriptor and reads what arrives, with an optional
+    deadline for the first byte."""
 
-    def __init__(self, fd: int, sock: socket.socket | None) -> None:
+    def __init__(self, fd: int, sock: _socket.socket | None) -> None:
         self.fd = fd
         self.sock = sock
 
     def write(self, data: bytes) -> None:
-        """Send a whole message; on ``/dev/xen/xenbus`` in one write() call, which is how
+        """Send a whole buffer; on ``/dev/xen/xenbus`` in one write() call, which is how
         the kernel wants messages (it buffers until a message is complete)."""
         view = memoryview(data)
         while view:
             sent = os.write(self.fd, view)
             view = view[sent:]
 
-    def read_exact(self, count: int, deadline: float | None) -> bytes | None:
-        """``count`` bytes, or None if the deadline passes before the first one arrives.
-        Once a message has started we wait for all of it."""
-        chunks: list[bytes] = []
-        missing = count
-        while missing:
-            if deadline is not None and not chunks:  # else a blocking read is the wait
-                timeout = max(0.0, deadline - time.monotonic())
-                if not select.select([self.fd], [], [], timeout)[0]:
-                    return None
-            chunk = os.read(self.fd, missing)
-            if not chunk:
-                raise ConnectionResetError(errno.ECONNRESET, "xenstore connection closed")
-            chunks.append(chunk)
-            missing -= len(chunk)
-        return b"".join(chunks)
+    def read_some(self, deadline: float | None) -> bytes | None:
+        """What the daemon sent, up to one read's worth (often several replies at once),
+        or None if the deadline passes before any of it arrives."""
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic())
+            if not select.select([self.fd], [], [], timeout)[0]:
+                return None
+        data = os.read(self.fd, _READ_BYTES)
+        if not data:
+            raise ConnectionResetError(errno.ECONNRESET, "xenstore connection closed")
+        return data
 
     def close(self) -> None:
         if self.sock is not None:
@@ -88,6 +84,9 @@ class _Transport:
         else:
             os.close(self.fd)
 
+
+#: The most one read takes from the connection: replies sent together arrive together.
+_READ_BYTES = 64 * 1024
 
 #: One request as :meth:`XsClient._pipeline` takes it: type, payload, transaction, and
 #: the path an error names.
@@ -101,6 +100,11 @@ def _on_path(msg_type: XsType, path: str, tx: int, extra: bytes = b"") -> _Reque
 
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
+
+
+def _encode(request: _Request) -> bytes:
+    msg_type, payload, tx, _ = request
+    return Message(msg_type, payload, 0, tx).encode()
 
 
 def _perms_arg(perms: Sequence[_PermLike]) -> bytes:
@@ -159,8 +163,41 @@ class XsPipeline:
         bytes, a started transaction's id, None for the others.  If any failed, the first
         failure raises once all are answered; the others took effect (queue them inside a
         transaction to have all or nothing)."""
-        replies = self._client._pipeline(self._requests)
-        return [result(reply) for result, reply in zip(self._results, replies, strict=True)]
+        return self.submit().results()
+
+    def submit(self) -> XsReplies:
+        """Send the queued requests now and read their replies later, with
+        :meth:`XsReplies.results`: the round trip then overlaps whatever the caller does
+        meanwhile.  The connection stays usable: a later request reads these replies
+        first (the daemon answers in order)."""
+        return self._client._submit(self._requests, self._results)
+
+
+class XsReplies:
+    """The replies to a submitted pipeline (:meth:`XsPipeline.submit`)."""
+
+    def __init__(
+        self, client: XsClient, requests: list[_Request], results: list[Callable[[bytes], object]]
+    ) -> None:
+        self._client = client
+        self.requests = requests
+        self._results = results
+        self._payloads: list[bytes] | None = None
+        self._failure: XenstoreError | None = None
+
+    def arrived(self, payloads: list[bytes] | None, failure: XenstoreError | None) -> None:
+        """Called by the client once every reply is read."""
+        self._payloads, self._failure = payloads, failure
+
+    def results(self) -> list[Any]:
+        """Each request's result, in order, as :meth:`XsPipeline.execute` gives them; the
+        first failure raises."""
+        if self._payloads is None and self._failure is None:
+            self._client._settle()
+        if self._failure is not None:
+            raise self._failure
+        assert self._payloads is not None
+        return [result(reply) for result, reply in zip(self._results, self._payloads, strict=True)]
 
 
 class XsClient:
@@ -171,12 +208,17 @@ class XsClient:
     transaction.  Errors raise :class:`XenstoreError`.
     """
 
-    def __init__(self, transport: socket.socket | int) -> None:
-        if isinstance(transport, socket.socket):
+    def __init__(self, transport: _socket.socket | int) -> None:
+        if isinstance(transport, _socket.socket):
             transport.setblocking(True)
             self._io = _Transport(transport.fileno(), transport)
         else:
             self._io = _Transport(transport, None)
+        self._decoder = wire.Decoder()
+        #: Messages read from the connection and not yet looked at.
+        self._inbox: deque[Message] = deque()
+        #: Submitted pipelines whose replies are still to be read, oldest first.
+        self._unread: deque[XsReplies] = deque()
         self._events: deque[tuple[str, str]] = deque()
         self._closed = False
 
@@ -194,7 +236,7 @@ class XsClient:
         """Connect to the daemon's UNIX socket at ``path``.  Anything else there (no file,
         a file that is not a socket, a socket nobody listens on) raises the ``connect``
         error -- FileNotFoundError or ConnectionRefusedError -- never opens it as a device."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.connect(os.fspath(path))
         except OSError:
@@ -219,7 +261,9 @@ class XsClient:
         self.close()
 
     def fileno(self) -> int:
-        """Readable when a watch event (or stray data) is waiting on the connection."""
+        """Readable when a watch event (or stray data) is waiting on the connection.
+        Events that arrived with a reply were read already and wait in the client:
+        ``read_watch(0)`` takes them without waiting."""
         return self._io.fd
 
     # -- the protocol --
@@ -234,31 +278,80 @@ class XsClient:
     def _pipeline(self, requests: Sequence[_Request]) -> list[bytes]:
         """Send ``requests`` and return their replies' payloads.  The first ERROR reply
         raises, once every reply is in, so the connection stays in step for the next
-        request.
+        request."""
+        self._check_sizes(requests)
+        self._settle()
+        if self._io.sock is None:
+            return self._one_by_one(requests)
+        self._io.write(b"".join([_encode(request) for request in requests]))
+        return self._collect(requests)
 
-        Over a socket the requests go back to back and the replies are read after them:
-        one round trip for all, since xenstored answers a connection's requests in order.
-        Over ``/dev/xen/xenbus`` each request waits for its reply before the next goes
+    def _submit(
+        self, requests: list[_Request], results: list[Callable[[bytes], object]]
+    ) -> XsReplies:
+        """Send ``requests`` (see :meth:`_pipeline`) and leave their replies for later."""
+        self._check_sizes(requests)
+        self._settle()
+        submitted = XsReplies(self, requests, results)
+        if self._io.sock is None:
+            submitted.arrived(*self._caught(self._one_by_one, requests))
+        else:
+            self._io.write(b"".join([_encode(request) for request in requests]))
+            self._unread.append(submitted)
+        return submitted
+
+    @staticmethod
+    def _check_sizes(requests: Sequence[_Request]) -> None:
+        for _, payload, _, path in requests:
+            if len(payload) > wire.PAYLOAD_MAX:
+                raise XenstoreError("E2BIG", path)
+
+    def _settle(self) -> None:
+        """Read the replies of every submitted pipeline still waiting for them."""
+        while self._unread:
+            submitted = self._unread[0]
+            submitted.arrived(*self._caught(self._collect, submitted.requests))
+            self._unread.popleft()
+
+    @staticmethod
+    def _caught(
+        collect: Callable[[Sequence[_Request]], list[bytes]], requests: Sequence[_Request]
+    ) -> tuple[list[bytes] | None, XenstoreError | None]:
+        try:
+            return collect(requests), None
+        except XenstoreError as failure:
+            return None, failure
+
+    def _one_by_one(self, requests: Sequence[_Request]) -> list[bytes]:
+        """Over ``/dev/xen/xenbus`` each request waits for its reply before the next goes
         out: the Linux device, which carries all its users over the kernel's one xenstore
         connection, was seen to lose a transaction's effect when its requests were
         pipelined (Xen 4.17, Linux 6.1 dom0: after a few channels published that way, a
         client no longer found the keys).  Each message is its own write, as the device
         wants."""
-        for _, payload, _, path in requests:
-            if len(payload) > wire.PAYLOAD_MAX:
-                raise XenstoreError("E2BIG", path)
-        batches = [requests] if self._io.sock is not None else [[one] for one in requests]
         replies: list[bytes] = []
         failure: XenstoreError | None = None
-        for batch in batches:
-            for msg_type, payload, tx, _ in batch:
-                self._io.write(Message(msg_type, payload, 0, tx).encode())
-            for msg_type, _, _, path in batch:
-                reply = self._reply(msg_type, path)
-                if isinstance(reply, XenstoreError):
-                    failure = failure or reply
-                else:
-                    replies.append(reply)
+        for request in requests:
+            self._io.write(_encode(request))
+            try:
+                replies += self._collect([request])
+            except XenstoreError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _collect(self, requests: Sequence[_Request]) -> list[bytes]:
+        """The replies to ``requests``, sent earlier; the first ERROR raises once all
+        are read."""
+        replies: list[bytes] = []
+        failure: XenstoreError | None = None
+        for msg_type, _, _, path in requests:
+            reply = self._reply(msg_type, path)
+            if isinstance(reply, XenstoreError):
+                failure = failure or reply
+            else:
+                replies.append(reply)
         if failure is not None:
             raise failure
         return replies
@@ -279,15 +372,17 @@ class XsClient:
                 raise XenstoreError("EBADF", path)
 
     def _receive(self, deadline: float | None) -> Message | None:
-        header = self._io.read_exact(wire.HEADER_SIZE, deadline)
-        if header is None:
-            return None
-        msg_type, req_id, tx_id, length = wire.decode_header(header)
-        if length > wire.PAYLOAD_MAX:
-            raise XenstoreError("E2BIG")
-        payload = self._io.read_exact(length, None) if length else b""
-        assert payload is not None
-        return Message(msg_type, payload, req_id, tx_id)
+        """The next message, or None if none has begun to arrive by ``deadline``.  Once
+        a message has begun we wait for all of it."""
+        while not self._inbox:
+            data = self._io.read_some(None if self._decoder.buffered else deadline)
+            if data is None:
+                return None
+            try:
+                self._inbox.extend(self._decoder.feed(data))
+            except wire.PayloadTooLarge:
+                raise XenstoreError("E2BIG") from None
+        return self._inbox.popleft()
 
     def _queue_event(self, payload: bytes) -> None:
         fields = wire.split_strings(payload)
@@ -370,6 +465,7 @@ class XsClient:
         """The next (path, token) event, or None if none arrives within ``timeout``
         seconds (None: wait forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._settle()
         while not self._events:
             msg = self._receive(deadline)
             if msg is None:
