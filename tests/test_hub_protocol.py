@@ -19,7 +19,7 @@ from helpers import procs
 
 from vchansim.backends.shm import ShmBackend
 from vchansim.errors import BackendError
-from vchansim.hub import open_hub
+from vchansim.hub import open_hub, protocol
 from vchansim.hub.protocol import (
     HubConnection,
     HubGoneError,
@@ -356,3 +356,25 @@ def test_the_running_hub_logs_each_xenstore_request_with_its_outcome(rundir: Run
         "dom1 READ /tool/secret -> EACCES",
     ]
     procs.wait_for(lambda: all(line in rundir.log.read_text() for line in lines))
+
+
+def test_a_hub_that_never_answers_is_reported_once_the_call_timeout_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calls are bounded by the socket's own timeouts (SO_RCVTIMEO), not by polls:
+    a hub that takes the connection but never answers costs the call timeout, then one
+    line naming the request."""
+    monkeypatch.setattr(protocol, "CALL_TIMEOUT", 0.3)
+    path = tmp_path / "hub"
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mute.bind(os.fspath(path))
+    mute.listen()  # and never accepts: the connection waits in its backlog
+    try:
+        conn = HubConnection.greet(lambda: dial_hub(path), 1)
+        with pytest.raises(BackendError) as info:
+            conn.call(Op.STATE)
+        assert info.value.errno == errno.ETIMEDOUT
+        assert "did not answer HELLO within 0.3 s" in str(info.value)
+        conn.close()
+    finally:
+        mute.close()

@@ -18,12 +18,11 @@ plugin, the scenario runner, the benchmarks, the tests) a machine of its own.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
-import fcntl
 import os
 import select
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -52,7 +51,7 @@ RunDirLike = RunDir | str | os.PathLike[str] | None
 
 def hub_running(rundir: RunDir) -> bool:
     """Whether something accepts connections on the hub socket right now."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         probe.connect(os.fspath(rundir.hub))
     except (FileNotFoundError, ConnectionRefusedError):
@@ -65,6 +64,8 @@ def hub_running(rundir: RunDir) -> bool:
 @contextlib.contextmanager
 def _start_lock(rundir: RunDir, timeout: float) -> Iterator[None]:
     """Hold ``hub.lock``; give up with a clear error rather than wait forever."""
+    import fcntl  # only a process that starts a hub takes the lock
+
     fd = os.open(rundir.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout
@@ -230,7 +231,7 @@ def open_hub(rundir: RunDirLike, domid: int, *, strict: bool = False) -> HubConn
     )
 
 
-def _dial(rundir: RunDir) -> socket.socket:
+def _dial(rundir: RunDir) -> _socket.socket:
     """A socket connected to ``rundir``'s hub, starting one when nobody listens."""
     # Only the text is kept: a kept exception's traceback would pin our callers' frames
     # (and any memoryviews in them) in a reference cycle.

@@ -5,15 +5,18 @@ message boundary is a request boundary and no parser state survives a bad client
 descriptors ride along as SCM_RIGHTS.  The hub (:mod:`.server`), the ``shm`` backend and
 the leak checker all speak through the helpers here; the C drop-in libraries implement
 the same table from the document.
+
+The helpers use the ``_socket`` extension, which ``socket`` wraps (its sockets are
+``_socket.socket`` too, so the hub passes its own): importing ``socket`` builds enums of
+every constant, a few milliseconds of an endpoint's start that it never uses.
 """
 
 from __future__ import annotations
 
-import array
+import _socket
 import contextlib
 import errno
 import os
-import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -83,8 +86,14 @@ REPLY_MAX = 4 * (3 + 2 * MAX_GRANT_PAGES) + 1024
 STATE_REPLY_MAX = 1 << 20
 #: Seconds a client waits for a reply before declaring the hub hung.
 CALL_TIMEOUT = 10.0
-#: ``struct timeval`` (seconds, microseconds), for SO_SNDTIMEO.
+#: ``struct timeval`` (seconds, microseconds), for SO_SNDTIMEO and SO_RCVTIMEO.
 _TIMEVAL = struct.Struct("@ll")
+#: The flags of every receive, and those that say a message did not fit, as plain ints
+#: (operators on the enum flags cost more than the system call).
+_RECV_FLAGS = _socket.MSG_CMSG_CLOEXEC
+_TRUNCATED = _socket.MSG_TRUNC | _socket.MSG_CTRUNC
+#: A file descriptor in SCM_RIGHTS data (a C int).
+_FD = struct.Struct("i")
 
 
 class HubGoneError(BackendError):
@@ -175,48 +184,61 @@ def decode_reply(op: Op, data: bytes, fds: list[int]) -> Reply:
     return Reply(status, values=unpack_u32s(payload), fds=fds)
 
 
-def send_message(sock: socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+def send_message(
+    sock: _socket.socket, data: bytes, fds: list[int] | tuple[int, ...] = ()
+) -> None:
     """Send one message, with ``fds`` as SCM_RIGHTS if any."""
     if fds:
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        sock.sendmsg([data], ancillary)
+        rights = struct.pack(f"{len(fds)}i", *fds)
+        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
     else:
         sock.send(data)
 
 
-def recv_message(sock: socket.socket, bufsize: int, maxfds: int = 0) -> tuple[bytes, list[int]]:
+def recv_message(sock: _socket.socket, bufsize: int, maxfds: int = 0) -> tuple[bytes, list[int]]:
     """Receive one message and its descriptors (close-on-exec).
 
     A message longer than ``bufsize`` or with more descriptors than ``maxfds`` is a
     protocol violation: the descriptors that did arrive are closed and EPROTO raised, so a
     misbehaving peer cannot make us leak them.
     """
-    data, fds, flags, _ = socket.recv_fds(sock, bufsize, maxfds, socket.MSG_CMSG_CLOEXEC)
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    room = _socket.CMSG_LEN(maxfds * _FD.size)
+    data, ancillary, flags, _ = sock.recvmsg(bufsize, room, _RECV_FLAGS)
+    fds = [
+        fd
+        for level, kind, rights in ancillary
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+        for (fd,) in _FD.iter_unpack(rights[: len(rights) - len(rights) % _FD.size])
+    ]
+    if flags & _TRUNCATED:
         for fd in fds:
             os.close(fd)
         raise RequestError(
             errno.EPROTO,
             f"message truncated (over {bufsize} bytes or over {maxfds} descriptors)",
         )
-    return data, list(fds)
+    return data, fds
 
 
 #: Opens a socket to the hub (see :func:`dial`).
-Dial = Callable[[], socket.socket]
+Dial = Callable[[], _socket.socket]
 
 
-def dial(path: Path) -> socket.socket:
+def dial(path: Path) -> _socket.socket:
     """A socket connected to the hub socket at ``path``; FileNotFoundError or
     ConnectionRefusedError when no hub listens there.
 
-    The connect blocks: when many ends start at once the hub's backlog can be full for a
-    moment, and a blocking connect waits for room (up to ``SO_SNDTIMEO``) where one
-    under Python's ``settimeout`` fails at once with EAGAIN.
+    The socket stays blocking, its calls bounded by ``SO_SNDTIMEO``/``SO_RCVTIMEO``
+    (the call timeout), as the C clients do: each send and receive is then one system
+    call, where Python's ``settimeout`` polls before each.  The connect blocks too: when
+    many ends start at once the hub's backlog can be full for a moment, and a blocking
+    connect waits for room where one under ``settimeout`` fails at once with EAGAIN.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(int(CALL_TIMEOUT), 0))
+        bound = _TIMEVAL.pack(int(CALL_TIMEOUT), int(CALL_TIMEOUT % 1 * 1e6))
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, bound)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, bound)
         try:
             sock.connect(os.fspath(path))
         except BlockingIOError:
@@ -225,7 +247,6 @@ def dial(path: Path) -> socket.socket:
                 "(its backlog stayed full)",
                 err=errno.ETIMEDOUT,
             ) from None
-        sock.settimeout(CALL_TIMEOUT)
     except BaseException:
         sock.close()
         raise
@@ -233,8 +254,9 @@ def dial(path: Path) -> socket.socket:
 
 
 def _io_failure(op: Op, exc: OSError) -> BackendError:
-    """What a socket error during ``op`` means to the caller."""
-    if isinstance(exc, TimeoutError):
+    """What a socket error during ``op`` means to the caller (EAGAIN: a socket timeout
+    ran out, see :func:`dial`)."""
+    if isinstance(exc, (TimeoutError, BlockingIOError)):
         return BackendError(
             f"the hub did not answer {op.name} within {CALL_TIMEOUT:g} s", err=errno.ETIMEDOUT
         )
@@ -252,7 +274,7 @@ class HubConnection:
     threads; the data path never goes through here.
     """
 
-    def __init__(self, sock: socket.socket, hub_pid: int) -> None:
+    def __init__(self, sock: _socket.socket, hub_pid: int) -> None:
         self._sock = sock
         self._lock = threading.Lock()
         self._hub_pid = hub_pid
