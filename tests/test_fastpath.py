@@ -208,7 +208,9 @@ def test_a_wait_resumes_after_a_quiet_handler_and_still_sees_the_event(
 def test_a_core_built_from_older_sources_is_not_loaded(monkeypatch):
     # a module with none of the interface stands in for a stale build of the accelerator
     monkeypatch.setitem(cores.MODULES, "c", "vchansim.layout")
-    with pytest.raises(ImportError, match=r"lacks NotifyCore, RingCore, Waiter.*rebuild it"):
+    with pytest.raises(
+        ImportError, match=r"lacks ChannelCore, NotifyCore, RingCore, Waiter.*rebuild it"
+    ):
         cores.load("c")
     assert "c" not in cores.available()
 

@@ -731,45 +731,36 @@ typedef struct {
     double deadline;
 } Call;
 
+/* A call's buffer and checked counts: ``n`` (None: all of buf), ``need``, the live offset
+ * (-1: not watched); -1 with an exception set.  The caller sets the deadline. */
 static int
-call_args(Waiter *self, PyObject *const *args, Py_ssize_t nargs, int writable, Call *call)
+call_init(Waiter *self, RingCore *ring, PyObject *buf, PyObject *n_arg, Py_ssize_t need,
+          Py_ssize_t live, int writable, Call *call)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "(ring, buffer, n, need, live, timeout)");
-        return -1;
-    }
-    if (!PyObject_TypeCheck(args[0], &RingCoreType)) {
-        PyErr_SetString(PyExc_TypeError, "the ring must be a RingCore");
-        return -1;
-    }
-    call->ring = (RingCore *)args[0];
+    call->ring = ring;
     if (self->notify == NULL) {
         PyErr_SetString(PyExc_ValueError, "this Waiter was never initialised");
         return -1;
     }
-    if (ring_live(call->ring) < 0 || !self->notify->held)
-        return call->ring->held ? closed_error() : -1;
-    if (writable && call->ring->data.readonly) {
+    if (ring_live(ring) < 0 || !self->notify->held)
+        return ring->held ? closed_error() : -1;
+    if (writable && ring->data.readonly) {
         PyErr_SetString(PyExc_TypeError, "this ring is mapped read-only: it cannot be written");
         return -1;
     }
-    if (PyObject_GetBuffer(args[1], &call->buf, writable ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
+    if (PyObject_GetBuffer(buf, &call->buf, writable ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
         if (!writable && PyErr_ExceptionMatches(PyExc_BufferError)) {
             PyErr_Clear();
             PyErr_SetString(PyExc_TypeError, "reading needs a writable, contiguous buffer");
         }
         return -1;
     }
-    Py_ssize_t n, need = -1, live = -2;
-    if (count_arg(args[2], call->buf.len, &n) < 0)
+    Py_ssize_t n;
+    if (count_arg(n_arg, call->buf.len, &n) < 0)
         goto fail;
-    need = PyLong_AsSsize_t(args[3]);
-    live = PyLong_AsSsize_t(args[4]);
-    if (PyErr_Occurred() || deadline_arg(args[5], &call->forever, &call->deadline) < 0)
-        goto fail;
-    if (need < 1 || need > n || (size_t)need > call->ring->size) {
+    if (need < 1 || need > n || (size_t)need > ring->size) {
         PyErr_Format(PyExc_ValueError, "need=%zd is outside 1..min(n=%zd, ring size %u)", need,
-                     n, (unsigned)call->ring->size);
+                     n, (unsigned)ring->size);
         goto fail;
     }
     if (live < -1 || live >= self->notify->page.len) {
@@ -783,6 +774,28 @@ call_args(Waiter *self, PyObject *const *args, Py_ssize_t nargs, int writable, C
 fail:
     PyBuffer_Release(&call->buf);
     return -1;
+}
+
+/* The arguments of Waiter.read and Waiter.write: (ring, buffer, n, need, live, timeout). */
+static int
+call_args(Waiter *self, PyObject *const *args, Py_ssize_t nargs, int writable, Call *call)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "(ring, buffer, n, need, live, timeout)");
+        return -1;
+    }
+    if (!PyObject_TypeCheck(args[0], &RingCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "the ring must be a RingCore");
+        return -1;
+    }
+    Py_ssize_t need = PyLong_AsSsize_t(args[3]);
+    if (need == -1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t live = PyLong_AsSsize_t(args[4]);
+    if ((live == -1 && PyErr_Occurred()) ||
+        deadline_arg(args[5], &call->forever, &call->deadline) < 0)
+        return -1;
+    return call_init(self, (RingCore *)args[0], args[1], args[2], need, live, writable, call);
 }
 
 /* Kick the peer if it asked for ``bit``; 0, or -1 with an OSError whose
@@ -827,6 +840,46 @@ sleep_step(Waiter *self, Call *call, unsigned char bit, int for_data, size_t wan
     return got;
 }
 
+/* The loop of a read: once ``need`` bytes are ready move up to n of them out, kick the
+ * peer if it asked; the count (0: closed or timed out) in *got, or -1 with an exception
+ * set.  A wake-up that brought too little sleeps again. */
+static int
+waiter_get(Waiter *self, Call *call, uint32_t *got)
+{
+    int step = 1;
+    while (!(*got = ring_copy_out(call->ring, call->buf.buf, call->n, call->need)) && step > 0)
+        step = sleep_step(self, call, NOTIFY_WRITE, 1, call->need);
+    if (step < 0 || (*got && kick_if_asked(self, NOTIFY_READ, *got) < 0))
+        return -1;
+    return 0;
+}
+
+/* The loop of a write: put the call's bytes in as room comes, ``need`` (or what is left)
+ * at a time, kicking the peer whenever it asked; how many went in in *pos, 0 or -1 with
+ * an exception set. */
+static int
+waiter_put(Waiter *self, Call *call, size_t *pos)
+{
+    int step = 1;
+    *pos = 0;
+    while (step > 0) {
+        size_t left = call->n - *pos, want = left < call->need ? left : call->need;
+        uint32_t used = ring_used(call->ring, NULL, NULL);
+        size_t space = used <= call->ring->size ? call->ring->size - used : 0;
+        size_t chunk = space < want ? 0 : (space < left ? space : left);
+        if (chunk && ring_copy_in(call->ring, (const char *)call->buf.buf + *pos, chunk)) {
+            *pos += chunk;
+            if (kick_if_asked(self, NOTIFY_WRITE, *pos) < 0)
+                return -1;
+            if (*pos == call->n)
+                return 0;
+            continue;
+        }
+        step = sleep_step(self, call, NOTIFY_READ, 0, want);
+    }
+    return step < 0 ? -1 : 0;
+}
+
 /* read(ring, dst, n, need, live, timeout): once ``need`` bytes are ready, move up to n of
  * them (None: len(dst)) into dst, kick the peer if it asked, and return the count; 0 if
  * the peer closed or ``timeout`` seconds (None: forever) passed first.  A wake-up that
@@ -838,13 +891,9 @@ waiter_read(Waiter *self, PyObject *const *args, Py_ssize_t nargs)
     if (call_args(self, args, nargs, 0, &call) < 0)
         return NULL;
     uint32_t got;
-    int step = 1;
-    while (!(got = ring_copy_out(call.ring, call.buf.buf, call.n, call.need)) && step > 0)
-        step = sleep_step(self, &call, NOTIFY_WRITE, 1, call.need);
+    int done = waiter_get(self, &call, &got);
     PyBuffer_Release(&call.buf);
-    if (step < 0 || (got && kick_if_asked(self, NOTIFY_READ, got) < 0))
-        return NULL;
-    return PyLong_FromUnsignedLong(got);
+    return done < 0 ? NULL : PyLong_FromUnsignedLong(got);
 }
 
 /* write(ring, src, n, need, live, timeout): put the first n bytes of src (None: all) in as
@@ -857,29 +906,10 @@ waiter_write(Waiter *self, PyObject *const *args, Py_ssize_t nargs)
     Call call;
     if (call_args(self, args, nargs, 1, &call) < 0)
         return NULL;
-    size_t pos = 0;
-    int step = 1;
-    while (step > 0) {
-        size_t left = call.n - pos, want = left < call.need ? left : call.need;
-        uint32_t used = ring_used(call.ring, NULL, NULL);
-        size_t space = used <= call.ring->size ? call.ring->size - used : 0;
-        size_t chunk = space < want ? 0 : (space < left ? space : left);
-        if (chunk && ring_copy_in(call.ring, (const char *)call.buf.buf + pos, chunk)) {
-            pos += chunk;
-            if (kick_if_asked(self, NOTIFY_WRITE, pos) < 0) {
-                PyBuffer_Release(&call.buf);
-                return NULL;
-            }
-            if (pos == call.n)
-                break;
-            continue;
-        }
-        step = sleep_step(self, &call, NOTIFY_READ, 0, want);
-    }
+    size_t pos;
+    int done = waiter_put(self, &call, &pos);
     PyBuffer_Release(&call.buf);
-    if (step < 0)
-        return NULL;
-    return PyLong_FromSize_t(pos);
+    return done < 0 ? NULL : PyLong_FromSize_t(pos);
 }
 
 static PyMethodDef waiter_methods[] = {
@@ -901,6 +931,338 @@ static PyTypeObject WaiterType = {
     .tp_init = (initproc)waiter_init,
     .tp_dealloc = (destructor)waiter_dealloc,
     .tp_methods = waiter_methods,
+};
+
+/* ---- ChannelCore: a vchan's stream read and write, entered without a Python frame ----
+ *
+ * The base of vchansim.channel.Vchan.  A blocking stream read_into() or write() with no
+ * timeout and no spin -- what an application's data loop makes -- goes straight from the
+ * caller into the Waiter: no interpreter frame of the library's runs between the
+ * application and its sleep.  With many endpoints taking turns on few CPUs each frame is
+ * memory to bring back into the caches after every wake-up, and that, growing with the
+ * number of processes, was most of what a Python end's CPU per GiB had over a C one.
+ * Every other case (non-blocking, a timeout, a spinning or persistent end, a closed peer,
+ * a call that came back short) is the subclass's: _read_on() and _write_on(). */
+
+typedef struct {
+    PyObject_HEAD
+    /* The subclass's attributes, kept here so the fast path reads them without lookups.
+     * The first four are compared by identity: any value but the plain one (False, True,
+     * None, False) means "not the fast path".  The Waiter and the rings are type-checked
+     * when they are set, so the fast path need not: it runs only over this core's. */
+    PyObject *closed, *blocking, *timeout, *persist;
+    PyObject *waits, *rd, *wr;
+    int ours;             /* waits, rd and wr are all this core's (not the Python one's) */
+    Py_ssize_t live;      /* the peer's live byte's offset in the control page */
+    double recheck;       /* the longest sleep before the peer's liveness is re-checked */
+} ChannelCore;
+
+static int
+channel_traverse(ChannelCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->closed);
+    Py_VISIT(self->blocking);
+    Py_VISIT(self->timeout);
+    Py_VISIT(self->persist);
+    Py_VISIT(self->waits);
+    Py_VISIT(self->rd);
+    Py_VISIT(self->wr);
+    return 0;
+}
+
+static int
+channel_clear(ChannelCore *self)
+{
+    Py_CLEAR(self->closed);
+    Py_CLEAR(self->blocking);
+    Py_CLEAR(self->timeout);
+    Py_CLEAR(self->persist);
+    Py_CLEAR(self->waits);
+    Py_CLEAR(self->rd);
+    Py_CLEAR(self->wr);
+    return 0;
+}
+
+static void
+channel_dealloc(ChannelCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    channel_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The Waiter if a call on ``ring`` may run whole in the core, else NULL. */
+static Waiter *
+channel_fast(ChannelCore *self)
+{
+    if (!self->ours || self->closed != Py_False || self->blocking != Py_True ||
+        self->timeout != Py_None || self->persist != Py_False || self->live < 0)
+        return NULL;
+    return (Waiter *)self->waits;
+}
+
+/* The core's OSError (a failed wait or kick) as the subclass's channel error, raised
+ * from it; other exceptions pass unchanged. */
+static PyObject *
+channel_core_error(ChannelCore *self)
+{
+    if (!PyErr_ExceptionMatches(PyExc_OSError))
+        return NULL;
+    PyObject *type, *value, *trace;
+    PyErr_Fetch(&type, &value, &trace);
+    PyErr_NormalizeException(&type, &value, &trace);
+    if (trace != NULL)
+        PyException_SetTraceback(value, trace);
+    Py_XDECREF(type);
+    Py_XDECREF(trace);
+    PyObject *err = PyObject_CallMethod((PyObject *)self, "_core_error", "Oi", value, 0);
+    if (err == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyException_SetContext(err, Py_NewRef(value));
+    PyException_SetCause(err, value);   /* steals value */
+    PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+    Py_DECREF(err);
+    return NULL;
+}
+
+/* A call's positional and keyword arguments by the names in ``names`` (NULL-ended), into
+ * ``out`` (left as they are where not given); -1 with a TypeError. */
+static int
+fast_args(const char *func, const char *const *names, Py_ssize_t required,
+          PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out)
+{
+    Py_ssize_t count = 0;
+    while (names[count] != NULL)
+        count++;
+    if (nargs > count) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments (%zd given)", func,
+                     count, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    Py_ssize_t keywords = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < keywords; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = nargs;
+        while (i < count && PyUnicode_CompareWithASCIIString(name, names[i]) != 0)
+            i++;
+        if (i == count) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", func,
+                         name);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < required; i++)
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", func,
+                         names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* Whether ``obj`` is true; one that cannot say (it raised) is left to the subclass,
+ * which will raise it again. */
+static int
+truthy(PyObject *obj)
+{
+    int is = PyObject_IsTrue(obj);
+    if (is < 0)
+        PyErr_Clear();
+    return is == 1;
+}
+
+/* Whether a read's count lets the core run: None, or an int other than 0. */
+static int
+count_for_core(PyObject *obj)
+{
+    if (obj == Py_None)
+        return 1;
+    if (!PyLong_CheckExact(obj))
+        return 0;
+    Py_ssize_t value = PyLong_AsSsize_t(obj);
+    if (value == -1 && PyErr_Occurred())
+        PyErr_Clear();   /* too large: the core refuses it as the subclass would */
+    return value != 0;
+}
+
+/* Whether the peer's live byte reads open. */
+static int
+peer_live(Waiter *waiter, Py_ssize_t live)
+{
+    NotifyCore *notify = waiter->notify;
+    return notify != NULL && notify->held && live < notify->page.len &&
+           __atomic_load_n((unsigned char *)notify->page.buf + live, __ATOMIC_RELAXED);
+}
+
+static PyObject *
+channel_read_into(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
+{
+    static const char *const names[] = {"buf", "nbytes", NULL};
+    PyObject *given[2] = {NULL, Py_None};
+    if (fast_args("read_into", names, 1, args, nargs, kwnames, given) < 0)
+        return NULL;
+    PyObject *buf = given[0], *nbytes = given[1];
+    Waiter *waiter = channel_fast(self);
+    int waited = 0;
+    if (waiter != NULL && truthy(buf) && count_for_core(nbytes)) {
+        Call call;
+        call.forever = 0;
+        call.deadline = monotonic() + self->recheck;
+        if (call_init(waiter, (RingCore *)self->rd, buf, nbytes, 1, self->live, 0, &call) < 0)
+            return NULL;
+        uint32_t got;
+        int done = waiter_get(waiter, &call, &got);
+        PyBuffer_Release(&call.buf);
+        if (done < 0)
+            return channel_core_error(self);
+        if (got)
+            return PyLong_FromUnsignedLong(got);
+        waited = 1;
+    }
+    return PyObject_CallMethod((PyObject *)self, "_read_on", "OOO", buf, nbytes,
+                               waited ? Py_True : Py_False);
+}
+
+static PyObject *
+channel_write(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"data", NULL};
+    PyObject *data = NULL;
+    if (fast_args("write", names, 1, args, nargs, kwnames, &data) < 0)
+        return NULL;
+    Waiter *waiter = channel_fast(self);
+    if (waiter != NULL && truthy(data) && peer_live(waiter, self->live)) {
+        Call call;
+        call.forever = 0;
+        call.deadline = monotonic() + self->recheck;
+        if (call_init(waiter, (RingCore *)self->wr, data, Py_None, 1, self->live, 1, &call) < 0)
+            return NULL;
+        size_t pos;
+        int done = waiter_put(waiter, &call, &pos);
+        size_t n = call.n;
+        PyBuffer_Release(&call.buf);
+        if (done < 0)
+            return channel_core_error(self);
+        if (pos == n)
+            return PyLong_FromSize_t(pos);
+        return PyObject_CallMethod((PyObject *)self, "_write_on", "On", data, (Py_ssize_t)pos);
+    }
+    return PyObject_CallMethod((PyObject *)self, "_write_on", "OO", data, Py_None);
+}
+
+static PyMethodDef channel_methods[] = {
+    {"read_into", (PyCFunction)(void (*)(void))channel_read_into,
+     METH_FASTCALL | METH_KEYWORDS,
+     "read_into(buf, nbytes=None): stream read into buf without allocating; returns the "
+     "count (see read)."},
+    {"write", (PyCFunction)(void (*)(void))channel_write, METH_FASTCALL | METH_KEYWORDS,
+     "write(data): stream write.  Blocking: all of data (returns its length).  "
+     "Non-blocking: as much as fits now (0..len).  Raises ChannelClosed if the peer is "
+     "closed; if it closes part-way through a blocking write, the exception's written "
+     "says how many bytes went into the ring."},
+    {NULL},
+};
+
+/* The Waiter and the rings: any object (a channel over the Python core's runs the
+ * subclass's path), None kept as NULL; whether all three are this core's is noted. */
+static int
+channel_set(ChannelCore *self, PyObject **slot, PyObject *value)
+{
+    Py_XSETREF(*slot, value == NULL || value == Py_None ? NULL : Py_NewRef(value));
+    self->ours = self->waits != NULL && Py_IS_TYPE(self->waits, &WaiterType) &&
+                 self->rd != NULL && PyObject_TypeCheck(self->rd, &RingCoreType) &&
+                 self->wr != NULL && PyObject_TypeCheck(self->wr, &RingCoreType);
+    return 0;
+}
+
+static PyObject *
+channel_get(PyObject *value)
+{
+    return Py_NewRef(value != NULL ? value : Py_None);
+}
+
+static PyObject *
+channel_get_waits(ChannelCore *self, void *closure)
+{
+    return channel_get(self->waits);
+}
+
+static int
+channel_set_waits(ChannelCore *self, PyObject *value, void *closure)
+{
+    return channel_set(self, &self->waits, value);
+}
+
+static PyObject *
+channel_get_rd(ChannelCore *self, void *closure)
+{
+    return channel_get(self->rd);
+}
+
+static int
+channel_set_rd(ChannelCore *self, PyObject *value, void *closure)
+{
+    return channel_set(self, &self->rd, value);
+}
+
+static PyObject *
+channel_get_wr(ChannelCore *self, void *closure)
+{
+    return channel_get(self->wr);
+}
+
+static int
+channel_set_wr(ChannelCore *self, PyObject *value, void *closure)
+{
+    return channel_set(self, &self->wr, value);
+}
+
+static PyGetSetDef channel_getset[] = {
+    {"_core_waits", (getter)channel_get_waits, (setter)channel_set_waits, NULL, NULL},
+    {"_rd", (getter)channel_get_rd, (setter)channel_set_rd, NULL, NULL},
+    {"_wr", (getter)channel_get_wr, (setter)channel_set_wr, NULL, NULL},
+    {NULL},
+};
+
+static PyMemberDef channel_members[] = {
+    {"_closed", T_OBJECT, offsetof(ChannelCore, closed), 0, NULL},
+    {"blocking", T_OBJECT, offsetof(ChannelCore, blocking), 0, NULL},
+    {"timeout", T_OBJECT, offsetof(ChannelCore, timeout), 0, NULL},
+    {"server_persist", T_OBJECT, offsetof(ChannelCore, persist), 0, NULL},
+    {"_live", T_PYSSIZET, offsetof(ChannelCore, live), 0, NULL},
+    {"_recheck", T_DOUBLE, offsetof(ChannelCore, recheck), 0, NULL},
+    {NULL},
+};
+
+static PyObject *
+channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    ChannelCore *self = (ChannelCore *)PyType_GenericNew(type, args, kwds);
+    if (self != NULL)
+        self->live = -1;   /* not the fast path until the subclass sets it */
+    return (PyObject *)self;
+}
+
+static PyTypeObject ChannelCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vchansim._fastpath.ChannelCore",
+    .tp_doc = PyDoc_STR("ChannelCore(): the base of a vchan endpoint whose blocking stream "
+                        "read_into and write run in the core."),
+    .tp_basicsize = sizeof(ChannelCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = channel_new,
+    .tp_traverse = (traverseproc)channel_traverse,
+    .tp_clear = (inquiry)channel_clear,
+    .tp_dealloc = (destructor)channel_dealloc,
+    .tp_methods = channel_methods,
+    .tp_members = channel_members,
+    .tp_getset = channel_getset,
 };
 
 /* ---- the module ---------------------------------------------------------------------- */
@@ -930,14 +1292,15 @@ PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
     if (PyType_Ready(&RingCoreType) < 0 || PyType_Ready(&NotifyCoreType) < 0 ||
-        PyType_Ready(&WaiterType) < 0)
+        PyType_Ready(&WaiterType) < 0 || PyType_Ready(&ChannelCoreType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "RingCore", (PyObject *)&RingCoreType) < 0 ||
         PyModule_AddObjectRef(module, "NotifyCore", (PyObject *)&NotifyCoreType) < 0 ||
-        PyModule_AddObjectRef(module, "Waiter", (PyObject *)&WaiterType) < 0) {
+        PyModule_AddObjectRef(module, "Waiter", (PyObject *)&WaiterType) < 0 ||
+        PyModule_AddObjectRef(module, "ChannelCore", (PyObject *)&ChannelCoreType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -63,6 +63,20 @@ class Waiter:
         /,
     ) -> int: ...
 
+@disjoint_base
+class ChannelCore:
+    _closed: bool
+    blocking: bool
+    timeout: float | None
+    server_persist: bool
+    _core_waits: Waiter | None
+    _rd: RingCore
+    _wr: RingCore
+    _live: int
+    _recheck: float
+    def read_into(self, buf: bytearray | memoryview, nbytes: int | None = None) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
 def full_fence() -> None: ...
 def fetch_add_u64(address: int, amount: int, /) -> int: ...
 def eventfd_kick(fd: int, counter_address: int, /) -> None: ...

@@ -28,7 +28,7 @@ from .backends.base import (
     StoreReplies,
     UnmapNotify,
 )
-from .core import Waiter
+from .core import ChannelCore, Waiter
 from .errors import (
     BackendError,
     ChannelClosed,
@@ -53,6 +53,9 @@ LIVENESS_RECHECK = 0.5
 Buffer = bytes | bytearray | memoryview
 #: What a read may fill: a buffer we can write to.
 WritableBuffer = bytearray | memoryview
+#: A blocking step in the core: Waiter.read or Waiter.write, (ring, buffer, n, need,
+#: live offset, timeout) -> bytes moved.
+CoreCall = Callable[[Ring, memoryview, int, int, int, float], int]
 
 #: What a blocking call sleeps in, by the notify bit it asked the peer for.
 _BLOCKED_BY_BIT = {layout.NOTIFY_WRITE: Blocked.READ, layout.NOTIFY_READ: Blocked.WRITE}
@@ -71,7 +74,7 @@ class _Resources:
     views: list[memoryview] = field(default_factory=list)
 
 
-class Vchan:
+class Vchan(ChannelCore):
     """One end of a vchan.  Create with :meth:`server` or :meth:`client`.
 
     ``blocking`` defaults to True (what Xen's own tools set; libxenvchan leaves it
@@ -107,6 +110,7 @@ class Vchan:
         self._port = res.port
         self._page = res.ctrl.buf
         self._live = layout.CLI_LIVE if server else layout.SRV_LIVE
+        self._recheck = LIVENESS_RECHECK
         self._rd: Ring
         self._wr: Ring
         self._notify = Notifier(self._page, server=server)
@@ -328,10 +332,11 @@ class Vchan:
         return self._consume_event(timeout)
 
     # -- reading --------------------------------------------------------------------------
-    # Each call starts with a fast path -- the ring already holds what it needs -- that
-    # makes no other method call than the copy and the notify test, because in Python the
-    # calls, not the copying, are what a small message costs.  Everything else (empty
-    # ring, closed peer, non-blocking mode, waiting) is the slow path.
+    # Each call starts with a fast path -- the ring already holds what it needs, or (for
+    # read_into and write, in the core) the core may wait for it -- that makes no other
+    # method call than the copy and the notify test, because in Python the calls, not the
+    # copying, are what a small message costs.  Everything else (empty ring, closed peer,
+    # non-blocking mode, waiting) is the slow path.
     def read(self, n: int) -> bytes:
         """Stream read: 1..n bytes (blocking), or ``b""`` if non-blocking and empty.
 
@@ -342,22 +347,15 @@ class Vchan:
         del buf[got:]
         return bytes(buf)
 
-    def read_into(self, buf: WritableBuffer, nbytes: int | None = None) -> int:
-        """Stream read into ``buf`` without allocating; returns the count (see :meth:`read`)."""
+    # read_into (and write) are the core's (ChannelCore): a blocking call with no timeout
+    # and no spin runs whole in it, and a reader woken for data goes straight back to the
+    # application.  What it does not finish comes here.
+    def _read_on(self, buf: WritableBuffer, nbytes: int | None, waited: bool) -> int:
+        """A stream read the core did not finish: ``waited``, it looked and slept, and
+        came back empty at the peer's close or a liveness re-check; else it did not run."""
         if self._closed:
             raise ValueError("I/O operation on a closed vchan")
-        waiter = self._core_waits
-        if waiter is not None and self.blocking and self.timeout is None and buf and nbytes != 0:
-            # The whole call in the core: a reader woken for data goes straight back to
-            # the application, and one that finds the ring empty sleeps without
-            # leaving the core.  Only a close or a liveness re-check comes back empty.
-            try:
-                got = waiter.read(self._rd, buf, nbytes, 1, self._live_offset(), LIVENESS_RECHECK)
-            except OSError as exc:
-                raise self._core_error(exc, 0) from exc
-            if got:
-                return got
-        else:
+        if not waited:
             # Non-blocking, a partial read takes the slow path, which arms an event.
             got = self._rd.get(buf, nbytes, 1 if self.blocking else None)
             if got:
@@ -408,32 +406,22 @@ class Vchan:
                 return
 
     # -- writing --------------------------------------------------------------------------
-    def write(self, data: Buffer) -> int:
-        """Stream write.  Blocking: all of ``data`` (returns its length).  Non-blocking:
-        as much as fits now (0..len).  Raises :class:`ChannelClosed` if the peer is closed;
-        if it closes part-way through a blocking write, the exception's ``written`` says
-        how many bytes went into the ring."""
-        if self._closed:
-            raise ValueError("I/O operation on a closed vchan")
-        if not (self._page[self._live] or self._peer_open()):  # the first test is the common case
-            raise ChannelClosed()
-        waiter = self._core_waits
-        if waiter is not None and self.blocking and self.timeout is None and data:
-            # The whole write in the core, sleeping whenever the ring is full, unless the
-            # peer closes or a liveness re-check is due.
-            try:
-                n = waiter.write(self._wr, data, None, 1, self._live_offset(), LIVENESS_RECHECK)
-            except OSError as exc:
-                raise self._core_error(exc, 0) from exc
-            src = self._source(data)
-            return n if n == len(src) else self._write_slow(src, len(src), n)
-        n = self._wr.put(data)
-        if n > 0:
-            if self._notify.take(layout.NOTIFY_WRITE):
-                self._kick(n)
-            return n
+    def _write_on(self, data: Buffer, done: int | None) -> int:
+        """A stream write the core did not finish: it put ``done`` bytes in before the
+        peer closed or a liveness re-check came due; None: it did not run."""
+        if done is None:
+            if self._closed:
+                raise ValueError("I/O operation on a closed vchan")
+            if not (self._page[self._live] or self._peer_open()):  # the common case first
+                raise ChannelClosed()
+            n = self._wr.put(data)
+            if n > 0:
+                if self._notify.take(layout.NOTIFY_WRITE):
+                    self._kick(n)
+                return n
+            done = 0
         src = self._source(data)
-        return self._write_slow(src, len(src))
+        return self._write_slow(src, len(src), done)
 
     def send(self, data: Buffer) -> int:
         """Packet write, all or nothing: ``len(data)``, or 0 if non-blocking and it does
@@ -587,15 +575,9 @@ class Vchan:
             if waiter is None:
                 self._block(deadline, rd, layout.NOTIFY_WRITE, need)
                 continue
-            step = self._step(deadline)
-            try:
-                got = waiter.read(rd, dst, n, need, self._live_offset(), step)
-            except OSError as exc:
-                raise self._core_error(exc, 0) from exc
+            got = self._core_wait(waiter.read, rd, dst, n, need, deadline)
             if got:
                 return got
-            if step <= 0:
-                raise self._timed_out(0)
 
     def _write_slow(self, src: memoryview, n: int, pos: int = 0) -> int:
         """A write that does not fit at once: part of it (non-blocking), or all of it as
@@ -615,16 +597,10 @@ class Vchan:
                     return n
                 self._block(deadline, wr, layout.NOTIFY_READ, 1, pos)
             else:
-                step = self._step(deadline)
                 rest = src[pos:] if pos else src
-                try:
-                    pos += waiter.write(wr, rest, n - pos, 1, self._live_offset(), step)
-                except OSError as exc:
-                    raise self._core_error(exc, pos) from exc
+                pos += self._core_wait(waiter.write, wr, rest, n - pos, 1, deadline, pos)
                 if pos == n:
                     return n
-                if step <= 0:
-                    raise self._timed_out(pos)
             if not self._peer_open():
                 raise ChannelClosed(
                     f"the peer closed after {pos} of {n} bytes were written", written=pos
@@ -646,14 +622,33 @@ class Vchan:
             if waiter is None:
                 self._block(deadline, wr, layout.NOTIFY_READ, n)
                 continue
-            step = self._step(deadline)
-            try:
-                if waiter.write(wr, src, n, n, self._live_offset(), step) == n:
-                    return n
-            except OSError as exc:
-                raise self._core_error(exc, 0) from exc
-            if step <= 0:
-                raise self._timed_out(0)
+            if self._core_wait(waiter.write, wr, src, n, n, deadline) == n:
+                return n
+
+    def _core_wait(
+        self,
+        call: CoreCall,
+        ring: Ring,
+        buf: memoryview,
+        n: int,
+        need: int,
+        deadline: float | None,
+        before: int = 0,
+    ) -> int:
+        """One wait of a slow path in the core: ``call`` (the Waiter's read or write)
+        moves up to ``n`` bytes of ``buf``, at least ``need`` at a time, sleeping until
+        the next liveness re-check at most, and never past ``deadline``.  Returns the
+        count (0: the peer closed, or the re-check came due).  A failed wait or kick is
+        the channel's error, and a deadline that passed with too little moved times the
+        call out; ``before`` bytes went in in earlier steps."""
+        step = self._step(deadline)
+        try:
+            moved = call(ring, buf, n, need, self._live_offset(), step)
+        except OSError as exc:
+            raise self._core_error(exc, before) from exc
+        if moved < need and step <= 0:
+            raise self._timed_out(before)
+        return moved
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout

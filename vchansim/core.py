@@ -24,6 +24,7 @@ MODULES = {"c": "vchansim._fastpath", "python": "vchansim.pycore"}
 
 #: What every core provides.
 INTERFACE = (
+    "ChannelCore",
     "NotifyCore",
     "RingCore",
     "Waiter",
@@ -82,6 +83,7 @@ NAME, _module = _select()
 
 if TYPE_CHECKING:
     from .pycore import (
+        ChannelCore,
         NotifyCore,
         RingCore,
         Waiter,
@@ -98,12 +100,14 @@ else:
     eventfd_kick = _module.eventfd_kick
     wait_one = _module.wait_one
     Waiter = _module.Waiter
+    ChannelCore = _module.ChannelCore
 
 __all__ = [
     "INTERFACE",
     "MODULES",
     "NAME",
     "PURE_ENV",
+    "ChannelCore",
     "NotifyCore",
     "RingCore",
     "Waiter",

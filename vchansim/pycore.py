@@ -469,3 +469,86 @@ class Waiter:
         if woke and (self._notify._view is None or ring._bytes is None):
             raise ValueError(_RELEASED)
         return woke
+
+
+class ChannelCore:
+    """The base of a vchan endpoint (:class:`vchansim.channel.Vchan`): its blocking stream
+    ``read_into`` and ``write``, with no timeout and no spin, go straight into the
+    :class:`Waiter`.  In C that means no interpreter frame of the library's runs between
+    the application's call and its sleep; with many endpoints taking turns on few CPUs
+    every frame is memory to bring back into the caches after each wake-up.  Every other
+    case -- non-blocking, a timeout, a spinning or persistent end, a closed peer, a call
+    that came back short -- is the subclass's ``_read_on`` and ``_write_on``.
+
+    The attributes are the subclass's; the fast path runs only while each holds its plain
+    value (``_closed`` False, ``blocking`` True, ``timeout`` None, ``server_persist``
+    False, ``_core_waits`` a Waiter).
+    """
+
+    _closed: bool
+    blocking: bool
+    timeout: float | None
+    server_persist: bool
+    _core_waits: Waiter | None
+    _rd: RingCore
+    _wr: RingCore
+    #: The peer's live byte's offset in the control page.
+    _live: int
+    #: The longest sleep before the peer's liveness is re-checked (seconds).
+    _recheck: float
+
+    def read_into(self, buf: bytearray | memoryview, nbytes: int | None = None) -> int:
+        """Stream read into ``buf`` without allocating; returns the count."""
+        waiter = self._fast()
+        waited = False
+        if waiter is not None and buf and nbytes != 0:
+            try:
+                got = waiter.read(self._rd, buf, nbytes, 1, self._live, self._recheck)
+            except OSError as exc:
+                raise self._core_error(exc, 0) from exc
+            if got:
+                return got
+            waited = True
+        return self._read_on(buf, nbytes, waited)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Stream write: blocking, all of ``data``; non-blocking, as much as fits now."""
+        waiter = self._fast()
+        if waiter is not None and data:
+            page = waiter._notify._view
+            if page is not None and 0 <= self._live < page.nbytes and page[self._live]:
+                try:
+                    pos = waiter.write(self._wr, data, None, 1, self._live, self._recheck)
+                except OSError as exc:
+                    raise self._core_error(exc, 0) from exc
+                if pos == memoryview(data).nbytes:
+                    return pos
+                return self._write_on(data, pos)
+        return self._write_on(data, None)
+
+    def _fast(self) -> Waiter | None:
+        """The Waiter if a call may run whole in the core, else None."""
+        waiter = self._core_waits
+        if (
+            waiter is not None
+            and self._closed is False
+            and self.blocking is True
+            and self.timeout is None
+            and self.server_persist is False
+        ):
+            return waiter
+        return None
+
+    def _read_on(self, buf: bytearray | memoryview, nbytes: int | None, waited: bool) -> int:
+        """The read the core did not finish (the subclass's); ``waited``: the core looked
+        and slept, and came back empty for a close or a liveness re-check."""
+        raise NotImplementedError
+
+    def _write_on(self, data: bytes | bytearray | memoryview, done: int | None) -> int:
+        """The write the core did not finish (the subclass's); ``done``: how many bytes
+        the core put in, None if it did not run."""
+        raise NotImplementedError
+
+    def _core_error(self, exc: OSError, before: int) -> Exception:
+        """The core's failed wait or kick as the subclass's channel error."""
+        raise NotImplementedError
