@@ -1065,6 +1065,17 @@ fast_args(const char *func, const char *const *names, Py_ssize_t required,
     return 0;
 }
 
+/* The names of the subclass's methods for what the core does not finish. */
+static PyObject *name_read_on, *name_write_on;
+
+/* Call the subclass's method ``name`` with two or three arguments (``c`` NULL: two). */
+static PyObject *
+hand_on(ChannelCore *self, PyObject *name, PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *args[4] = {(PyObject *)self, a, b, c};
+    return PyObject_VectorcallMethod(name, args, c == NULL ? 3 : 4, NULL);
+}
+
 /* Whether ``obj`` is true; one that cannot say (it raised) is left to the subclass,
  * which will raise it again. */
 static int
@@ -1125,8 +1136,7 @@ channel_read_into(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs,
             return PyLong_FromUnsignedLong(got);
         waited = 1;
     }
-    return PyObject_CallMethod((PyObject *)self, "_read_on", "OOO", buf, nbytes,
-                               waited ? Py_True : Py_False);
+    return hand_on(self, name_read_on, buf, nbytes, waited ? Py_True : Py_False);
 }
 
 static PyObject *
@@ -1151,9 +1161,14 @@ channel_write(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs, PyObje
             return channel_core_error(self);
         if (pos == n)
             return PyLong_FromSize_t(pos);
-        return PyObject_CallMethod((PyObject *)self, "_write_on", "On", data, (Py_ssize_t)pos);
+        PyObject *done_obj = PyLong_FromSize_t(pos);
+        if (done_obj == NULL)
+            return NULL;
+        PyObject *result = hand_on(self, name_write_on, data, done_obj, NULL);
+        Py_DECREF(done_obj);
+        return result;
     }
-    return PyObject_CallMethod((PyObject *)self, "_write_on", "OO", data, Py_None);
+    return hand_on(self, name_write_on, data, Py_None, NULL);
 }
 
 static PyMethodDef channel_methods[] = {
@@ -1293,6 +1308,10 @@ PyInit__fastpath(void)
 {
     if (PyType_Ready(&RingCoreType) < 0 || PyType_Ready(&NotifyCoreType) < 0 ||
         PyType_Ready(&WaiterType) < 0 || PyType_Ready(&ChannelCoreType) < 0)
+        return NULL;
+    name_read_on = PyUnicode_InternFromString("_read_on");
+    name_write_on = PyUnicode_InternFromString("_write_on");
+    if (name_read_on == NULL || name_write_on == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL)
