@@ -156,6 +156,7 @@ class Booting:
         return guests
 
     def destroy(self) -> None:
+        """Destroy every guest (again: a no-op)."""
         for name, creating in self._creating.items():
             if creating.poll() is None:
                 creating.kill()

@@ -1,12 +1,11 @@
 """vchansim's pytest plugin on ``--vchan-backend xen`` in dom0 (tools/xen-vm-test loads
 the plugin with that option): the pair is two ends in this domain on the real devices,
-no other domain is played, the teardown leak check sees what a test holds, and
-``run_scenario`` runs scenarios on real Xen.
+no other domain is played, and the teardown leak check sees what a test holds
+(``run_scenario`` on real Xen: test_real_scenarios.py).
 """
 
 from __future__ import annotations
 
-import signal
 import threading
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from vchansim.channel import Vchan
 from vchansim.errors import ConfigError
 from vchansim.leaks import LeakKind
-from vchansim.scenario.xen_executor import XEN_DEVICES
 
 #: More than the pair's rings hold: a write of this much blocks until the peer reads.
 CHUNK = 20_000
@@ -54,14 +52,3 @@ def test_the_leak_check_sees_a_server_left_open(vchan_env) -> None:
     assert "/local/domain/0/data/vchan/leaky/ring-ref" in text
     server.close()
     assert vchan_env.leaks() == []  # and so the teardown's check passes
-
-
-def test_run_scenario_runs_on_real_xen_and_skips_what_is_not_applicable(run_scenario) -> None:
-    result = run_scenario("kill-server")  # fails the test unless every verdict held
-    assert {result.scenario.server.backend, result.scenario.client.backend} == {"xen"}
-    server = next(i for i in result.record.instances if i.name == "server")
-    assert server.exitcode == -signal.SIGKILL and XEN_DEVICES.is_dir()
-    with pytest.raises(pytest.skip.Exception, match="is a program endpoint"):
-        run_scenario("c-client")
-    unchecked = run_scenario("grant-exhaustion", check=False)
-    assert unchecked.status == "not-applicable" and not unchecked.passed

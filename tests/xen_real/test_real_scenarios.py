@@ -6,7 +6,8 @@ expectation held, the real-Xen leak check among them -- or be not applicable wit
 reason: exactly the ones that need the emulator (a program endpoint, a fault lowering a
 machine limit), never passed.  The run's exit status says so (3), and nothing a
 scenario left is still held in dom0 or XenStore.  A scenario added to the library is
-covered here by that rule, without naming it.
+covered here by that rule, without naming it.  The pytest plugin's ``run_scenario``
+runs them there too (the plugin is on ``--vchan-backend xen`` in the VM).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from vchansim.backends.xen import XenBackend
 from vchansim.cli import main
 from vchansim.library import builtin_names
+from vchansim.scenario.xen_executor import XEN_DEVICES
 from vchansim.xenleaks import XenSnapshot
 
 #: The library's scenarios that cannot mean on Xen what they mean on the emulator, and
@@ -32,6 +34,8 @@ NOT_APPLICABLE = {
     "xenstore-quota": "lowers the machine's limits",
 }
 DATA = "/local/domain/0/data"
+#: Run last, with no guest left (conftest.py says why).
+pytestmark = pytest.mark.usefixtures("without_guests")
 
 
 @pytest.mark.timeout(900)
@@ -65,3 +69,14 @@ def test_the_whole_library_runs_on_real_xen_in_dom0(capsys: pytest.CaptureFixtur
     # The run removed what it left (killed servers' keys), and holds nothing.
     assert before.leaks(store) == []
     store.close()
+
+
+def test_run_scenario_runs_on_real_xen_and_skips_what_is_not_applicable(run_scenario) -> None:
+    result = run_scenario("kill-server")  # fails the test unless every verdict held
+    assert {result.scenario.server.backend, result.scenario.client.backend} == {"xen"}
+    server = next(i for i in result.record.instances if i.name == "server")
+    assert server.exitcode == -signal.SIGKILL and XEN_DEVICES.is_dir()
+    with pytest.raises(pytest.skip.Exception, match="is a program endpoint"):
+        run_scenario("c-client")
+    unchecked = run_scenario("grant-exhaustion", check=False)
+    assert unchecked.status == "not-applicable" and not unchecked.passed
