@@ -33,8 +33,8 @@ REPO = HERE.parent.parent
 ON_XEN = os.path.exists("/dev/xen/evtchn")
 PEER_SOURCE = REPO / "tests" / "c" / "xen" / "vchan_peer.c"
 RESULTS = os.environ.get("VCHANSIM_XEN_RESULTS")
-#: The module whose tests need the guests.
-GUEST_TESTS = "test_real_domu.py"
+#: The modules whose tests need the guests.
+GUEST_TESTS = frozenset({"test_real_domu.py", "test_real_cross_domain.py"})
 #: The scenario library's run: last, with the guests gone (``without_guests``).  While
 #: three guests booted under the emulated CPU, dom0 ran several times slower and the
 #: library, the longest stretch of dom0 work, outlasted its own timeout.
@@ -60,8 +60,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
         for item in mine:
             item.add_marker(skip)
-    order = {GUEST_TESTS: 1, LIBRARY_TESTS: 2}  # stable: dom0's own, guests', library
-    items.sort(key=lambda item: order.get(item.path.name, 0))
+    order = {**dict.fromkeys(GUEST_TESTS, 1), LIBRARY_TESTS: 2}  # dom0's, guests', library
+    items.sort(key=lambda item: order.get(item.path.name, 0))  # stable
 
 
 def progress(text: str) -> None:

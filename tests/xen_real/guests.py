@@ -2,21 +2,23 @@
 
 :class:`Booting` creates guests from the image ``tools/xen-vm-test --domu`` built, all at
 once, and waits until each guest's agent listens; a :class:`Guest` then starts peers in
-it, kills them and collects their reports, all through the guest's XenStore directory.
+it, kills them and collects their reports, all through vchansim's agent client and the
+guest's XenStore directory.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from vchansim.agent import AgentClient, AgentError, agent_root
 from vchansim.backends.xen import XenBackend
 from vchansim.errors import StoreError
 
@@ -35,6 +37,8 @@ GUEST_WEIGHT = 32
 #: (c), whose kernel maps grants through the hypervisor's second-stage page tables
 #: (auto-translated) instead of PV page tables.
 GUEST_TYPES = {"a": "pv", "b": "pv", "c": "pvh"}
+#: How long an agent may take to answer a request (start a peer, signal it).
+ANSWER_DEADLINE = 90.0
 
 Report = dict[str, Any]
 
@@ -66,40 +70,33 @@ def console_tail(name: str) -> str:
 
 
 class Guest:
-    """A running guest with an agent: ``start`` a peer, ``kill`` it, read its ``result``."""
+    """A running guest with an agent: ``start`` a peer, ``kill`` it, read its ``result``
+    (through :class:`vchansim.agent.AgentClient`)."""
 
     def __init__(self, name: str, domid: int) -> None:
         self.name = name
         self.domid = domid
         self.home = f"/local/domain/{domid}"
-        self._numbers = itertools.count()
+        self.agent = AgentClient(XenBackend().store(), domid, ANSWER_DEADLINE)
 
-    def _request(self, request: dict[str, Any]) -> int:
-        number = next(self._numbers)
-        with XenBackend().store() as store:
-            store.write(f"{self.home}/data/agent/{number}/request", json.dumps(request).encode())
-        return number
-
-    def start(self, impl: str, *argv: object) -> int:
+    def start(self, impl: str, *argv: object) -> str:
         """Start a peer (``impl`` "python" or "c") with pypeer's arguments in the guest."""
-        return self._request({"impl": impl, "argv": [str(a) for a in argv]})
+        return self.agent.submit({"kind": impl, "argv": [str(a) for a in argv]})
 
-    def start_command(self, argv: list[object], stdin: str = "") -> int:
+    def start_command(self, argv: list[object], stdin: str = "") -> str:
         """Start ``python -m vchansim ARGV`` in the guest with ``stdin``."""
-        return self._request({"impl": "cli", "argv": [str(a) for a in argv], "stdin": stdin})
+        return self.agent.submit({"kind": "cli", "argv": [str(a) for a in argv], "stdin": stdin})
 
-    def result(self, number: int, timeout: float = 90.0) -> Report:
-        """Request ``number``'s report (a peer's when it ended), with ``impl`` labelled."""
-        key = f"{self.home}/data/agent/{number}/result"
+    def result(self, job: str, timeout: float = 90.0) -> Report:
+        """Job ``job``'s report (a peer's when it ended)."""
         try:
-            report: Report = json.loads(wait_value(key, time.monotonic() + timeout))
-        except TimeoutError as exc:
+            return self.agent.result(job, timeout)
+        except AgentError as exc:
             raise AssertionError(f"{exc}; guest console:\n{console_tail(self.name)}") from None
-        return report
 
-    def kill(self, number: int) -> None:
-        """SIGKILL request ``number``'s peer inside the guest."""
-        answer = self.result(self._request({"kill": number}))
+    def kill(self, job: str) -> None:
+        """SIGKILL job ``job``'s peer inside the guest."""
+        answer = self.result(self.agent.signal(job, signal.SIGKILL))
         assert answer["ok"], answer
 
 
@@ -148,10 +145,10 @@ class Booting:
         guests = {n: Guest(f"vchansim-{n}", int(xl("domid", f"vchansim-{n}"))) for n in self.kinds}
         for name, guest in guests.items():
             try:
-                uptime = wait_value(f"{guest.home}/data/agent/ready", deadline)
+                ready = wait_value(f"{agent_root(guest.domid)}/ready", deadline)
             except TimeoutError as exc:
                 raise AssertionError(f"{exc}; console:\n{console_tail(guest.name)}") from None
-            self.boot_seconds[name] = float(uptime)
+            self.boot_seconds[name] = float(json.loads(ready)["uptime"])
         self._guests = guests
         return guests
 

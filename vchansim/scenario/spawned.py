@@ -67,7 +67,10 @@ class Spawned:
         with contextlib.suppress(ProcessLookupError):
             os.kill(handle.pid, signo)
 
+    #: Seconds a process whose pipe has ended gets to exit before it is reported alive.
+    reap_wait = 5.0
+
     def reap(self, handle: Any) -> int | None:
-        handle.join(5.0)
+        handle.join(self.reap_wait)
         code: int | None = handle.exitcode
         return code

@@ -91,6 +91,9 @@ class XenExecutor(Spawned):
     def __init__(self, scenario: Scenario) -> None:
         require_xen(scenario.name)
         super().__init__()
+        # A domain of a slow machine (Xen under an emulated CPU, whose time bounds the
+        # deadline factor stretched) may take seconds to tear a process down.
+        self.reap_wait = max(self.reap_wait, scenario.deadline / 10)
         self.backends = XenBackends()
         own = XenBackend()
         self.domid = own.domid
