@@ -3,9 +3,9 @@
 ``vchansim run --backend xen --client-domain N`` in dom0, N a guest booted from the
 ``tools/xen-vm-test --domu`` image: the guest's agent (vchansim's agent, started by its
 init) forks each scenario's client there, on the guest's devices; the server is a
-process of dom0's.  Run in the PV guest and in the PVH guest: streams both ways through
-one channel between the domains, and a SIGKILL of the guest's client sent through its
-agent, which dom0's server must see as a close (the kernel's unmap-notify across
+process of dom0's.  In the PV guest, streams both ways through one channel between the
+domains; in the PV and in the PVH guest, a SIGKILL of the guest's client sent through
+its agent, which dom0's server must see as a close (the kernel's unmap-notify across
 domains); a program endpoint is not applicable.  Nothing a run left is still held in
 dom0 or written under its XenStore directory.
 """
@@ -33,7 +33,9 @@ pytestmark = [
     pytest.mark.timeout(BOOT_DEADLINE + 600),
 ]
 
-RUN = ("stream-both-ways", "kill-client")
+#: What runs with the client in each guest: in the PVH guest only the kill, to keep the
+#: VM run's time (both were seen to pass there too).
+RUN = {"a": ("stream-both-ways", "kill-client"), "c": ("kill-client",)}
 NOT_APPLICABLE = {"c-client": "is a program endpoint"}
 DATA = "/local/domain/0/data"
 
@@ -47,14 +49,14 @@ def test_library_scenarios_with_the_client_in_a_guest(
     store = XenBackend().store()
     before = XenSnapshot.take(store, DATA)
     argv = ["run", "--backend", "xen", "--client-domain", str(domid), "--json"]
-    status = main([*argv, *RUN, *NOT_APPLICABLE])
+    status = main([*argv, *RUN[guest], *NOT_APPLICABLE])
     report = json.loads(capsys.readouterr().out)
     if os.environ.get("VCHANSIM_XEN_RESULTS"):  # kept by tools/xen-vm-test --out
         path = Path(os.environ["VCHANSIM_XEN_RESULTS"], f"cross-domain-{guest}.json")
         path.write_text(json.dumps({"domid": domid, **report}, indent=1))
     results = {r["scenario"]: r for r in report["scenarios"]}
     assert status == 3, report  # nothing failed, one not applicable
-    for name in RUN:
+    for name in RUN[guest]:
         result = results[name]
         assert result["status"] == "passed", result
         verdicts = {v["kind"]: v for v in result["verdicts"]}
