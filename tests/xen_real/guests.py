@@ -130,6 +130,7 @@ class Booting:
             for name, kind in kinds.items()
         }
         self._guests: dict[str, Guest] | None = None
+        self._destroyed = False
         #: Each guest's uptime when its agent listened: its boot, in seconds.
         self.boot_seconds: dict[str, float] = {}
 
@@ -153,7 +154,10 @@ class Booting:
         return guests
 
     def destroy(self) -> None:
-        """Destroy every guest (again: a no-op)."""
+        """Destroy every guest (again: a no-op; each ``xl`` costs seconds under TCG)."""
+        if self._destroyed:
+            return
+        self._destroyed = True
         for name, creating in self._creating.items():
             if creating.poll() is None:
                 creating.kill()
