@@ -980,6 +980,7 @@ channel_clear(ChannelCore *self)
     Py_CLEAR(self->waits);
     Py_CLEAR(self->rd);
     Py_CLEAR(self->wr);
+    self->ours = 0;
     return 0;
 }
 
@@ -1110,6 +1111,35 @@ peer_live(Waiter *waiter, Py_ssize_t live)
            __atomic_load_n((unsigned char *)notify->page.buf + live, __ATOMIC_RELAXED);
 }
 
+/* One stream call in the core over ``ring``, need 1, sleeping until the liveness re-check
+ * at most: how many bytes moved in *moved, of the *total asked; -1 with an exception set
+ * (the core's OSError as the subclass's error).  The Waiter and the ring are held while
+ * the call may sleep, as another thread may rebind the attributes meanwhile. */
+static int
+channel_run(ChannelCore *self, Waiter *waiter, PyObject *ring, PyObject *buf, PyObject *n,
+            int writing, size_t *moved, size_t *total)
+{
+    Py_INCREF(waiter);
+    Py_INCREF(ring);
+    Call call;
+    call.forever = 0;
+    call.deadline = monotonic() + self->recheck;
+    int done = call_init(waiter, (RingCore *)ring, buf, n, 1, self->live, writing, &call);
+    if (done == 0) {
+        uint32_t got = 0;
+        done = writing ? waiter_put(waiter, &call, moved) : waiter_get(waiter, &call, &got);
+        if (!writing)
+            *moved = got;
+        *total = call.n;
+        PyBuffer_Release(&call.buf);
+        if (done < 0)
+            channel_core_error(self);
+    }
+    Py_DECREF(ring);
+    Py_DECREF(waiter);
+    return done;
+}
+
 static PyObject *
 channel_read_into(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs,
                   PyObject *kwnames)
@@ -1122,18 +1152,11 @@ channel_read_into(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs,
     Waiter *waiter = channel_fast(self);
     int waited = 0;
     if (waiter != NULL && truthy(buf) && count_for_core(nbytes)) {
-        Call call;
-        call.forever = 0;
-        call.deadline = monotonic() + self->recheck;
-        if (call_init(waiter, (RingCore *)self->rd, buf, nbytes, 1, self->live, 0, &call) < 0)
+        size_t got, asked;
+        if (channel_run(self, waiter, self->rd, buf, nbytes, 0, &got, &asked) < 0)
             return NULL;
-        uint32_t got;
-        int done = waiter_get(waiter, &call, &got);
-        PyBuffer_Release(&call.buf);
-        if (done < 0)
-            return channel_core_error(self);
         if (got)
-            return PyLong_FromUnsignedLong(got);
+            return PyLong_FromSize_t(got);
         waited = 1;
     }
     return hand_on(self, name_read_on, buf, nbytes, waited ? Py_True : Py_False);
@@ -1148,17 +1171,9 @@ channel_write(ChannelCore *self, PyObject *const *args, Py_ssize_t nargs, PyObje
         return NULL;
     Waiter *waiter = channel_fast(self);
     if (waiter != NULL && truthy(data) && peer_live(waiter, self->live)) {
-        Call call;
-        call.forever = 0;
-        call.deadline = monotonic() + self->recheck;
-        if (call_init(waiter, (RingCore *)self->wr, data, Py_None, 1, self->live, 1, &call) < 0)
+        size_t pos, n;
+        if (channel_run(self, waiter, self->wr, data, Py_None, 1, &pos, &n) < 0)
             return NULL;
-        size_t pos;
-        int done = waiter_put(waiter, &call, &pos);
-        size_t n = call.n;
-        PyBuffer_Release(&call.buf);
-        if (done < 0)
-            return channel_core_error(self);
         if (pos == n)
             return PyLong_FromSize_t(pos);
         PyObject *done_obj = PyLong_FromSize_t(pos);
