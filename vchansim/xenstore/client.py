@@ -2,8 +2,10 @@
 
 It is what the Python backends use: the shm backend connects to its domain's socket on
 the emulated daemon, a Xen backend to the real ``xenstored`` socket or to
-``/dev/xen/xenbus``.  Like libxenstore it keeps one request outstanding (req_id 0), and
-watch events that arrive while it waits for a reply are queued for :meth:`read_watch`.
+``/dev/xen/xenbus``.  Like libxenstore it sends req_id 0 and reads the replies in
+order; a pipeline (:meth:`XsClient.pipeline`) sends several requests at once over a
+socket, and watch events that arrive while it waits for a reply are queued for
+:meth:`read_watch`.
 Not thread-safe: use one client per thread.
 """
 
