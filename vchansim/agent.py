@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from itertools import count
 from typing import Any
 
-from .backends.base import Store
+from .backends.base import Store, retry_while_watched
 from .errors import StoreError, VchanError
 
 #: The agent's directory under its domain's home.
@@ -427,21 +427,27 @@ class AgentClient:
         token = f"wait-{name}"
         deadline = time.monotonic() + timeout
         self.store.watch(base, token)
+
+        def first() -> tuple[str, bytes]:
+            for key in keys:
+                with contextlib.suppress(StoreError):
+                    return key, self.store.read(f"{base}/{key}")
+            raise _Unanswered
+
         try:
-            while True:
-                for key in keys:
-                    with contextlib.suppress(StoreError):
-                        return key, self.store.read(f"{base}/{key}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AgentError(
-                        f"the agent of domain {self.domid} did not answer {base} within "
-                        f"{timeout:g} s (is `vchansim agent` running there?)"
-                    )
-                self.store.read_watch(left)
+            return retry_while_watched(self.store, first, (_Unanswered,), deadline)
+        except _Unanswered:
+            raise AgentError(
+                f"the agent of domain {self.domid} did not answer {base} within "
+                f"{timeout:g} s (is `vchansim agent` running there?)"
+            ) from None
         finally:
             with contextlib.suppress(StoreError, OSError):
                 self.store.unwatch(base, token)
+
+
+class _Unanswered(Exception):
+    """None of the keys a wait looks for holds a value yet."""
 
 
 def store_fd(store: Store) -> int:

@@ -27,6 +27,7 @@ from .backends.base import (
     Store,
     StoreReplies,
     UnmapNotify,
+    retry_while_watched,
 )
 from .core import ChannelCore, Waiter
 from .errors import (
@@ -205,14 +206,12 @@ class Vchan(ChannelCore):
         watcher = backend.store()
         try:
             watcher.watch(layout.key_path(path, layout.RING_REF_KEY), "vchansim-client-wait")
-            while True:
-                try:
-                    return cls._connect(backend, domain, path, blocking)
-                except (StoreError, StaleServerError):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise
-                    watcher.read_watch(left)
+            return retry_while_watched(
+                watcher,
+                lambda: cls._connect(backend, domain, path, blocking),
+                (StoreError, StaleServerError),
+                deadline,
+            )
         finally:
             watcher.close()
 

@@ -13,8 +13,9 @@ file descriptors per vchan; closing a handle releases everything it holds.
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import ConfigError
@@ -315,6 +316,29 @@ def with_unmap_notify(grants: Grants, mapping: _M, notify: UnmapNotify | None) -
             mapping.close()
             raise
     return mapping
+
+
+_T = TypeVar("_T")
+
+
+def retry_while_watched(
+    store: Store,
+    attempt: Callable[[], _T],
+    retry: tuple[type[Exception], ...],
+    deadline: float,
+) -> _T:
+    """``attempt()``'s result, trying again after each event of a watch the caller set
+    on ``store`` (never a poll: a change of what it watches is the only reason to look
+    again); once ``time.monotonic()`` passes ``deadline``, the last ``retry`` failure
+    raises.  The watch stays the caller's to remove."""
+    while True:
+        try:
+            return attempt()
+        except retry:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            store.read_watch(left)
 
 
 def default_domid() -> int:
