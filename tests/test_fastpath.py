@@ -129,6 +129,37 @@ def test_counters_add_locked_and_read_only_ones_refuse(ops, page):
     viewer.release()
 
 
+def test_a_buffer_address_is_its_first_byte_and_read_only_buffers_have_none(ops, page):
+    address = ops.buffer_address(page)
+    assert ops.fetch_add_u64(address + 8, 7) == 0
+    assert page[8] == 7
+    with pytest.raises(BufferError):
+        ops.buffer_address(page.toreadonly())
+
+
+def test_map_fixed_places_shared_pages_over_a_reserved_range_and_reports_failures(ops):
+    fd = os.memfd_create("vchansim-test")
+    try:
+        os.ftruncate(fd, 2 * layout.PAGE_SIZE)
+        os.pwrite(fd, b"second", layout.PAGE_SIZE)
+        region = mmap.mmap(-1, 2 * layout.PAGE_SIZE, flags=mmap.MAP_PRIVATE)
+        base = ops.buffer_address(region)
+        rw = mmap.PROT_READ | mmap.PROT_WRITE
+        ops.map_fixed(base, layout.PAGE_SIZE, rw, fd, layout.PAGE_SIZE)
+        assert region[:6] == b"second"
+        region[0:1] = b"S"  # shared: the write reaches the object
+        assert os.pread(fd, 1, layout.PAGE_SIZE) == b"S"
+        with pytest.raises(OSError) as raised:  # not page-aligned
+            ops.map_fixed(base, layout.PAGE_SIZE, rw, fd, 1)
+        assert raised.value.errno == errno.EINVAL
+        region.close()
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as raised:
+        ops.map_fixed(base, layout.PAGE_SIZE, mmap.PROT_READ, fd, 0)
+    assert raised.value.errno == errno.EBADF
+
+
 @pytest.fixture
 def eventfd_in_epoll():
     fd = os.eventfd(0, os.EFD_NONBLOCK)

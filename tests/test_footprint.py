@@ -16,6 +16,7 @@ import sys
 
 from helpers import procs
 
+from vchansim.core import NAME
 from vchansim.hub.launcher import ensure_hub
 from vchansim.rundir import RunDir
 
@@ -25,8 +26,10 @@ FOREIGN = ("textual", "rich", "multiprocess", "matplotlib", "importlib.metadata"
 DAEMON = ("vchansim.hub.server", "vchansim.xenstore.store", "vchansim.xenstore.server")
 #: Standard modules a channel does without: ``socket`` builds its enums at import (a
 #: third of the first ``get_backend``), where the ``_socket`` extension underneath it
-#: has all an endpoint uses; ``fcntl`` is for starting a hub only.
-UNUSED_STDLIB = ("socket", "selectors", "array", "fcntl")
+#: has all an endpoint uses; ``fcntl`` is for starting a hub only; ``ctypes`` (a
+#: millisecond of the first ``get_backend``) only the Python core is built on -- the C
+#: one hands out buffer addresses and fixed mappings itself.
+UNUSED_STDLIB = ("socket", "selectors", "array", "fcntl", *(("ctypes",) if NAME == "c" else ()))
 
 ENDPOINT = """
 import json, sys

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +85,51 @@ fp_fetch_add_u64(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (amount == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
     return PyLong_FromUnsignedLongLong(__atomic_fetch_add(target, amount, __ATOMIC_SEQ_CST));
+}
+
+/* ---- addresses and fixed mappings ---------------------------------------------------- */
+
+/* buffer_address(buffer): the address of a writable buffer's first byte, for the calls
+ * here that take raw addresses.  The caller keeps the buffer (or a view of it) alive and
+ * exported for as long as it uses the address. */
+static PyObject *
+fp_buffer_address(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    PyObject *address = PyLong_FromVoidPtr(view.buf);
+    PyBuffer_Release(&view);
+    return address;
+}
+
+/* map_fixed(address, length, prot, fd, offset): map length bytes of fd at offset, shared,
+ * exactly at address (over a range the caller reserved); OSError on failure. */
+static PyObject *
+fp_map_fixed(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "map_fixed(address, length, prot, fd, offset)");
+        return NULL;
+    }
+    void *address = address_arg(args[0]);
+    if (address == NULL)
+        return NULL;
+    size_t length = PyLong_AsSize_t(args[1]);
+    if (length == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    long prot = PyLong_AsLong(args[2]);
+    if (prot == -1 && PyErr_Occurred())
+        return NULL;
+    int fd;
+    if (fd_arg(args[3], &fd) < 0)
+        return NULL;
+    long long offset = PyLong_AsLongLong(args[4]);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    if (mmap(address, length, (int)prot, MAP_SHARED | MAP_FIXED, fd, (off_t)offset) == MAP_FAILED)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
 }
 
 /* ---- the shm event channel's system calls ------------------------------------------- */
@@ -1302,6 +1348,10 @@ static PyMethodDef module_methods[] = {
      "A sequentially consistent fence: no store passes a later load."},
     {"fetch_add_u64", (PyCFunction)(void (*)(void))fp_fetch_add_u64, METH_FASTCALL,
      "fetch_add_u64(address, amount): locked add to the u64 at address; the old value."},
+    {"buffer_address", fp_buffer_address, METH_O,
+     "buffer_address(buffer): the address of a writable buffer's first byte."},
+    {"map_fixed", (PyCFunction)(void (*)(void))fp_map_fixed, METH_FASTCALL,
+     "map_fixed(address, length, prot, fd, offset): mmap MAP_SHARED|MAP_FIXED at address."},
     {"eventfd_kick", (PyCFunction)(void (*)(void))fp_eventfd_kick, METH_FASTCALL,
      "eventfd_kick(fd, counter_address): count one event (0: no counter), write 1 to eventfd fd."},
     {"wait_one", (PyCFunction)(void (*)(void))fp_wait_one, METH_FASTCALL,

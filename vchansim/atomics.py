@@ -8,31 +8,25 @@ other end, possibly C in another process, bumps the same page concurrently.
 
 from __future__ import annotations
 
-import ctypes
-
-from .core import fetch_add_u64
+from .core import buffer_address, fetch_add_u64
 from .errors import VchanError
 
 
 class AtomicCounters:
     """u64 counters at the start of a shared buffer.
 
-    Holds a ctypes export of a writable buffer (which pins the mapping); call
-    :meth:`release` before unmapping it.  A read-only mapping can be read, not added to.
+    Holds a view of the buffer, which pins the mapping so that the address handed to C
+    stays valid; call :meth:`release` before unmapping it.  A read-only mapping can be
+    read, not added to.
     """
 
-    __slots__ = ("_anchor", "_base", "_view")
+    __slots__ = ("_base", "_view")
 
     def __init__(self, buf: memoryview, count: int) -> None:
         if buf.nbytes < 8 * count:
             raise VchanError(f"{count} counters need {8 * count} bytes, buffer has {buf.nbytes}")
         self._view = buf[: 8 * count].cast("Q")
-        if buf.readonly:
-            self._anchor: ctypes.Array[ctypes.c_char] | None = None
-            self._base = 0
-        else:
-            self._anchor = (ctypes.c_char * (8 * count)).from_buffer(buf)
-            self._base = ctypes.addressof(self._anchor)
+        self._base = 0 if buf.readonly else buffer_address(self._view)
 
     def address(self, index: int) -> int:
         """The address of counter ``index``, for C code that bumps it on a hot path.  It
@@ -59,6 +53,5 @@ class AtomicCounters:
         return self._view[index]
 
     def release(self) -> None:
-        self._anchor = None
         self._base = 0
         self._view.release()

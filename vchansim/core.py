@@ -28,9 +28,11 @@ INTERFACE = (
     "NotifyCore",
     "RingCore",
     "Waiter",
+    "buffer_address",
     "eventfd_kick",
     "fetch_add_u64",
     "full_fence",
+    "map_fixed",
     "wait_one",
 )
 
@@ -87,9 +89,11 @@ if TYPE_CHECKING:
         NotifyCore,
         RingCore,
         Waiter,
+        buffer_address,
         eventfd_kick,
         fetch_add_u64,
         full_fence,
+        map_fixed,
         wait_one,
     )
 else:
@@ -99,6 +103,8 @@ else:
     fetch_add_u64 = _module.fetch_add_u64
     eventfd_kick = _module.eventfd_kick
     wait_one = _module.wait_one
+    buffer_address = _module.buffer_address
+    map_fixed = _module.map_fixed
     Waiter = _module.Waiter
     ChannelCore = _module.ChannelCore
 
@@ -112,9 +118,11 @@ __all__ = [
     "RingCore",
     "Waiter",
     "available",
+    "buffer_address",
     "eventfd_kick",
     "fetch_add_u64",
     "full_fence",
     "load",
+    "map_fixed",
     "wait_one",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import mmap
 import os
 import platform
 import select
@@ -82,6 +83,35 @@ def fetch_add_u64(address: int, amount: int) -> int:
     if not address:
         raise ValueError(_RELEASED)
     return int(_fetch_add_8(address, amount, _SEQ_CST))
+
+
+def buffer_address(buffer: bytearray | memoryview | mmap.mmap) -> int:
+    """The address of a writable buffer's first byte (the caller keeps it exported)."""
+    with memoryview(buffer) as view:
+        if view.readonly:
+            raise BufferError("the buffer is read-only")
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = (
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long
+)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MAP_FIXED = 0x10
+
+
+def map_fixed(address: int, length: int, prot: int, fd: int, offset: int) -> None:
+    """Map ``length`` bytes of ``fd`` at ``offset``, shared, exactly at ``address`` (over
+    a range the caller reserved); OSError on failure."""
+    if not address:
+        raise ValueError(_RELEASED)
+    flags = mmap.MAP_SHARED | _MAP_FIXED
+    if _mmap(address, length, prot, flags, _fd(fd), offset) == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _fd(value: int) -> int:

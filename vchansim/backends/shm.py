@@ -11,7 +11,6 @@ eventfd directly.  Established rings therefore survive the hub dying.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import mmap
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from .. import statspage
 from ..atomics import AtomicCounters
-from ..core import eventfd_kick, wait_one
+from ..core import buffer_address, eventfd_kick, map_fixed, wait_one
 from ..errors import BackendError, ConfigError, GrantError
 from ..hub.launcher import open_hub
 from ..hub.protocol import (
@@ -42,19 +41,6 @@ from ..xenstore.client import XsClient
 from .base import Backend, DirectWait, Events, Mapping, UnmapNotify
 
 STRICT_ENV = "VCHANSIM_STRICT"
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = (
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-)
-_MAP_FAILED = ctypes.c_void_p(-1).value
-_MAP_FIXED = 0x10
 
 #: Descriptors held by this process's shm event handles (fd -> what), for leak checks.
 _held: dict[int, str] = {}
@@ -99,12 +85,10 @@ def _runs(layout: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
 
 
 def _map_fixed(address: int, fd: int, first: int, count: int, prot: int) -> None:
-    result = _libc.mmap(
-        address, count * PAGE_SIZE, prot, mmap.MAP_SHARED | _MAP_FIXED, fd, first * PAGE_SIZE
-    )
-    if result == _MAP_FAILED:
-        err = ctypes.get_errno()
-        raise GrantError(f"mapping granted pages failed: {os.strerror(err)}", err=err)
+    try:
+        map_fixed(address, count * PAGE_SIZE, prot, fd, first * PAGE_SIZE)
+    except OSError as exc:
+        raise GrantError(f"mapping granted pages failed: {exc.strerror}", err=exc.errno) from None
 
 
 def map_pages(fds: Sequence[int], layout: Sequence[tuple[int, int]], writable: bool) -> mmap.mmap:
@@ -124,9 +108,7 @@ def map_pages(fds: Sequence[int], layout: Sequence[tuple[int, int]], writable: b
         return mmap.mmap(fds[index], size, flags=mmap.MAP_SHARED, prot=prot, offset=offset)
     region = mmap.mmap(-1, len(layout) * PAGE_SIZE, flags=mmap.MAP_PRIVATE)
     try:
-        anchor = ctypes.c_char.from_buffer(region)
-        base = ctypes.addressof(anchor)
-        del anchor  # release the export, or region.close() would refuse
+        base = buffer_address(region)
         offset = 0
         for index, first, count in runs:
             _map_fixed(base + offset * PAGE_SIZE, fds[index], first, count, prot)
