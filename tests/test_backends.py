@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import sys
 import textwrap
+import time
 
 import pytest
 
 from vchansim import Vchan, get_backend
 from vchansim.backends import available_backends, backend_class, register
-from vchansim.backends.base import Backend
+from vchansim.backends.base import Backend, retry_while_watched
 from vchansim.backends.memory import MemoryBackend
 from vchansim.backends.shm import ShmBackend
 from vchansim.errors import ConfigError, GrantError, ProtocolError, StoreError
@@ -96,3 +97,46 @@ def test_shm_client_refusing_bad_orders_reports_them_and_leaks_nothing(rundir):
             orders[0] = 9
         with pytest.raises(ProtocolError, match="left_order=9"):
             Vchan.client(ShmBackend(0, rundir=rundir), 1, "/local/domain/1/data/bad")
+
+
+def test_a_watched_retry_tries_again_on_each_event_and_shows_it_to_the_caller() -> None:
+    """The retry looks again only after an event of the caller's watch, and hands each
+    event it read to ``on_event``: the first attempt fails and writes the key, whose
+    event is the one reason for the second attempt."""
+    backend = MemoryBackend(0)
+    store = backend.store()
+    store.watch("/local/domain/0/data/wanted", "tok")
+    assert store.read_watch(5.0) == ("/local/domain/0/data/wanted", "tok")  # on WATCH
+    tries: list[str] = []
+    seen: list[tuple[str, str] | None] = []
+
+    def attempt() -> bytes:
+        try:
+            return store.read("/local/domain/0/data/wanted")
+        except StoreError as exc:
+            tries.append(errno.errorcode[exc.errno])
+            store.write("/local/domain/0/data/wanted", b"here")
+            raise
+
+    got = retry_while_watched(store, attempt, (StoreError,), time.monotonic() + 60, seen.append)
+    assert got == b"here"
+    assert tries == ["ENOENT"]
+    assert seen == [("/local/domain/0/data/wanted", "tok")]
+
+
+def test_a_watched_retry_that_sees_no_event_raises_its_last_failure() -> None:
+    """With nothing changing, the deadline passes: the retry's own failure raises, and
+    ``on_event`` hears that no event came (None)."""
+    store = MemoryBackend(0).store()
+    store.watch("/local/domain/0/data/never", "tok")
+    store.read_watch(5.0)  # the event WATCH itself fires
+    seen: list[tuple[str, str] | None] = []
+    with pytest.raises(StoreError):
+        retry_while_watched(
+            store,
+            lambda: store.read("/local/domain/0/data/never"),
+            (StoreError,),
+            time.monotonic() + 0.2,
+            seen.append,
+        )
+    assert seen == [None]

@@ -89,7 +89,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Destroy the guests; each one's boot time goes to
+    """Destroy the guests; each one's boot time, and why any was created again, go to
     ``$VCHANSIM_XEN_RESULTS/guests.json``."""
     booting = session.stash.get(_BOOTING, None)
     if booting is None:
@@ -97,7 +97,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     booting.destroy()
     if RESULTS and booting.boot_seconds:
         Path(RESULTS, "guests.json").write_text(
-            json.dumps({"ready_uptime_s": booting.boot_seconds, "types": booting.kinds}) + "\n"
+            json.dumps(
+                {
+                    "ready_uptime_s": booting.boot_seconds,
+                    "types": booting.kinds,
+                    "restarts": booting.restarts,
+                }
+            )
+            + "\n"
         )
 
 

@@ -15,12 +15,23 @@ import hashlib
 import itertools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from guests import BOOT_DEADLINE, GUEST_TYPES, KERNEL, RAMDISK, Booting, Guest, wait_value
+from guests import (
+    BOOT_DEADLINE,
+    GUEST_TYPES,
+    KERNEL,
+    RAMDISK,
+    Booting,
+    Guest,
+    GuestGone,
+    wait_value,
+    xl,
+)
 from launch import Peer, c_peer_process, python_peer
 
 pytestmark = [
@@ -171,7 +182,8 @@ def run_pairing(
     relative = f"data/vs/{tag}"
     ready = f"data/ready/{tag}"
     survivor = pairing.client if pairing.victim == "server" else pairing.server
-    ready_key = f"/local/domain/{domid(survivor.where, guests)}/{ready}"
+    survivor_id = domid(survivor.where, guests)
+    ready_key = f"/local/domain/{survivor_id}/{ready}"
     extra: dict[str, list[object]] = {"server": [], "client": []}
     if pairing.victim:
         extra["client" if pairing.victim == "server" else "server"] = ["--ready", ready_key]
@@ -182,7 +194,7 @@ def run_pairing(
     client = launch(pairing.client, [*client_argv, *pairing.client.mode], guests, c_peer_binary)
     if not pairing.victim:
         return server.result(), client.result()
-    wait_value(ready_key, time.monotonic() + JOB_DEADLINE)
+    wait_value(ready_key, time.monotonic() + JOB_DEADLINE, survivor_id)
     killed_at = time.monotonic()
     (server if pairing.victim == "server" else client).kill()
     reports = server.result(), client.result()
@@ -267,3 +279,26 @@ def test_cli_serve_in_one_guest_and_connect_in_the_other(guests: dict[str, Guest
     assert received["exit"] == 0, received
     assert received["stdout_bytes"] == len(text)
     assert received["stdout_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_guest_that_goes_ends_the_wait_for_it_and_is_created_again(
+    guest_boot: Booting | None, guests: dict[str, Guest]
+) -> None:
+    """A wait for a key of a guest ends once the guest is gone, naming it, instead of
+    running to its deadline; the boot wait then creates the guest again (as it does for a
+    guest whose kernel crashed while booting).  The last of the guest tests: guest b is
+    destroyed here and comes back under another domain id."""
+    assert guest_boot is not None
+    old = guests["b"].domid
+    never = f"/local/domain/{old}/data/never-written"
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(wait_value, never, time.monotonic() + JOB_DEADLINE, old)
+        xl("destroy", "vchansim-b")
+        with pytest.raises(GuestGone, match=f"domain {old} is gone"):
+            waiting.result(JOB_DEADLINE)
+    with pytest.warns(UserWarning, match="guest b went before its agent listened"):
+        again = guest_boot.await_agent("b", time.monotonic() + BOOT_DEADLINE)
+    assert again.domid != old
+    assert "no domain is called vchansim-b" in guest_boot.restarts.pop("b")
+    assert guests["b"] is again
+    assert again.agent.ready()["uptime"] > 0

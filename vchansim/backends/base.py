@@ -326,11 +326,14 @@ def retry_while_watched(
     attempt: Callable[[], _T],
     retry: tuple[type[Exception], ...],
     deadline: float,
+    on_event: Callable[[tuple[str, str] | None], object] | None = None,
 ) -> _T:
     """``attempt()``'s result, trying again after each event of a watch the caller set
     on ``store`` (never a poll: a change of what it watches is the only reason to look
     again); once ``time.monotonic()`` passes ``deadline``, the last ``retry`` failure
-    raises.  The watch stays the caller's to remove."""
+    raises.  ``on_event`` sees each event read (None: none came before the deadline), so
+    a caller can say what its wait saw when it fails.  The watch stays the caller's to
+    remove."""
     while True:
         try:
             return attempt()
@@ -338,7 +341,9 @@ def retry_while_watched(
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
-            store.read_watch(left)
+            event = store.read_watch(left)
+            if on_event is not None:
+                on_event(event)
 
 
 def default_domid() -> int:
